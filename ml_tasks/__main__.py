@@ -1,0 +1,3 @@
+from ml_tasks.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""The model spec: one YAML file says everything about one model.
+
+A spec is loaded into :class:`ModelSpec`, a pydantic model that rejects unknown fields and
+wrong values with a message naming the field, so a typo in a spec fails before any task runs.
+A new model needs a new spec file in ``include/models/``, never new code.
+
+Example
+-------
+>>> spec = load_spec("include/models/credit_default.yaml")      # doctest: +SKIP
+>>> spec.columns.label, spec.features.numeric[:2]                # doctest: +SKIP
+('defaulted', ['age', 'income'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: Candidate families the trainer knows; a spec picks among them with ``family``.
+FAMILIES = ("prior", "logistic_regression", "lightgbm")
+#: Metrics the evaluation computes; thresholds and comparisons may only name these.
+HIGHER_IS_BETTER = {"roc_auc": True, "log_loss": False, "brier": False}
+
+_CRON_FIELD = r"[\d\*/,\-A-Za-z?LW#]+"
+_CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
+_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class SpecError(ValueError):
+    """A model spec is invalid; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    """Where the rows come from: a SQL file with ``:window_start`` and ``:as_of`` parameters."""
+
+    query_file: str
+    tables: list[str] = Field(min_length=1)
+    window_days: int = Field(gt=0, le=3650)
+    #: Overrides REFIT_WAREHOUSE_URL for this model (embedded mode); deployed mode uses a connection.
+    warehouse_url: str | None = None
+
+
+class ColumnsSpec(_Strict):
+    """Roles of the key columns of the extracted snapshot."""
+
+    id: str
+    label: str
+    label_values: list[int] = Field(default=[0, 1], min_length=2, max_length=2)
+    timestamp: str
+    label_observed_at: str
+    entity: str | None = None
+
+
+class FeaturesSpec(_Strict):
+    numeric: list[str] = []
+    categorical: list[str] = []
+
+    @model_validator(mode="after")
+    def _not_empty_and_disjoint(self) -> FeaturesSpec:
+        if not self.numeric and not self.categorical:
+            raise ValueError("at least one numeric or categorical feature is required")
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"columns listed as both numeric and categorical: {sorted(both)}")
+        return self
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class ValidationSpec(_Strict):
+    min_rows: int = Field(default=100, ge=1)
+    max_null_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: Minority-class share under which the validation report warns.
+    warn_min_class_share: float = Field(default=0.005, ge=0.0, le=0.5)
+
+
+class SamplingSpec(_Strict):
+    """Stratified sample: by label and the segment columns, proportional with a floor per stratum."""
+
+    size: int = Field(gt=0)
+    segments: list[str] = []
+    #: Every stratum keeps at least this many rows (or all it has), so rare strata survive.
+    min_per_stratum: int = Field(default=200, ge=1)
+    seed: int = 0
+
+
+class SplitSpec(_Strict):
+    """Time-ordered split: train is oldest, then validation, then test (most recent)."""
+
+    validation_fraction: float = Field(gt=0.0, lt=0.5)
+    test_fraction: float = Field(gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitSpec:
+        if self.validation_fraction + self.test_fraction > 0.6:
+            raise ValueError("validation_fraction + test_fraction must leave at least 40% for training")
+        return self
+
+
+class CandidateSpec(_Strict):
+    name: Annotated[str, Field(pattern=_NAME)]
+    family: Literal["prior", "logistic_regression", "lightgbm"]
+    params: dict[str, float | int | str | bool] = {}
+
+
+class ThresholdSpec(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ThresholdSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold needs min or max")
+        return self
+
+
+class ChampionComparisonSpec(_Strict):
+    """Paired comparison with the champion on the same test rows."""
+
+    metric: str = "roc_auc"
+    mode: Literal["non_inferior", "superior"] = "non_inferior"
+    #: Allowed loss in the metric for ``non_inferior`` (in the metric's own units).
+    margin: float = Field(default=0.01, ge=0.0)
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    bootstrap_replicates: int = Field(default=500, ge=100, le=100_000)
+    seed: int = 0
+
+
+class AcceptanceSpec(_Strict):
+    thresholds: dict[str, ThresholdSpec] = {}
+    champion: ChampionComparisonSpec = ChampionComparisonSpec()
+
+
+class TrainerSpec(_Strict):
+    image: str = "refit-trainer:latest"
+    gpus: int = Field(default=0, ge=0, le=16)
+
+
+class ModelSpec(_Strict):
+    """Everything about one model. See ``include/models/credit_default.yaml`` for a full example."""
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    description: str = ""
+    registry_name: str
+    schedule: str
+    owner: str = "refit"
+    tags: list[str] = []
+    source: SourceSpec
+    columns: ColumnsSpec
+    features: FeaturesSpec
+    validation: ValidationSpec = ValidationSpec()
+    sampling: SamplingSpec
+    split: SplitSpec
+    candidates: list[CandidateSpec] = Field(min_length=1)
+    selection_metric: str = "roc_auc"
+    acceptance: AcceptanceSpec = AcceptanceSpec()
+    trainer: TrainerSpec = TrainerSpec()
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_or_preset(cls, value: str) -> str:
+        if value not in _PRESETS and not _CRON.match(value.strip()):
+            raise ValueError(f"expected a 5-field cron expression or one of {sorted(_PRESETS)}, got {value!r}")
+        return value
+
+    @field_validator("selection_metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        _check_metric(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        names = [c.name for c in self.candidates]
+        if len(names) != len(set(names)):
+            raise ValueError(f"candidates: names must be unique, got {names}")
+        role_columns = {self.columns.id, self.columns.label, self.columns.timestamp, self.columns.label_observed_at}
+        leaked = role_columns & set(self.features.all)
+        if leaked:
+            raise ValueError(f"features: {sorted(leaked)} are id/label/time columns and cannot be features")
+        for metric in self.acceptance.thresholds:
+            _check_metric(metric, where="acceptance.thresholds")
+        _check_metric(self.acceptance.champion.metric, where="acceptance.champion.metric")
+        unknown_segments = set(self.sampling.segments) - set(self.features.categorical)
+        if unknown_segments:
+            raise ValueError(f"sampling.segments: {sorted(unknown_segments)} must be categorical features")
+        return self
+
+    @property
+    def candidate_names(self) -> list[str]:
+        return [c.name for c in self.candidates]
+
+    def candidate(self, name: str) -> CandidateSpec:
+        for candidate in self.candidates:
+            if candidate.name == name:
+                return candidate
+        raise SpecError(f"spec {self.name!r}: unknown candidate {name!r}; expected one of {self.candidate_names}")
+
+    @property
+    def baseline_name(self) -> str:
+        """The candidate every other is compared with: the first one listed."""
+        return self.candidates[0].name
+
+
+def _check_metric(name: str, where: str = "selection_metric") -> None:
+    if name not in HIGHER_IS_BETTER:
+        raise ValueError(f"{where}: unknown metric {name!r}; expected one of {sorted(HIGHER_IS_BETTER)}")
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Load and validate a spec file; raise :class:`SpecError` naming the file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"spec file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec {path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"spec {path}: " + _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        parts.append(f"field '{field}': {message}")
+    return "; ".join(parts)
+
+
+def query_path(spec: ModelSpec, include_dir: Path) -> Path:
+    path = include_dir / spec.source.query_file
+    if not path.is_file():
+        raise SpecError(f"spec {spec.name!r}: source.query_file {spec.source.query_file!r} not found under {include_dir}")
+    return path
+
+
+def spec_hash(spec: ModelSpec, query_text: str) -> str:
+    """Content hash of the spec and its SQL: a change to either is a new recipe."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True) + "\n" + query_text
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def discover_specs(models_dir: Path) -> list[Path]:
+    """Spec files a DAG is built for: every ``*.yaml`` in ``models_dir``, sorted."""
+    return sorted(models_dir.glob("*.yaml"))

@@ -1,0 +1,169 @@
+"""The artifact store: files addressed by URI, in a local folder or on S3.
+
+Every stage reads its inputs and writes its outputs here, so a task can be retried and a later
+task re-run alone. Writes are staged: the file is written under a temporary name (or a local
+temporary file for S3) and only becomes visible under its final name once complete, so a
+crash never leaves a half-written snapshot where a reader would find it.
+
+>>> store = ArtifactStore("/tmp/refit-doc")                       # doctest: +SKIP
+>>> uri = store.uri("runs", "credit_default", "plan.json")        # doctest: +SKIP
+>>> store.write_json(uri, {"rows": 3}); store.read_json(uri)      # doctest: +SKIP
+{'rows': 3}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+class StoreError(RuntimeError):
+    """An artifact is missing or cannot be written; the message names the URI."""
+
+
+class ArtifactStore:
+    """Read and write artifacts under ``root`` (a folder path or ``s3://bucket/prefix``).
+
+    Parameters
+    ----------
+    root : where artifacts live. A plain path means a local folder.
+    s3_endpoint_url : S3 API endpoint for MinIO or a test server; None means AWS.
+    """
+
+    def __init__(self, root: str, s3_endpoint_url: str | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.is_s3 = self.root.startswith("s3://")
+        self._endpoint = s3_endpoint_url
+        self._client = None
+        if not self.is_s3:
+            self.root = str(Path(self.root.removeprefix("file://")).resolve())
+
+    # -- addressing -------------------------------------------------------------------------
+    def uri(self, *parts: str) -> str:
+        """The URI of ``parts`` under the root."""
+        clean = [p.strip("/") for p in parts if p]
+        return "/".join([self.root, *clean])
+
+    def _local(self, uri: str) -> Path:
+        path = Path(uri.removeprefix("file://")).resolve()
+        if not str(path).startswith(self.root):
+            raise StoreError(f"{uri} is outside the artifact store root {self.root}")
+        return path
+
+    def _bucket_key(self, uri: str) -> tuple[str, str]:
+        if not uri.startswith("s3://"):
+            raise StoreError(f"{uri} is not an s3:// URI but the store root is {self.root}")
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    @property
+    def s3(self):
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3", endpoint_url=self._endpoint)
+        return self._client
+
+    # -- primitives -------------------------------------------------------------------------
+    def exists(self, uri: str) -> bool:
+        if not self.is_s3:
+            return self._local(uri).is_file()
+        from botocore.exceptions import ClientError
+
+        bucket, key = self._bucket_key(uri)
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+
+    @contextmanager
+    def staged(self, uri: str) -> Iterator[Path]:
+        """Yield a local path to write; on success it becomes ``uri`` in one step.
+
+        Locally the temporary file sits next to the target and is renamed (atomic on POSIX);
+        on S3 the object only appears once the upload completes. On error nothing is left.
+        """
+        if self.is_s3:
+            handle, name = tempfile.mkstemp(prefix="refit-", suffix=Path(uri).suffix)
+            os.close(handle)
+            tmp = Path(name)
+        else:
+            final = self._local(uri)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            yield tmp
+            if self.is_s3:
+                bucket, key = self._bucket_key(uri)
+                self.s3.upload_file(str(tmp), bucket, key)
+            else:
+                os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @contextmanager
+    def local_copy(self, uri: str) -> Iterator[Path]:
+        """Yield a local path with the content of ``uri`` (downloaded for S3)."""
+        if not self.is_s3:
+            path = self._local(uri)
+            if not path.is_file():
+                raise StoreError(f"artifact {uri} does not exist")
+            yield path
+            return
+        if not self.exists(uri):
+            raise StoreError(f"artifact {uri} does not exist")
+        with tempfile.TemporaryDirectory(prefix="refit-") as folder:
+            path = Path(folder) / Path(uri).name
+            bucket, key = self._bucket_key(uri)
+            self.s3.download_file(bucket, key, str(path))
+            yield path
+
+    def put_file(self, local_path: Path, uri: str) -> None:
+        with self.staged(uri) as tmp:
+            shutil.copyfile(local_path, tmp)
+
+    # -- typed helpers ----------------------------------------------------------------------
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        with self.staged(uri) as tmp:
+            tmp.write_bytes(data)
+
+    def read_bytes(self, uri: str) -> bytes:
+        with self.local_copy(uri) as path:
+            return path.read_bytes()
+
+    def write_text(self, uri: str, text: str) -> None:
+        self.write_bytes(uri, text.encode())
+
+    def read_text(self, uri: str) -> str:
+        return self.read_bytes(uri).decode()
+
+    def write_json(self, uri: str, payload: Any) -> None:
+        self.write_text(uri, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.read_text(uri))
+
+    def write_frame(self, uri: str, frame: pd.DataFrame) -> None:
+        with self.staged(uri) as tmp:
+            frame.to_parquet(tmp, index=False)
+
+    def read_frame(self, uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+        with self.local_copy(uri) as path:
+            return pd.read_parquet(path, columns=columns)
+
+
+def store_from_settings(settings) -> ArtifactStore:
+    """The artifact store configured by :class:`ml_tasks.settings.Settings`."""
+    return ArtifactStore(settings.artifact_root, settings.s3_endpoint_url)
