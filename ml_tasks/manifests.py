@@ -1,0 +1,165 @@
+"""Typed manifests that stages hand to each other.
+
+A manifest is small (URIs, counts, hashes, metrics): it travels through Airflow's XCom as a
+JSON dict and is also written next to the stage's output, so any stage can be re-run alone
+from the CLI. Data frames never travel in a manifest.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_xcom(self) -> dict:
+        """A JSON-safe dict for XCom."""
+        return self.model_dump(mode="json")
+
+
+class RunPlan(Manifest):
+    """What one retraining run does, resolved from the spec, the trigger and its params."""
+
+    model: str
+    spec_path: str
+    spec_hash: str
+    as_of: datetime
+    window_start: datetime
+    sample_size: int
+    candidates: list[str]
+    dry_run: bool
+    dag_run_id: str
+    run_key: str
+    run_prefix: str
+
+
+class SnapshotManifest(Manifest):
+    model: str
+    snapshot_id: str
+    uri: str
+    manifest_uri: str
+    rows: int
+    columns: dict[str, str]
+    label_counts: dict[str, int]
+    time_min: datetime
+    time_max: datetime
+    as_of: datetime
+    window_start: datetime
+    query_file: str
+    params: dict[str, str]
+    reused: bool
+
+
+class CheckResult(Manifest):
+    name: str
+    passed: bool
+    detail: str
+
+
+class ValidationManifest(Manifest):
+    snapshot_id: str
+    rows: int
+    checks: list[CheckResult]
+    warnings: list[str]
+    uri: str
+
+
+class SampleManifest(Manifest):
+    uri: str
+    rows: int
+    population_rows: int
+    seed: int
+    strata: dict[str, dict[str, float]]
+    label_rate_sample: float
+    label_rate_reweighted: float
+
+
+class SplitPart(Manifest):
+    uri: str
+    rows: int
+    positives: int
+    time_min: datetime
+    time_max: datetime
+
+
+class SplitManifest(Manifest):
+    train: SplitPart
+    validation: SplitPart
+    test: SplitPart
+    uri: str
+
+
+class TrainResult(Manifest):
+    candidate: str
+    family: str
+    mlflow_run_id: str
+    model_uri: str
+    validation_metrics: dict[str, float]
+    train_rows: int
+    fit_seconds: float
+    reused: bool
+
+
+class ModelScores(Manifest):
+    name: str
+    metrics: dict[str, float]
+
+
+class EvaluationManifest(Manifest):
+    challenger: str
+    challenger_run_id: str
+    challenger_model_uri: str
+    candidates: list[ModelScores]
+    champion: ModelScores | None
+    champion_version: str | None
+    predictions_uri: str
+    test_rows: int
+    uri: str
+
+
+class GateCheck(Manifest):
+    """One line of the gate: enough to explain the outcome without opening anything else."""
+
+    name: str
+    metric: str
+    challenger: float
+    reference: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    threshold: float | None
+    passed: bool
+    reason: str
+
+
+class GateManifest(Manifest):
+    verdict: Literal["PASS", "FAIL"]
+    challenger: str
+    champion_version: str | None
+    checks: list[GateCheck]
+    uri: str
+
+    @property
+    def failing_reasons(self) -> list[str]:
+        return [c.reason for c in self.checks if not c.passed]
+
+
+class RegistrationManifest(Manifest):
+    registry_name: str
+    action: Literal["registered", "already_registered", "skipped_failed_gate", "skipped_dry_run"]
+    version: str | None
+    champion_version: str | None
+    previous_version: str | None
+
+
+class ReportManifest(Manifest):
+    verdict: Literal["PASS", "FAIL"]
+    html_uri: str
+    json_uri: str
+    champion_version: str | None
+    run_key: str

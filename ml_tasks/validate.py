@@ -1,0 +1,113 @@
+"""Validate a snapshot before anything trains on it.
+
+Every check returns a :class:`CheckResult`; a failed check stops the run with a message that
+names the column and what was expected. Softer findings become warnings that travel in the
+manifest to the gating report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ml_tasks.manifests import CheckResult, RunPlan, SnapshotManifest, ValidationManifest
+from ml_tasks.spec import ModelSpec
+from ml_tasks.storage import ArtifactStore
+
+
+class DataValidationError(ValueError):
+    """The snapshot breaks the spec; the message lists every failed check."""
+
+
+def check_snapshot(spec: ModelSpec, frame: pd.DataFrame, as_of, source: str) -> tuple[list[CheckResult], list[str]]:
+    """Run every check on ``frame``; return (checks, warnings). Pure: no I/O."""
+    cols = spec.columns
+    required = [cols.id, cols.label, cols.timestamp, cols.label_observed_at, *([cols.entity] if cols.entity else []),
+                *spec.features.all]
+    missing = [c for c in required if c not in frame.columns]
+    checks = [_check("required_columns", not missing,
+                     f"{source}: missing columns {missing}; the spec expects {required}" if missing else "all present")]
+    if missing:
+        return checks, []  # the other checks would only repeat the same cause
+    rows = len(frame)
+    checks.append(_check("min_rows", rows >= spec.validation.min_rows,
+                         f"{source}: {rows} rows in the window; expected at least {spec.validation.min_rows}"))
+    label = frame[cols.label]
+    outside = sorted(set(label.dropna().unique().tolist()) - set(spec.columns.label_values))
+    checks.append(_check("label_values", not outside,
+                         f"column {cols.label!r}: values {outside} outside the spec's {spec.columns.label_values}"))
+    classes = label.nunique()
+    checks.append(_check("two_classes", classes >= 2,
+                         f"column {cols.label!r}: {classes} distinct value(s) {sorted(label.unique().tolist())}; "
+                         "expected both classes"))
+    checks.extend(_null_checks(spec, frame))
+    checks.append(_finite_check(spec, frame))
+    as_of = pd.Timestamp(as_of)
+    future = int((frame[cols.timestamp] >= as_of).sum())
+    checks.append(_check("no_future_rows", future == 0,
+                         f"column {cols.timestamp!r}: {future} rows at or after the as-of date {as_of}"))
+    immature = int((frame[cols.label_observed_at] > as_of).sum())
+    checks.append(_check("labels_mature", immature == 0,
+                         f"column {cols.label_observed_at!r}: {immature} labels observed after the as-of date {as_of} "
+                         "(time leakage)"))
+    before_event = int((frame[cols.label_observed_at] < frame[cols.timestamp]).sum())
+    checks.append(_check("label_after_event", before_event == 0,
+                         f"column {cols.label_observed_at!r}: {before_event} labels observed before their "
+                         f"{cols.timestamp!r}; expected observation after the event"))
+    duplicated = int(frame[cols.id].duplicated().sum())
+    checks.append(_check("unique_ids", duplicated == 0, f"column {cols.id!r}: {duplicated} duplicated ids"))
+    return checks, _warnings(spec, frame)
+
+
+def _check(name: str, passed: bool, detail: str) -> CheckResult:
+    return CheckResult(name=name, passed=bool(passed), detail="ok" if passed else detail)
+
+
+def _null_checks(spec: ModelSpec, frame: pd.DataFrame) -> list[CheckResult]:
+    cols = spec.columns
+    results = []
+    for name in (cols.id, cols.label, cols.timestamp, cols.label_observed_at):
+        nulls = int(frame[name].isna().sum())
+        results.append(_check(f"no_nulls:{name}", nulls == 0, f"column {name!r}: {nulls} nulls; expected none"))
+    limit = spec.validation.max_null_rate
+    for name in spec.features.all:
+        rate = float(frame[name].isna().mean()) if len(frame) else 0.0
+        results.append(_check(f"null_rate:{name}", rate <= limit,
+                              f"column {name!r}: null rate {rate:.3f} above the spec's max_null_rate {limit}"))
+    return results
+
+
+def _finite_check(spec: ModelSpec, frame: pd.DataFrame) -> CheckResult:
+    bad = {}
+    for name in spec.features.numeric:
+        values = frame[name].to_numpy(dtype="float64", na_value=np.nan)
+        count = int(np.isinf(values).sum())
+        if count:
+            bad[name] = count
+    return _check("finite_numerics", not bad, f"numeric columns with inf values (expected finite): {bad}")
+
+
+def _warnings(spec: ModelSpec, frame: pd.DataFrame) -> list[str]:
+    warnings = []
+    share = frame[spec.columns.label].value_counts(normalize=True)
+    if len(share) and share.min() < spec.validation.warn_min_class_share:
+        warnings.append(f"column {spec.columns.label!r}: minority class share {share.min():.4f} is below "
+                        f"{spec.validation.warn_min_class_share}")
+    for name in spec.features.numeric:
+        if frame[name].nunique(dropna=True) <= 1:
+            warnings.append(f"column {name!r}: constant in this window")
+    return warnings
+
+
+def run_validation(spec: ModelSpec, plan: RunPlan, snapshot: SnapshotManifest, store: ArtifactStore) -> ValidationManifest:
+    """Validate the stored snapshot; write the report; raise if any check failed."""
+    frame = store.read_frame(snapshot.uri)
+    source = f"query {spec.source.query_file} (tables {', '.join(spec.source.tables)})"
+    checks, warnings = check_snapshot(spec, frame, plan.as_of, source)
+    manifest = ValidationManifest(snapshot_id=snapshot.snapshot_id, rows=len(frame), checks=checks,
+                                  warnings=warnings, uri=f"{plan.run_prefix}/validation.json")
+    store.write_json(manifest.uri, manifest.to_xcom())
+    failed = [c.detail for c in checks if not c.passed]
+    if failed:
+        raise DataValidationError(f"snapshot {snapshot.snapshot_id} failed {len(failed)} check(s): " + "; ".join(failed))
+    return manifest

@@ -1,0 +1,66 @@
+"""Validation: each bad snapshot fails with a message naming the column and what was expected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_tasks.validate import check_snapshot
+
+AS_OF = pd.Timestamp("2024-03-01")
+
+
+def good_frame(rows: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    applied = pd.Timestamp("2023-06-01") + pd.to_timedelta(rng.integers(0, 150, rows), unit="D")
+    return pd.DataFrame({
+        "application_id": np.arange(rows), "customer_id": rng.integers(0, 100, rows),
+        "applied_at": applied, "observed_at": applied + pd.Timedelta(days=70),
+        "defaulted": (rng.random(rows) < 0.1).astype(int),
+        "age": rng.integers(18, 80, rows).astype(float), "income": rng.normal(5e4, 1e4, rows),
+        "employment_years": rng.random(rows) * 10, "amount": rng.random(rows) * 1e4,
+        "term_months": rng.choice([12, 24], rows).astype(float), "credit_score": rng.normal(650, 50, rows),
+        "existing_debt": rng.random(rows) * 1e3, "prior_applications": rng.integers(0, 3, rows).astype(float),
+        "prior_defaults_observed": np.zeros(rows), "region": "north", "purpose": "car", "channel": "web",
+    })
+
+
+def failures(spec, frame):
+    checks, _ = check_snapshot(spec.model_copy(update={"validation": spec.validation.model_copy(update={"min_rows": 100})}),
+                               frame, AS_OF, "query sql/credit_default.sql")
+    return [c.detail for c in checks if not c.passed]
+
+
+def test_good_frame_passes(demo_spec):
+    assert failures(demo_spec, good_frame()) == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda f: f.drop(columns=["income"]), "missing columns ['income']"),
+        (lambda f: f.assign(defaulted=0), "column 'defaulted': 1 distinct value(s) [0]; expected both classes"),
+        (lambda f: f.assign(defaulted=f.defaulted * 2), "column 'defaulted': values [2] outside the spec's [0, 1]"),
+        (lambda f: f.assign(income=f.income.where(f.index % 5 != 0)), "column 'income': null rate 0.200 above"),
+        (lambda f: f.assign(amount=f.amount.where(f.index != 3, np.inf)), "inf values (expected finite): {'amount': 1}"),
+        (lambda f: f.assign(applied_at=f.applied_at.where(f.index != 0, AS_OF)), "column 'applied_at': 1 rows at or after"),
+        (lambda f: f.assign(observed_at=f.observed_at.where(f.index != 0, AS_OF + pd.Timedelta(days=1))),
+         "labels observed after the as-of date"),
+        (lambda f: f.assign(observed_at=f.applied_at - pd.Timedelta(days=1)), "labels observed before their 'applied_at'"),
+        (lambda f: f.head(50), "50 rows in the window; expected at least 100"),
+        (lambda f: f.assign(application_id=0), "column 'application_id': 399 duplicated ids"),
+    ],
+)
+def test_bad_snapshot_fails_naming_the_column(demo_spec, damage, expected):
+    found = failures(demo_spec, damage(good_frame()))
+    assert any(expected in detail for detail in found), found
+
+
+def test_rare_class_and_constant_column_become_warnings(demo_spec):
+    frame = good_frame(2000).assign(defaulted=0, age=30.0)
+    frame.loc[:4, "defaulted"] = 1
+    checks, warnings = check_snapshot(demo_spec, frame, AS_OF, "query")
+    assert all(c.passed for c in checks)
+    assert any("minority class share" in w for w in warnings)
+    assert any("column 'age': constant" in w for w in warnings)
