@@ -1,0 +1,159 @@
+"""Candidate model families behind one scikit-learn-style interface.
+
+Every candidate is built from a spec entry (``family`` and ``params``) and offers
+``fit(X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None)`` and
+``predict_proba(X)`` returning an ``(n, 2)`` array, as scikit-learn classifiers do. ``X`` is a
+data frame with the spec's feature columns; each family turns it into what it needs, and fits
+every transform (scaling, encoding) on the training rows only.
+
+>>> model = build_candidate(spec.candidate("lightgbm"), spec.features)   # doctest: +SKIP
+>>> model.fit(X_train, y_train, w_train, X_valid, y_valid).predict_proba(X_test)[:, 1]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import pandas as pd
+
+from ml_tasks.spec import CandidateSpec, FeaturesSpec
+
+MISSING = "<missing>"
+
+
+class Candidate(ABC):
+    """A trainable model of one family.
+
+    Parameters
+    ----------
+    features : the spec's numeric and categorical feature lists.
+    params : family-specific hyper-parameters from the spec.
+    seed : random seed, so the same inputs give the same model.
+    """
+
+    family: str = ""
+
+    def __init__(self, features: FeaturesSpec, params: dict | None = None, seed: int = 0) -> None:
+        self.numeric = list(features.numeric)
+        self.categorical = list(features.categorical)
+        self.params = dict(params or {})
+        self.seed = seed
+
+    @abstractmethod
+    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> Candidate: ...
+
+    @abstractmethod
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
+
+    def _categoricals_as_text(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X[self.numeric + self.categorical].copy()
+        for name in self.categorical:
+            out[name] = out[name].astype(object).where(out[name].notna(), MISSING).astype(str)
+        for name in self.numeric:
+            out[name] = out[name].astype("float64")
+        return out
+
+    @staticmethod
+    def _two_columns(p: np.ndarray) -> np.ndarray:
+        return np.column_stack([1.0 - p, p])
+
+
+class PriorCandidate(Candidate):
+    """Predicts the (weighted) training positive rate for every row: the floor any model must beat."""
+
+    family = "prior"
+
+    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> PriorCandidate:
+        self.rate_ = float(np.average(np.asarray(y), weights=sample_weight))
+        return self
+
+    def predict_proba(self, X):
+        return self._two_columns(np.full(len(X), self.rate_))
+
+
+class LogisticRegressionCandidate(Candidate):
+    """Logistic regression on scaled numerics and one-hot categoricals (the baseline)."""
+
+    family = "logistic_regression"
+
+    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None):
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline, make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        columns = ColumnTransformer([
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), self.numeric),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), self.categorical),
+        ])
+        classifier = LogisticRegression(C=float(self.params.get("C", 1.0)), max_iter=int(self.params.get("max_iter", 2000)))
+        self.pipeline_ = Pipeline([("columns", columns), ("classifier", classifier)])
+        self.pipeline_.fit(self._categoricals_as_text(X), np.asarray(y), classifier__sample_weight=sample_weight)
+        return self
+
+    def predict_proba(self, X):
+        return self.pipeline_.predict_proba(self._categoricals_as_text(X))
+
+
+class LightGBMCandidate(Candidate):
+    """Gradient-boosted trees with native categoricals and early stopping on the validation split."""
+
+    family = "lightgbm"
+    _RENAMED = {"n_estimators": "num_boost_round", "min_child_samples": "min_data_in_leaf"}
+
+    def _dataset_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X[self.numeric + self.categorical].copy()
+        for name in self.numeric:
+            out[name] = out[name].astype("float64")
+        for name in self.categorical:
+            # Categories are frozen at fit time: an unseen value becomes missing, not a new code.
+            out[name] = pd.Categorical(out[name].astype(object), categories=self.categories_[name])
+        return out
+
+    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None):
+        import lightgbm as lgb
+
+        self.categories_ = {n: sorted(X[n].dropna().astype(str).unique().tolist()) for n in self.categorical}
+        params = {self._RENAMED.get(k, k): v for k, v in self.params.items()}
+        rounds = int(params.pop("num_boost_round", 500))
+        stopping = int(params.pop("early_stopping_rounds", 50))
+        params.update(objective="binary", seed=self.seed, deterministic=True, verbosity=-1,
+                      num_threads=int(params.get("num_threads", 2)))
+        train = lgb.Dataset(self._dataset_frame(X), label=np.asarray(y), weight=sample_weight,
+                            categorical_feature=self.categorical, free_raw_data=False)
+        valid_sets, callbacks = [], []
+        if X_valid is not None:
+            valid_sets = [lgb.Dataset(self._dataset_frame(X_valid), label=np.asarray(y_valid), weight=w_valid,
+                                      reference=train, categorical_feature=self.categorical)]
+            callbacks = [lgb.early_stopping(stopping, verbose=False)]
+        self.booster_ = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
+        self.best_iteration_ = int(self.booster_.best_iteration or rounds)
+        return self
+
+    def predict_proba(self, X):
+        return self._two_columns(self.booster_.predict(self._dataset_frame(X), num_iteration=self.best_iteration_))
+
+
+_FAMILIES: dict[str, type[Candidate]] = {
+    cls.family: cls for cls in (PriorCandidate, LogisticRegressionCandidate, LightGBMCandidate)
+}
+
+
+def build_candidate(spec: CandidateSpec, features: FeaturesSpec, seed: int = 0) -> Candidate:
+    """The untrained candidate a spec entry describes."""
+    return _FAMILIES[spec.family](features, spec.params, seed=seed)
+
+
+def feature_frame(frame: pd.DataFrame, features: FeaturesSpec) -> pd.DataFrame:
+    """The model's input: feature columns only, numerics as float64, categoricals as text or None.
+
+    Plain dtypes keep MLflow's signature check and JSON serving payloads unambiguous.
+    """
+    out = pd.DataFrame(index=frame.index)
+    for name in features.numeric:
+        out[name] = frame[name].astype("float64")
+    for name in features.categorical:
+        out[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return out

@@ -1,0 +1,111 @@
+"""The MLflow model registry: look up the champion, register a passed challenger, move aliases.
+
+Aliases (``champion``, ``previous``) are the only pointers to production models; the
+deprecated stages are never used. Registration is idempotent: a version carries the run's
+idempotency key, so re-running the same interval finds it instead of registering a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ml_tasks.manifests import EvaluationManifest, GateManifest, RegistrationManifest, RunPlan
+from ml_tasks.settings import Settings
+from ml_tasks.spec import ModelSpec
+from ml_tasks.tracking import client
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    version: str
+    run_id: str | None
+    model_uri: str
+    tags: dict[str, str]
+
+
+def get_champion(settings: Settings, registry_name: str) -> ChampionInfo | None:
+    """The version behind the ``champion`` alias, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    try:
+        version = mlflow_client.get_model_version_by_alias(registry_name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            return None
+        raise
+    return ChampionInfo(version=str(version.version), run_id=version.run_id,
+                        model_uri=f"models:/{registry_name}/{version.version}", tags=dict(version.tags))
+
+
+def idempotency_key(plan: RunPlan, snapshot_id: str) -> str:
+    return f"{plan.run_key}:{snapshot_id}"
+
+
+def register_challenger(
+    spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, gate: GateManifest, snapshot_id: str,
+    report_uri: str, settings: Settings,
+) -> RegistrationManifest:
+    """Register the challenger and make it champion, only if the gate passed and this is no dry run.
+
+    Order matters: the new version is created and tagged first, then ``previous`` is pointed at
+    the old champion, and ``champion`` moves last — a failure at any step leaves the old
+    champion serving.
+    """
+    name = spec.registry_name
+    current = get_champion(settings, name)
+    current_version = current.version if current else None
+    if gate.verdict != "PASS":
+        return RegistrationManifest(registry_name=name, action="skipped_failed_gate", version=None,
+                                    champion_version=current_version, previous_version=None)
+    if plan.dry_run:
+        return RegistrationManifest(registry_name=name, action="skipped_dry_run", version=None,
+                                    champion_version=current_version, previous_version=None)
+    mlflow_client = client(settings)
+    key = idempotency_key(plan, snapshot_id)
+    existing = _version_with_key(mlflow_client, name, key)
+    if existing is not None:
+        return RegistrationManifest(registry_name=name, action="already_registered", version=existing,
+                                    champion_version=current_version, previous_version=None)
+    _ensure_registered_model(mlflow_client, spec)
+    tags = {
+        "refit.idempotency_key": key, "refit.snapshot_id": snapshot_id, "refit.spec_hash": plan.spec_hash,
+        "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key, "refit.as_of": plan.as_of.isoformat(),
+        "refit.candidate": evaluation.challenger, "refit.verdict": gate.verdict, "refit.report_uri": report_uri,
+    }
+    version = mlflow_client.create_model_version(
+        name=name, source=evaluation.challenger_model_uri, run_id=evaluation.challenger_run_id, tags=tags,
+        model_id=evaluation.challenger_model_uri.removeprefix("models:/"),
+    )
+    new_version = str(version.version)
+    if current_version is not None:
+        mlflow_client.set_registered_model_alias(name, PREVIOUS, current_version)
+    mlflow_client.set_registered_model_alias(name, CHAMPION, new_version)
+    return RegistrationManifest(registry_name=name, action="registered", version=new_version,
+                                champion_version=new_version, previous_version=current_version)
+
+
+def _ensure_registered_model(mlflow_client, spec: ModelSpec) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_registered_model(spec.registry_name)
+    except MlflowException:
+        mlflow_client.create_registered_model(spec.registry_name, tags={"refit.model": spec.name},
+                                              description=spec.description)
+
+
+def _version_with_key(mlflow_client, name: str, key: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for version in versions:
+        if version.tags.get("refit.idempotency_key") == key:
+            return str(version.version)
+    return None

@@ -1,0 +1,91 @@
+"""The gating report: what the person on call reads, as self-contained HTML and as JSON.
+
+The verdict and the failing reasons come first, then every check, the metrics of every model
+on the same test rows, the data summary and the lineage. The report is written to the run's
+folder in the artifact store, logged to the challenger's MLflow run, and the model's
+``latest.json`` pointer is updated for ``python -m ml_tasks status``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from ml_tasks.manifests import (
+    EvaluationManifest, GateManifest, RegistrationManifest, ReportManifest, RunPlan, SampleManifest,
+    SnapshotManifest, SplitManifest, ValidationManifest,
+)
+from ml_tasks.settings import Settings
+from ml_tasks.storage import ArtifactStore
+
+METRICS = ["roc_auc", "log_loss", "brier"]
+
+
+def report_uris(plan: RunPlan) -> tuple[str, str]:
+    """(html, json) URIs of the run's report; known before the report exists, for registry tags."""
+    return f"{plan.run_prefix}/report.html", f"{plan.run_prefix}/report.json"
+
+
+def latest_uri(store: ArtifactStore, model: str) -> str:
+    return store.uri("reports", model, "latest.json")
+
+
+def _fmt(value, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def build_report(
+    plan: RunPlan, snapshot: SnapshotManifest, validation: ValidationManifest, sample: SampleManifest,
+    split: SplitManifest, evaluation: EvaluationManifest, gate: GateManifest, registration: RegistrationManifest,
+) -> dict:
+    """The report's content as one JSON-safe dict. Pure."""
+    return {
+        "verdict": gate.verdict,
+        "failing": gate.failing_reasons,
+        "plan": plan.to_xcom(), "snapshot": snapshot.to_xcom(), "validation": validation.to_xcom(),
+        "sample": sample.to_xcom(), "split": split.to_xcom(), "evaluation": evaluation.to_xcom(),
+        "gate": gate.to_xcom(), "registration": registration.to_xcom(),
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def render_html(content: dict, templates_dir: Path) -> str:
+    environment = Environment(loader=FileSystemLoader(templates_dir), autoescape=select_autoescape(["html", "j2"]),
+                              undefined=StrictUndefined)
+    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt)
+
+
+def write_report(
+    content: dict, plan: RunPlan, store: ArtifactStore, settings: Settings, mlflow_run_id: str | None,
+) -> ReportManifest:
+    html_uri, json_uri = report_uris(plan)
+    html = render_html(content, settings.include_dir / "templates")
+    store.write_text(html_uri, html)
+    store.write_json(json_uri, content)
+    registration = content["registration"]
+    manifest = ReportManifest(verdict=content["verdict"], html_uri=html_uri, json_uri=json_uri,
+                              champion_version=registration["champion_version"], run_key=plan.run_key)
+    if mlflow_run_id:
+        _log_to_mlflow(settings, mlflow_run_id, html, content)
+    store.write_json(latest_uri(store, plan.model), {
+        **manifest.to_xcom(), "model": plan.model, "as_of": plan.as_of.isoformat(), "dag_run_id": plan.dag_run_id,
+        "dry_run": plan.dry_run, "challenger": content["gate"]["challenger"], "written_at": content["generated_at"],
+    })
+    return manifest
+
+
+def _log_to_mlflow(settings: Settings, run_id: str, html: str, content: dict) -> None:
+    from ml_tasks.tracking import client
+
+    mlflow_client = client(settings)
+    with tempfile.TemporaryDirectory(prefix="refit-report-") as folder:
+        path = Path(folder) / "gating_report.html"
+        path.write_text(html)
+        mlflow_client.log_artifact(run_id, str(path), artifact_path="report")
+    mlflow_client.log_dict(run_id, content, "report/gating_report.json")
+    mlflow_client.set_tag(run_id, "refit.verdict", content["verdict"])

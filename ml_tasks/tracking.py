@@ -1,0 +1,41 @@
+"""MLflow set-up shared by the stages: tracking URI and one experiment per model."""
+
+from __future__ import annotations
+
+from ml_tasks.settings import Settings, ensure_local_folders
+from ml_tasks.spec import ModelSpec
+
+#: Requirements recorded with logged models: the pyfunc imports ml_tasks, which is
+#: installed from this repository in the trainer and Airflow images.
+MODEL_REQUIREMENTS = ["mlflow", "pandas", "numpy", "scikit-learn", "lightgbm", "refit-ml-tasks"]
+
+
+def experiment_name(spec: ModelSpec) -> str:
+    return f"refit-{spec.name}"
+
+
+def setup_experiment(settings: Settings, spec: ModelSpec) -> str:
+    """Point mlflow at the configured store and return the model's experiment id."""
+    import mlflow
+
+    ensure_local_folders(settings)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    name = experiment_name(spec)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = f"{settings.mlflow_artifact_root}/{name}" if settings.mlflow_artifact_root else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location, tags={"refit.model": spec.name})
+    except Exception:
+        # Another task created it between our look-up and create (parallel mapped tasks).
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def client(settings: Settings):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
