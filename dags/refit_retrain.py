@@ -1,0 +1,135 @@
+"""Retrain DAGs: one per model spec in ``include/models/``, built by :func:`build_retrain_dag`.
+
+The DAG is the list of stages; every task calls one ``ml_tasks`` function and passes small
+manifests (URIs, counts, hashes, metrics) through XCom. mlflow is imported only inside tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, Param, get_current_context, task
+from refit_airflow.trainer import TrainerOperator
+
+from ml_tasks.settings import load_settings
+from ml_tasks.spec import ModelSpec, discover_specs, load_spec
+
+# mlflow's logging set-up otherwise replaces the handlers of Airflow's task logs.
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+
+
+def _params(spec: ModelSpec) -> dict[str, Param]:
+    """The manual-trigger form: typed and bounded, so the UI rejects bad values before a run."""
+    return {
+        "as_of": Param(None, type=["null", "string"], format="date",
+                       description="Train on data up to this date (UTC). Empty: the run's logical date."),
+        "sample_size": Param(spec.sampling.size, type="integer", minimum=100, maximum=10_000_000,
+                             description="Rows in the stratified training sample."),
+        "candidates": Param(spec.candidate_names, type="array", minItems=1, uniqueItems=True,
+                            items={"type": "string", "enum": spec.candidate_names},
+                            description="Candidates to train (the baseline is always trained)."),
+        "dry_run": Param(False, type="boolean", description="Gate and report, but never touch the registry."),
+    }
+
+
+def build_retrain_dag(spec_path: Path) -> DAG:
+    spec = load_spec(spec_path)
+    with DAG(
+        dag_id=f"retrain_{spec.name}",
+        description=spec.description or f"Retrain {spec.name}",
+        schedule=spec.schedule,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["refit", "retrain", *spec.tags],
+        params=_params(spec),
+        default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2)},
+        doc_md=__doc__,
+    ) as dag:
+
+        @task
+        def plan() -> dict:
+            from ml_tasks import pipeline
+
+            context = get_current_context()
+            params, run = context["params"], context["dag_run"]
+            as_of = params.get("as_of") or context.get("logical_date") or run.run_after
+            return pipeline.plan_run(str(spec_path), as_of, sample_size=params["sample_size"],
+                                     candidates=list(params["candidates"]), dry_run=params["dry_run"],
+                                     dag_run_id=run.run_id)
+
+        @task
+        def extract(run_plan: dict) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.extract(run_plan)
+
+        @task
+        def validate(run_plan: dict, snapshot: dict) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.validate(run_plan, snapshot)
+
+        @task
+        def sample(run_plan: dict, snapshot: dict) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.sample(run_plan, snapshot)
+
+        @task
+        def split(run_plan: dict, sample_manifest: dict) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.split(run_plan, sample_manifest)
+
+        @task
+        def candidates(run_plan: dict) -> list[str]:
+            # Mapping needs a task whose return value is the list to map over.
+            return run_plan["candidates"]
+
+        @task
+        def evaluate(run_plan: dict, split_manifest: dict, results) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.evaluate(run_plan, split_manifest, list(results))
+
+        @task
+        def gate(run_plan: dict, evaluation: dict) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.gate(run_plan, evaluation)
+
+        @task
+        def register(run_plan: dict, snapshot: dict, evaluation: dict, gate_manifest: dict) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.register(run_plan, snapshot, evaluation, gate_manifest)
+
+        @task
+        def report(run_plan, snapshot, validation_manifest, sample_manifest, split_manifest, evaluation,
+                   gate_manifest, registration) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.report(run_plan, snapshot, validation_manifest, sample_manifest, split_manifest,
+                                   evaluation, gate_manifest, registration)
+
+        run_plan = plan()
+        snapshot = extract(run_plan)
+        checked = validate(run_plan, snapshot)
+        sampled = sample(run_plan, snapshot)
+        checked >> sampled  # never sample a snapshot that failed validation
+        splits = split(run_plan, sampled)
+        trained = TrainerOperator.partial(task_id="train", plan=run_plan, split=splits).expand(
+            candidate=candidates(run_plan))
+        evaluation = evaluate(run_plan, splits, trained.output)
+        verdict = gate(run_plan, evaluation)
+        registration = register(run_plan, snapshot, evaluation, verdict)
+        report(run_plan, snapshot, checked, sampled, splits, evaluation, verdict, registration)
+    return dag
+
+
+for _spec_path in discover_specs(load_settings().models_dir):
+    _dag = build_retrain_dag(_spec_path)
+    globals()[_dag.dag_id] = _dag

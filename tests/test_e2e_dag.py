@@ -1,0 +1,126 @@
+"""End to end: the real retrain DAG run by ``airflow dags test`` on a tiny embedded warehouse.
+
+One Airflow home, MLflow store and artifact store for the whole module; the tests run in
+order and each builds on the registry state the previous one left.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ml_tasks.demo import DagRunFailed, airflow_env, prepare_airflow, run_dag_test
+from ml_tasks.demo_data import build_demo_warehouse
+from ml_tasks.settings import REPO_ROOT, ensure_local_folders, load_settings
+from tests.conftest import TINY_ROWS
+
+pytestmark = pytest.mark.e2e
+MODEL = "credit_default"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e") / "refit"
+    settings = load_settings({"REFIT_HOME": str(home)})
+    ensure_local_folders(settings)
+    build_demo_warehouse(settings.warehouse_url, rows=TINY_ROWS, seed=11)
+    prepare_airflow(settings)
+    return settings
+
+
+def mlflow_client(settings):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+
+def versions(settings) -> list:
+    return mlflow_client(settings).search_model_versions(f"name = '{MODEL}'")
+
+
+def alias_version(settings, alias: str) -> str:
+    return str(mlflow_client(settings).get_model_version_by_alias(MODEL, alias).version)
+
+
+def report_json(outcome) -> dict:
+    return json.loads(Path(outcome.report_uri.replace(".html", ".json")).read_text())
+
+
+def test_first_run_registers_champion_version_1_with_lineage_and_report(settings):
+    outcome = run_dag_test(settings, MODEL, "2024-03-01")
+    assert outcome.verdict == "PASS"
+    assert outcome.champion_version == "1"
+    champion = mlflow_client(settings).get_model_version_by_alias(MODEL, "champion")
+    assert str(champion.version) == "1"
+    tags = champion.tags
+    assert tags["refit.dag_run_id"].startswith("manual__")
+    assert len(tags["refit.snapshot_id"]) == 16 and len(tags["refit.spec_hash"]) == 16
+    assert tags["refit.report_uri"] == outcome.report_uri
+    html = Path(outcome.report_uri).read_text()
+    assert 'id="verdict"' in html and "PASS" in html
+    report = report_json(outcome)
+    assert report["registration"]["action"] == "registered"
+    # Both candidates were trained as mapped task instances and scored on the same test rows.
+    assert {s["name"] for s in report["evaluation"]["candidates"]} == {"logistic_baseline", "lightgbm"}
+    assert report["snapshot"]["as_of"].startswith("2024-03-01")
+
+
+def test_status_cli_shows_champion_and_last_verdict(settings):
+    out = subprocess.run([sys.executable, "-m", "ml_tasks", "status", "--model", MODEL, "--json"],
+                         env=airflow_env(settings), capture_output=True, text=True, check=True).stdout
+    status = json.loads(out)
+    assert status["champion"]["version"] == "1"
+    assert status["last_run"]["verdict"] == "PASS"
+    assert Path(status["last_run"]["html_uri"]).is_file()
+
+
+def test_rerunning_the_same_interval_registers_no_second_version(settings):
+    first_snapshot = mlflow_client(settings).get_model_version(MODEL, "1").tags["refit.snapshot_id"]
+    outcome = run_dag_test(settings, MODEL, "2024-03-01")
+    assert len(versions(settings)) == 1
+    assert alias_version(settings, "champion") == "1"
+    report = report_json(outcome)
+    assert report["registration"]["action"] == "already_registered"
+    assert report["snapshot"]["snapshot_id"] == first_snapshot and report["snapshot"]["reused"] is True
+
+
+def test_trigger_with_out_of_bounds_param_is_refused(settings):
+    with pytest.raises(DagRunFailed, match="sample_size"):
+        run_dag_test(settings, MODEL, "2024-04-01", conf={"sample_size": 5})
+    assert len(versions(settings)) == 1
+
+
+def test_rejected_challenger_never_moves_the_champion(settings, tmp_path):
+    include = tmp_path / "include"
+    shutil.copytree(REPO_ROOT / "include", include)
+    spec_file = include / "models" / f"{MODEL}.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["acceptance"]["thresholds"]["roc_auc"] = {"min": 0.99}  # no model on this data gets there
+    spec_file.write_text(yaml.safe_dump(spec))
+    strict = load_settings({"REFIT_HOME": str(settings.home), "REFIT_INCLUDE_DIR": str(include)})
+    outcome = run_dag_test(strict, MODEL, "2024-06-01")
+    assert outcome.verdict == "FAIL"
+    report = report_json(outcome)
+    assert any("misses the spec's min >= 0.99" in reason for reason in report["failing"])
+    assert report["registration"]["action"] == "skipped_failed_gate"
+    assert len(versions(settings)) == 1 and alias_version(settings, "champion") == "1"
+    assert "FAIL" in Path(outcome.report_uri).read_text()
+
+
+def test_second_run_gates_challenger_against_champion_on_same_rows(settings):
+    outcome = run_dag_test(settings, MODEL, "2024-09-01")
+    report = report_json(outcome)
+    comparison = next(c for c in report["gate"]["checks"] if c["name"].startswith("champion:"))
+    assert comparison["reference"] is not None and comparison["p_value"] is not None
+    assert comparison["ci_low"] <= comparison["difference"] <= comparison["ci_high"]
+    assert report["evaluation"]["champion_version"] == "1"
+    if outcome.verdict == "PASS":
+        assert alias_version(settings, "champion") == "2" and alias_version(settings, "previous") == "1"
+    else:
+        assert alias_version(settings, "champion") == "1" and len(versions(settings)) == 1
