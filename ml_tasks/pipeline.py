@@ -130,7 +130,8 @@ def report(plan: dict, snapshot: dict, validation_manifest: dict, sample_manifes
         evaluation_manifest, GateManifest.model_validate(gate_manifest),
         RegistrationManifest.model_validate(registration),
     )
-    return write_report(content, run_plan, ctx.store, ctx.settings, evaluation_manifest.challenger_run_id).to_xcom()
+    return write_report(content, run_plan, ctx.store, ctx.settings, evaluation_manifest.challenger_run_id,
+                        ctx.spec.acceptance.champion.alpha).to_xcom()
 
 
 def run_all(spec_path: str, as_of: datetime | str, **plan_options) -> dict:

@@ -54,17 +54,17 @@ def build_report(
     }
 
 
-def render_html(content: dict, templates_dir: Path) -> str:
+def render_html(content: dict, templates_dir: Path, alpha: float) -> str:
     environment = Environment(loader=FileSystemLoader(templates_dir), autoescape=select_autoescape(["html", "j2"]),
                               undefined=StrictUndefined)
-    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt)
+    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt, alpha=alpha)
 
 
 def write_report(
-    content: dict, plan: RunPlan, store: ArtifactStore, settings: Settings, mlflow_run_id: str | None,
+    content: dict, plan: RunPlan, store: ArtifactStore, settings: Settings, mlflow_run_id: str | None, alpha: float,
 ) -> ReportManifest:
     html_uri, json_uri = report_uris(plan)
-    html = render_html(content, settings.include_dir / "templates")
+    html = render_html(content, settings.include_dir / "templates", alpha)
     store.write_text(html_uri, html)
     store.write_json(json_uri, content)
     registration = content["registration"]

@@ -50,7 +50,7 @@ def train_candidate(
     tags = {
         "refit.model": spec.name, "refit.candidate": candidate_name, "refit.family": candidate_spec.family,
         "refit.run_key": plan.run_key, "refit.dag_run_id": plan.dag_run_id, "refit.spec_hash": plan.spec_hash,
-        "refit.as_of": plan.as_of.isoformat(), "refit.snapshot_uri": split.train.uri,
+        "refit.as_of": plan.as_of.isoformat(), "refit.train_uri": split.train.uri,
     }
     from mlflow.models import infer_signature
 
