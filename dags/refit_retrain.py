@@ -73,10 +73,10 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             return pipeline.validate(run_plan, snapshot)
 
         @task
-        def sample(run_plan: dict, snapshot: dict) -> dict:
+        def sample(run_plan: dict, validation_manifest: dict) -> dict:
             from ml_tasks import pipeline
 
-            return pipeline.sample(run_plan, snapshot)
+            return pipeline.sample(run_plan, validation_manifest)
 
         @task
         def split(run_plan: dict, sample_manifest: dict) -> dict:
@@ -102,31 +102,30 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             return pipeline.gate(run_plan, evaluation)
 
         @task
-        def register(run_plan: dict, snapshot: dict, evaluation: dict, gate_manifest: dict) -> dict:
+        def register(run_plan: dict, validation_manifest: dict, evaluation: dict, gate_manifest: dict) -> dict:
             from ml_tasks import pipeline
 
-            return pipeline.register(run_plan, snapshot, evaluation, gate_manifest)
+            return pipeline.register(run_plan, validation_manifest, evaluation, gate_manifest)
 
         @task
-        def report(run_plan, snapshot, validation_manifest, sample_manifest, split_manifest, evaluation,
-                   gate_manifest, registration) -> dict:
+        def report(run_plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest,
+                   registration) -> dict:
             from ml_tasks import pipeline
 
-            return pipeline.report(run_plan, snapshot, validation_manifest, sample_manifest, split_manifest,
-                                   evaluation, gate_manifest, registration)
+            return pipeline.report(run_plan, validation_manifest, sample_manifest, split_manifest, evaluation,
+                                   gate_manifest, registration)
 
         run_plan = plan()
         snapshot = extract(run_plan)
-        checked = validate(run_plan, snapshot)
-        sampled = sample(run_plan, snapshot)
-        checked >> sampled  # never sample a snapshot that failed validation
+        checked = validate(run_plan, snapshot)  # commits the snapshot only if every check passes
+        sampled = sample(run_plan, checked)
         splits = split(run_plan, sampled)
         trained = TrainerOperator.partial(task_id="train", plan=run_plan, split=splits).expand(
             candidate=candidates(run_plan))
         evaluation = evaluate(run_plan, splits, trained.output)
         verdict = gate(run_plan, evaluation)
-        registration = register(run_plan, snapshot, evaluation, verdict)
-        report(run_plan, snapshot, checked, sampled, splits, evaluation, verdict, registration)
+        registration = register(run_plan, checked, evaluation, verdict)
+        report(run_plan, checked, sampled, splits, evaluation, verdict, registration)
     return dag
 
 

@@ -20,11 +20,11 @@ from ml_tasks.storage import store_from_settings
 _INPUTS = {
     "extract": [],
     "validate": ["snapshot"],
-    "sample": ["snapshot"],
+    "sample": ["validation"],
     "split": ["sample"],
     "gate": ["evaluation"],
-    "register": ["snapshot", "evaluation", "gate"],
-    "report": ["snapshot", "validation", "sample", "split", "evaluation", "gate", "registration"],
+    "register": ["validation", "evaluation", "gate"],
+    "report": ["validation", "sample", "split", "evaluation", "gate", "registration"],
 }
 
 

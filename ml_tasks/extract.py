@@ -56,9 +56,12 @@ def extract_snapshot(
         data_uri = store.uri("snapshots", spec.name, snapshot_id, "data.parquet")
         manifest_uri = store.uri("snapshots", spec.name, snapshot_id, "manifest.json")
         reused = store.exists(manifest_uri)
-        if not reused:
-            store.put_file(tmp, data_uri)
-    manifest = SnapshotManifest(
+        # Until validation passes, the data waits in staging: nothing unvalidated is ever
+        # visible under the snapshot's final name.
+        staging_uri = None if reused else store.uri("staging", spec.name, snapshot_id, "data.parquet")
+        if staging_uri is not None:
+            store.put_file(tmp, staging_uri)
+    return SnapshotManifest(
         model=spec.name,
         snapshot_id=snapshot_id,
         uri=data_uri,
@@ -73,11 +76,27 @@ def extract_snapshot(
         query_file=spec.source.query_file,
         params={k: v.isoformat() for k, v in params.items()},
         reused=reused,
+        staging_uri=staging_uri,
     )
-    if not reused:
-        # The manifest is written last: its presence marks a complete snapshot.
-        store.write_json(manifest_uri, manifest.to_xcom())
-    return manifest
+
+
+def commit_snapshot(snapshot: SnapshotManifest, store: ArtifactStore) -> SnapshotManifest:
+    """Move a validated snapshot from staging to its final name; the manifest is written last,
+    so its presence marks a complete, validated snapshot."""
+    if snapshot.staging_uri is None:
+        return snapshot
+    committed = snapshot.model_copy(update={"staging_uri": None})
+    if not store.exists(snapshot.manifest_uri):
+        with store.local_copy(snapshot.staging_uri) as path:
+            store.put_file(path, snapshot.uri)
+        store.write_json(snapshot.manifest_uri, committed.to_xcom())
+    store.delete(snapshot.staging_uri)
+    return committed
+
+
+def data_location(snapshot: SnapshotManifest) -> str:
+    """Where the snapshot's rows can be read now: staging until validated, then the final name."""
+    return snapshot.staging_uri or snapshot.uri
 
 
 class _StreamStats:
@@ -114,7 +133,7 @@ def _stream_to_parquet(spec, warehouse_url, statement, params, path: Path, chunk
     writer: pq.ParquetWriter | None = None
     try:
         with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement, params)
+            result = _execute(conn, statement, params, spec, chunk_rows)
             columns = list(result.keys())
             for rows in result.partitions(chunk_rows):
                 frame = coerce_types(spec, pd.DataFrame.from_records(rows, columns=columns))
@@ -130,6 +149,17 @@ def _stream_to_parquet(spec, warehouse_url, statement, params, path: Path, chunk
             writer.close()
         engine.dispose()
     return stats
+
+
+def _execute(conn, statement, params, spec: ModelSpec, chunk_rows: int):
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement, params)
+    except DBAPIError as exc:
+        # The driver's message names the missing or renamed column; say which query and tables too.
+        raise ExtractError(f"query {spec.source.query_file} over tables {', '.join(spec.source.tables)} failed: "
+                           f"{str(exc.orig).strip()}") from exc
 
 
 def coerce_types(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:

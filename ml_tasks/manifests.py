@@ -52,6 +52,8 @@ class SnapshotManifest(Manifest):
     query_file: str
     params: dict[str, str]
     reused: bool
+    #: Where the data waits until validation commits it to ``uri``; None once committed.
+    staging_uri: str | None = None
 
 
 class CheckResult(Manifest):
@@ -62,6 +64,8 @@ class CheckResult(Manifest):
 
 class ValidationManifest(Manifest):
     snapshot_id: str
+    #: The committed snapshot (validation passed), read by the stages after it.
+    snapshot: SnapshotManifest
     rows: int
     checks: list[CheckResult]
     warnings: list[str]
@@ -90,6 +94,8 @@ class SplitManifest(Manifest):
     train: SplitPart
     validation: SplitPart
     test: SplitPart
+    #: Leakage the spec allows but the report must show.
+    warnings: list[str] = []
     uri: str
 
 

@@ -66,11 +66,11 @@ def validate(plan: dict, snapshot: dict) -> dict:
     return run_validation(ctx.spec, run_plan, SnapshotManifest.model_validate(snapshot), ctx.store).to_xcom()
 
 
-def sample(plan: dict, snapshot: dict) -> dict:
+def sample(plan: dict, validation_manifest: dict) -> dict:
     from ml_tasks.sample import run_sampling
 
     run_plan, ctx = _plan(plan)
-    return run_sampling(ctx.spec, run_plan, SnapshotManifest.model_validate(snapshot), ctx.store).to_xcom()
+    return run_sampling(ctx.spec, run_plan, ValidationManifest.model_validate(validation_manifest), ctx.store).to_xcom()
 
 
 def split(plan: dict, sample_manifest: dict) -> dict:
@@ -105,27 +105,27 @@ def gate(plan: dict, evaluation: dict) -> dict:
     return run_gate(ctx.spec, run_plan, EvaluationManifest.model_validate(evaluation), ctx.store).to_xcom()
 
 
-def register(plan: dict, snapshot: dict, evaluation: dict, gate_manifest: dict) -> dict:
+def register(plan: dict, validation_manifest: dict, evaluation: dict, gate_manifest: dict) -> dict:
     from ml_tasks.registry import register_challenger
     from ml_tasks.report import report_uris
 
     run_plan, ctx = _plan(plan)
     registration = register_challenger(
         ctx.spec, run_plan, EvaluationManifest.model_validate(evaluation), GateManifest.model_validate(gate_manifest),
-        SnapshotManifest.model_validate(snapshot).snapshot_id, report_uris(run_plan)[0], ctx.settings,
+        ValidationManifest.model_validate(validation_manifest).snapshot_id, report_uris(run_plan)[0], ctx.settings,
     )
     ctx.store.write_json(f"{run_plan.run_prefix}/registration.json", registration.to_xcom())
     return registration.to_xcom()
 
 
-def report(plan: dict, snapshot: dict, validation_manifest: dict, sample_manifest: dict, split_manifest: dict,
-           evaluation: dict, gate_manifest: dict, registration: dict) -> dict:
+def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_manifest: dict, evaluation: dict,
+           gate_manifest: dict, registration: dict) -> dict:
     from ml_tasks.report import build_report, write_report
 
     run_plan, ctx = _plan(plan)
     evaluation_manifest = EvaluationManifest.model_validate(evaluation)
     content = build_report(
-        run_plan, SnapshotManifest.model_validate(snapshot), ValidationManifest.model_validate(validation_manifest),
+        run_plan, ValidationManifest.model_validate(validation_manifest),
         SampleManifest.model_validate(sample_manifest), SplitManifest.model_validate(split_manifest),
         evaluation_manifest, GateManifest.model_validate(gate_manifest),
         RegistrationManifest.model_validate(registration),
@@ -139,11 +139,10 @@ def run_all(spec_path: str, as_of: datetime | str, **plan_options) -> dict:
     plan = plan_run(spec_path, as_of, **plan_options)
     snapshot = extract(plan)
     validation_manifest = validate(plan, snapshot)
-    sample_manifest = sample(plan, snapshot)
+    sample_manifest = sample(plan, validation_manifest)
     split_manifest = split(plan, sample_manifest)
     results = [train(plan, split_manifest, name) for name in plan["candidates"]]
     evaluation = evaluate(plan, split_manifest, results)
     gate_manifest = gate(plan, evaluation)
-    registration = register(plan, snapshot, evaluation, gate_manifest)
-    return report(plan, snapshot, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest,
-                  registration)
+    registration = register(plan, validation_manifest, evaluation, gate_manifest)
+    return report(plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest, registration)

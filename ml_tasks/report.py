@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from ml_tasks.manifests import (
     EvaluationManifest, GateManifest, RegistrationManifest, ReportManifest, RunPlan, SampleManifest,
-    SnapshotManifest, SplitManifest, ValidationManifest,
+    SplitManifest, ValidationManifest,
 )
 from ml_tasks.settings import Settings
 from ml_tasks.storage import ArtifactStore
@@ -40,14 +40,14 @@ def _fmt(value, signed: bool = False) -> str:
 
 
 def build_report(
-    plan: RunPlan, snapshot: SnapshotManifest, validation: ValidationManifest, sample: SampleManifest,
+    plan: RunPlan, validation: ValidationManifest, sample: SampleManifest,
     split: SplitManifest, evaluation: EvaluationManifest, gate: GateManifest, registration: RegistrationManifest,
 ) -> dict:
     """The report's content as one JSON-safe dict. Pure."""
     return {
         "verdict": gate.verdict,
         "failing": gate.failing_reasons,
-        "plan": plan.to_xcom(), "snapshot": snapshot.to_xcom(), "validation": validation.to_xcom(),
+        "plan": plan.to_xcom(), "snapshot": validation.snapshot.to_xcom(), "validation": validation.to_xcom(),
         "sample": sample.to_xcom(), "split": split.to_xcom(), "evaluation": evaluation.to_xcom(),
         "gate": gate.to_xcom(), "registration": registration.to_xcom(),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml_tasks.manifests import RunPlan, SampleManifest, SnapshotManifest
+from ml_tasks.manifests import RunPlan, SampleManifest, ValidationManifest
 from ml_tasks.spec import ModelSpec
 from ml_tasks.storage import ArtifactStore
 
@@ -49,8 +49,8 @@ def stratified_sample(frame: pd.DataFrame, strata: list[str], size: int, floor: 
     return sample
 
 
-def run_sampling(spec: ModelSpec, plan: RunPlan, snapshot: SnapshotManifest, store: ArtifactStore) -> SampleManifest:
-    frame = store.read_frame(snapshot.uri)
+def run_sampling(spec: ModelSpec, plan: RunPlan, validation: ValidationManifest, store: ArtifactStore) -> SampleManifest:
+    frame = store.read_frame(validation.snapshot.uri)
     strata = [spec.columns.label, *spec.sampling.segments]
     sample = stratified_sample(frame, strata, plan.sample_size, spec.sampling.min_per_stratum, spec.sampling.seed)
     label = spec.columns.label

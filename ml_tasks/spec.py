@@ -80,11 +80,38 @@ class FeaturesSpec(_Strict):
         return [*self.numeric, *self.categorical]
 
 
+class RatioBounds(_Strict):
+    min: float = Field(default=0.5, gt=0.0)
+    max: float = Field(default=2.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RatioBounds:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
 class ValidationSpec(_Strict):
     min_rows: int = Field(default=100, ge=1)
     max_null_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: Per-column null-rate limits that override ``max_null_rate``.
+    null_rate: dict[str, float] = {}
+    #: Numeric features allowed to hold inf (every other numeric feature must be finite).
+    allow_nonfinite: list[str] = []
     #: Minority-class share under which the validation report warns.
     warn_min_class_share: float = Field(default=0.005, ge=0.0, le=0.5)
+    #: Allowed ratio of this snapshot's rows to the previous snapshot's (None: no check).
+    row_count_ratio: RatioBounds | None = RatioBounds()
+
+
+class LeakageSpec(_Strict):
+    """What to do when the split shows leakage: fail the run, warn in the report, or ignore."""
+
+    #: The same entity (e.g. customer) on both sides of a time split: expected for repeat
+    #: customers, fatal when the model must generalise to unseen entities.
+    entity_overlap: Literal["fail", "warn", "ignore"] = "warn"
+    #: Identical feature rows (with their label) in train and in validation/test.
+    duplicate_rows: Literal["fail", "warn", "ignore"] = "fail"
 
 
 class SamplingSpec(_Strict):
@@ -162,6 +189,7 @@ class ModelSpec(_Strict):
     columns: ColumnsSpec
     features: FeaturesSpec
     validation: ValidationSpec = ValidationSpec()
+    leakage: LeakageSpec = LeakageSpec()
     sampling: SamplingSpec
     split: SplitSpec
     candidates: list[CandidateSpec] = Field(min_length=1)
@@ -194,6 +222,11 @@ class ModelSpec(_Strict):
         for metric in self.acceptance.thresholds:
             _check_metric(metric, where="acceptance.thresholds")
         _check_metric(self.acceptance.champion.metric, where="acceptance.champion.metric")
+        for field, names in (("validation.null_rate", self.validation.null_rate),
+                             ("validation.allow_nonfinite", self.validation.allow_nonfinite)):
+            unknown = set(names) - set(self.features.all)
+            if unknown:
+                raise ValueError(f"{field}: {sorted(unknown)} are not features")
         unknown_segments = set(self.sampling.segments) - set(self.features.categorical)
         if unknown_segments:
             raise ValueError(f"sampling.segments: {sorted(unknown_segments)} must be categorical features")

@@ -88,6 +88,19 @@ class ArtifactStore:
                 return False
             raise
 
+    def list(self, prefix_uri: str, suffix: str = "") -> list[str]:
+        """URIs of every artifact under ``prefix_uri`` whose name ends with ``suffix``, sorted."""
+        if not self.is_s3:
+            folder = self._local(prefix_uri)
+            if not folder.is_dir():
+                return []
+            return sorted(str(p) for p in folder.rglob(f"*{suffix}") if p.is_file() and not p.name.startswith("."))
+        bucket, key = self._bucket_key(prefix_uri.rstrip("/") + "/")
+        found = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", []) if o["Key"].endswith(suffix)]
+        return sorted(found)
+
     @contextmanager
     def staged(self, uri: str) -> Iterator[Path]:
         """Yield a local path to write; on success it becomes ``uri`` in one step.
@@ -129,6 +142,14 @@ class ArtifactStore:
             bucket, key = self._bucket_key(uri)
             self.s3.download_file(bucket, key, str(path))
             yield path
+
+    def delete(self, uri: str) -> None:
+        """Remove ``uri`` if it exists."""
+        if self.is_s3:
+            bucket, key = self._bucket_key(uri)
+            self.s3.delete_object(Bucket=bucket, Key=key)
+        else:
+            self._local(uri).unlink(missing_ok=True)
 
     def put_file(self, local_path: Path, uri: str) -> None:
         with self.staged(uri) as tmp:

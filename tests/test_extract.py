@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine
 
-from ml_tasks.extract import ExtractError, coerce_types, extract_snapshot
+from ml_tasks.extract import ExtractError, coerce_types, commit_snapshot, data_location, extract_snapshot
 from ml_tasks.plan import make_plan
 from ml_tasks.storage import store_from_settings
 from tests.conftest import DEMO_SPEC
@@ -30,7 +30,7 @@ def test_window_holds_only_mature_labels_before_as_of(demo_spec, refit_home, tin
     plan = plan_for(demo_spec, refit_home)
     store = store_from_settings(refit_home)
     snapshot = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir)
-    frame = store.read_frame(snapshot.uri)
+    frame = store.read_frame(data_location(snapshot))
 
     tables = raw_tables(tiny_warehouse_url)
     joined = tables["applications"].merge(tables["outcomes"], on="application_id")
@@ -50,7 +50,7 @@ def test_prior_defaults_count_only_what_was_observed_at_application_time(demo_sp
     store = store_from_settings(refit_home)
     snapshot = extract_snapshot(demo_spec, plan_for(demo_spec, refit_home), store, tiny_warehouse_url,
                                 refit_home.include_dir)
-    frame = store.read_frame(snapshot.uri)
+    frame = store.read_frame(data_location(snapshot))
     tables = raw_tables(tiny_warehouse_url)
     history = tables["applications"].merge(tables["outcomes"], on="application_id")
     sample = frame.sample(200, random_state=0)
@@ -61,14 +61,19 @@ def test_prior_defaults_count_only_what_was_observed_at_application_time(demo_sp
         assert row.prior_defaults_observed == len(known)
 
 
-def test_same_interval_gives_same_snapshot_and_writes_once(demo_spec, refit_home, tiny_warehouse_url):
+def test_snapshot_is_staged_until_committed_then_never_written_again(demo_spec, refit_home, tiny_warehouse_url):
     store = store_from_settings(refit_home)
     plan = plan_for(demo_spec, refit_home)
     first = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir, chunk_rows=500)
+    assert first.staging_uri and store.exists(first.staging_uri)
+    assert not store.exists(first.uri) and not store.exists(first.manifest_uri)  # not validated yet
+    committed = commit_snapshot(first, store)
+    assert store.exists(first.uri) and store.read_json(first.manifest_uri)["staging_uri"] is None
+    assert not store.exists(first.staging_uri) and committed.staging_uri is None
     written_at = (refit_home.home / "artifacts" / "snapshots" / "credit_default" / first.snapshot_id / "data.parquet").stat().st_mtime_ns
     second = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir, chunk_rows=1_000)
     assert second.snapshot_id == first.snapshot_id  # the id does not depend on chunking
-    assert not first.reused and second.reused
+    assert not first.reused and second.reused and second.staging_uri is None
     path = refit_home.home / "artifacts" / "snapshots" / "credit_default" / first.snapshot_id / "data.parquet"
     assert path.stat().st_mtime_ns == written_at
     later = extract_snapshot(demo_spec, plan_for(demo_spec, refit_home, "2024-06-01"), store, tiny_warehouse_url,
@@ -99,6 +104,7 @@ def test_postgres_and_sqlite_give_the_same_snapshot(demo_spec, refit_home, postg
     store = store_from_settings(refit_home)
     plan = plan_for(demo_spec, refit_home)
     on_sqlite = extract_snapshot(demo_spec, plan, store, sqlite_url, refit_home.include_dir)
+    commit_snapshot(on_sqlite, store)
     on_postgres = extract_snapshot(demo_spec, plan, store, postgres_url, refit_home.include_dir)
     # The spec, not the driver, decides the snapshot's types: the content hash is the same.
     assert on_postgres.rows == on_sqlite.rows > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ml_tasks.sample import WEIGHT, allocate, stratified_sample
 from ml_tasks.split import time_split
@@ -58,3 +59,53 @@ def test_time_split_is_chronological_disjoint_and_complete():
     assert parts["train"].t.max() < parts["validation"].t.min()
     assert parts["validation"].t.max() < parts["test"].t.min()
     assert abs(len(parts["test"]) / len(frame) - 0.25) < 0.02
+
+
+def leaky_parts():
+    train = pd.DataFrame({"customer_id": [1, 2, 3], "x": [0.1, 0.2, 0.3], "c": ["a", "b", "a"], "y": [0, 1, 0]})
+    validation = pd.DataFrame({"customer_id": [3, 4], "x": [0.3, 0.9], "c": ["a", "b"], "y": [0, 1]})
+    test = pd.DataFrame({"customer_id": [5, 6], "x": [0.5, 0.6], "c": ["b", "b"], "y": [0, 0]})
+    return {"train": train, "validation": validation, "test": test}
+
+
+def leak_spec(demo_spec, **policy):
+    return demo_spec.model_copy(update={
+        "features": demo_spec.features.model_copy(update={"numeric": ["x"], "categorical": ["c"]}),
+        "columns": demo_spec.columns.model_copy(update={"label": "y"}),
+        "leakage": demo_spec.leakage.model_copy(update=policy),
+    })
+
+
+def test_entity_overlap_and_duplicate_rows_are_counted_with_the_spec_policy(demo_spec):
+    from ml_tasks.split import leakage_findings
+
+    findings = leakage_findings(leak_spec(demo_spec, entity_overlap="warn", duplicate_rows="fail"), leaky_parts())
+    assert ("warn", "column 'customer_id': 1 entities (1 of 2 rows) of the validation split also appear in train") in findings
+    assert any(policy == "fail" and "1 of 2 rows of the validation split repeat a train row" in message
+               for policy, message in findings)
+    assert not any("test split" in message for _, message in findings)
+    assert leakage_findings(leak_spec(demo_spec, entity_overlap="ignore", duplicate_rows="ignore"), leaky_parts()) == []
+
+
+def test_fitted_transforms_see_only_the_training_split(demo_spec):
+    """Scale leakage: scaler statistics and category vocabularies come from train alone."""
+    from ml_tasks.models import build_candidate, feature_frame
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({name: rng.normal(10, 2, 500) for name in demo_spec.features.numeric})
+    for name in demo_spec.features.categorical:
+        train[name] = rng.choice(["a", "b"], 500)
+    y = rng.integers(0, 2, 500)
+    test = train.assign(income=train.income + 1_000, channel="only_in_test")
+    logistic = build_candidate(demo_spec.candidate("logistic_baseline"), demo_spec.features)
+    logistic.fit(feature_frame(train, demo_spec.features), y)
+    scaler = logistic.pipeline_.named_steps["columns"].named_transformers_["numeric"][-1]
+    assert scaler.mean_[demo_spec.features.numeric.index("income")] == pytest.approx(train.income.mean())
+    lgbm = build_candidate(demo_spec.candidate("lightgbm"), demo_spec.features)
+    lgbm.fit(feature_frame(train, demo_spec.features), y)
+    assert lgbm.categories_["channel"] == ["a", "b"]
+    # Unseen test values do not change the fitted state; they are scored, not learned.
+    before = scaler.mean_.copy()
+    logistic.predict_proba(feature_frame(test, demo_spec.features))
+    lgbm.predict_proba(feature_frame(test, demo_spec.features))
+    assert np.array_equal(scaler.mean_, before) and lgbm.categories_["channel"] == ["a", "b"]

@@ -51,3 +51,13 @@ def test_s3_root_builds_s3_uris():
     store = ArtifactStore("s3://bucket/refit/", s3_endpoint_url="http://127.0.0.1:9")
     assert store.is_s3
     assert store.uri("runs", "m", "plan.json") == "s3://bucket/refit/runs/m/plan.json"
+
+
+def test_list_finds_artifacts_under_a_prefix_but_not_staging_files(tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    for name in ("a/manifest.json", "b/manifest.json", "b/data.parquet"):
+        store.write_text(store.uri("snapshots", "m", name), "x")
+    (tmp_path / "store" / "snapshots" / "m" / "a" / ".manifest.json.tmp-1234").write_text("half")
+    assert store.list(store.uri("snapshots", "m"), suffix="manifest.json") == [
+        store.uri("snapshots", "m", "a", "manifest.json"), store.uri("snapshots", "m", "b", "manifest.json")]
+    assert store.list(store.uri("nothing")) == []

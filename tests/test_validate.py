@@ -50,6 +50,10 @@ def test_good_frame_passes(demo_spec):
         (lambda f: f.assign(observed_at=f.applied_at - pd.Timedelta(days=1)), "labels observed before their 'applied_at'"),
         (lambda f: f.head(50), "50 rows in the window; expected at least 100"),
         (lambda f: f.assign(application_id=0), "column 'application_id': 399 duplicated ids"),
+        (lambda f: f.assign(income=f.income.astype(str)), "column 'income' holds text"),
+        (lambda f: f.assign(applied_at=f.applied_at.astype(str)), "column 'applied_at' holds text"),
+        (lambda f: f.assign(defaulted=f.defaulted.astype(float)), "column 'defaulted' holds a number"),
+        (lambda f: f.rename(columns={"income": "income_usd"}), "'income' (renamed to 'income_usd'?)"),
     ],
 )
 def test_bad_snapshot_fails_naming_the_column(demo_spec, damage, expected):
@@ -64,3 +68,29 @@ def test_rare_class_and_constant_column_become_warnings(demo_spec):
     assert all(c.passed for c in checks)
     assert any("minority class share" in w for w in warnings)
     assert any("column 'age': constant" in w for w in warnings)
+
+
+def with_validation(spec, **changes):
+    return spec.model_copy(update={"validation": spec.validation.model_copy(update={"min_rows": 100, **changes})})
+
+
+def test_per_column_null_limit_and_allowed_inf_override_the_defaults(demo_spec):
+    frame = good_frame().assign(income=lambda f: f.income.where(f.index % 5 != 0),
+                                amount=lambda f: f.amount.where(f.index != 3, np.inf))
+    lenient = with_validation(demo_spec, null_rate={"income": 0.25}, allow_nonfinite=["amount"])
+    checks, _ = check_snapshot(lenient, frame, AS_OF, "query")
+    assert all(c.passed for c in checks), [c.detail for c in checks if not c.passed]
+
+
+@pytest.mark.parametrize(("previous", "passes"), [(400, True), (600, True), (2_000, False), (100, False), (None, True)])
+def test_row_count_far_from_previous_snapshot_fails(demo_spec, previous, passes):
+    checks, _ = check_snapshot(with_validation(demo_spec), good_frame(400), AS_OF, "query sql/x.sql", previous_rows=previous)
+    by_name = {c.name: c for c in checks}
+    if previous is None:
+        assert "row_count_vs_previous" not in by_name
+        return
+    check = by_name["row_count_vs_previous"]
+    assert check.passed is passes
+    if not passes:
+        assert f"400 rows is {400 / previous:.2f}x the previous snapshot's {previous}" in check.detail
+        assert "validation.row_count_ratio" in check.detail
