@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
+from refit_airflow.connections import warehouse_url
 from refit_airflow.trainer import TrainerOperator
 
 from ml_tasks.settings import load_settings
@@ -64,7 +65,7 @@ def build_retrain_dag(spec_path: Path) -> DAG:
         def extract(run_plan: dict) -> dict:
             from ml_tasks import pipeline
 
-            return pipeline.extract(run_plan)
+            return pipeline.extract(run_plan, warehouse_url=warehouse_url())
 
         @task
         def validate(run_plan: dict, snapshot: dict) -> dict:

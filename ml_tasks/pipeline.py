@@ -49,11 +49,13 @@ def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = No
     return plan.to_xcom()
 
 
-def extract(plan: dict) -> dict:
+def extract(plan: dict, warehouse_url: str | None = None) -> dict:
+    """``warehouse_url`` comes from the deployment (an Airflow connection) and wins; embedded
+    mode falls back to the spec's URL, then REFIT_WAREHOUSE_URL."""
     from ml_tasks.extract import extract_snapshot
 
     run_plan, ctx = _plan(plan)
-    url = ctx.spec.source.warehouse_url or ctx.settings.warehouse_url
+    url = warehouse_url or ctx.spec.source.warehouse_url or ctx.settings.warehouse_url
     snapshot = extract_snapshot(ctx.spec, run_plan, ctx.store, url, ctx.settings.include_dir)
     ctx.store.write_json(f"{run_plan.run_prefix}/snapshot.json", snapshot.to_xcom())
     return snapshot.to_xcom()

@@ -62,6 +62,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+# Airflow connection URIs name the database type; SQLAlchemy also wants the driver we ship.
+_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"}
+
+
+def sqlalchemy_url(uri: str) -> str:
+    """A SQLAlchemy URL for a connection URI (``postgres://…`` → ``postgresql+psycopg://…``)."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{_DRIVERS.get(scheme, scheme)}{sep}{rest}"
+
+
 def ensure_local_folders(settings: Settings) -> None:
     """Create the embedded-mode folders that SQLite and local stores need to exist."""
     settings.home.mkdir(parents=True, exist_ok=True)

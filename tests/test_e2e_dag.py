@@ -124,3 +124,17 @@ def test_second_run_gates_challenger_against_champion_on_same_rows(settings):
         assert alias_version(settings, "champion") == "2" and alias_version(settings, "previous") == "1"
     else:
         assert alias_version(settings, "champion") == "1" and len(versions(settings)) == 1
+
+
+def test_deployed_source_comes_from_the_warehouse_connection(tmp_path, postgres_url, monkeypatch):
+    """With a ``warehouse_default`` connection (here PostgreSQL), the DAG extracts from it."""
+    settings = load_settings({"REFIT_HOME": str(tmp_path / "refit")})
+    ensure_local_folders(settings)
+    build_demo_warehouse(postgres_url, rows=TINY_ROWS, seed=11)  # the SQLite default stays empty
+    prepare_airflow(settings)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_DEFAULT", postgres_url.replace("postgresql+psycopg://", "postgres://"))
+    outcome = run_dag_test(settings, MODEL, "2024-03-01", conf={"candidates": ["logistic_baseline"]})
+    report = report_json(outcome)
+    assert report["snapshot"]["rows"] > 1_000
+    assert [s["name"] for s in report["evaluation"]["candidates"]] == ["logistic_baseline"]
+    assert not Path(settings.warehouse_url.removeprefix("sqlite:///")).exists()

@@ -61,3 +61,10 @@ def test_list_finds_artifacts_under_a_prefix_but_not_staging_files(tmp_path):
     assert store.list(store.uri("snapshots", "m"), suffix="manifest.json") == [
         store.uri("snapshots", "m", "a", "manifest.json"), store.uri("snapshots", "m", "b", "manifest.json")]
     assert store.list(store.uri("nothing")) == []
+
+
+def test_connection_uris_become_sqlalchemy_urls():
+    from ml_tasks.settings import sqlalchemy_url
+
+    assert sqlalchemy_url("postgres://u:p@h:5432/db") == "postgresql+psycopg://u:p@h:5432/db"
+    assert sqlalchemy_url("sqlite:////tmp/w.db") == "sqlite:////tmp/w.db"
