@@ -37,6 +37,24 @@ class RunPlan(Manifest):
     run_prefix: str
 
 
+class StreamExtract(Manifest):
+    """What one source stream contributed to a snapshot."""
+
+    name: str
+    query_file: str
+    weight: float
+    params: dict[str, str]
+    rows: int
+
+
+class StrataCounts(Manifest):
+    """Rows per stratum (``columns``' values, then the count), counted while extracting so the
+    sampler needs only one pass over the snapshot."""
+
+    columns: list[str]
+    counts: list[list]
+
+
 class SnapshotManifest(Manifest):
     model: str
     snapshot_id: str
@@ -52,6 +70,11 @@ class SnapshotManifest(Manifest):
     query_file: str
     params: dict[str, str]
     reused: bool
+    #: Per-stream queries and row counts; the rows' stream is in the ``_stream`` column.
+    streams: list[StreamExtract] = []
+    #: Engine that read the warehouse (``adbc``, ``copy_csv`` or ``sqlalchemy``).
+    engine: str = ""
+    strata: StrataCounts | None = None
     #: Where the data waits until validation commits it to ``uri``; None once committed.
     staging_uri: str | None = None
 
@@ -80,6 +103,11 @@ class SampleManifest(Manifest):
     strata: dict[str, dict[str, float]]
     label_rate_sample: float
     label_rate_reweighted: float
+    #: Per stream: target weight, rows drawn for it by the multinomial draw, rows realised.
+    stream_mix: dict[str, dict[str, float]] = {}
+    importance_weight: str | None = None
+    #: Largest number of rows the sampler held at once (bounded by the sample, not the snapshot).
+    peak_buffer_rows: int = 0
 
 
 class SplitPart(Manifest):

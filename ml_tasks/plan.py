@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ml_tasks.manifests import RunPlan
-from ml_tasks.spec import ModelSpec, query_path, spec_hash
+from ml_tasks.spec import ModelSpec, query_texts, spec_hash
 from ml_tasks.storage import ArtifactStore
 
 
@@ -52,7 +52,7 @@ def make_plan(
     size = spec.sampling.size if sample_size is None else int(sample_size)
     if size <= 0:
         raise PlanError(f"param 'sample_size': expected a positive integer, got {sample_size}")
-    recipe_hash = spec_hash(spec, query_path(spec, include_dir).read_text())
+    recipe_hash = spec_hash(spec, query_texts(spec, include_dir))
     # The run key names the data interval and the recipe, so a retry of the same run reuses
     # its folder while a different sample size or candidate set gets its own.
     digest = hashlib.sha256(f"{recipe_hash}|{size}|{','.join(selected)}".encode()).hexdigest()[:8]

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 #: Candidate families the trainer knows; a spec picks among them with ``family``.
-FAMILIES = ("prior", "logistic_regression", "lightgbm")
+FAMILIES = ("prior", "logistic_regression", "lightgbm", "torch_mlp")
 #: Metrics the evaluation computes; thresholds and comparisons may only name these.
 HIGHER_IS_BETTER = {"roc_auc": True, "log_loss": False, "brier": False}
 
@@ -41,14 +41,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceSpec(_Strict):
-    """Where the rows come from: a SQL file with ``:window_start`` and ``:as_of`` parameters."""
+class StreamSpec(_Strict):
+    """One source stream: its own query (same columns as the others) and its share of the sample.
 
+    The training sample draws each example from a stream picked by a multinomial draw with
+    the streams' weights, e.g. 0.8 recent traffic and 0.2 a curated older set.
+    """
+
+    name: Annotated[str, Field(pattern=_NAME)]
     query_file: str
+    weight: float = Field(gt=0.0)
+    #: Window of this stream; None: the source's ``window_days``.
+    window_days: int | None = Field(default=None, gt=0, le=36500)
+
+
+class SourceSpec(_Strict):
+    """Where the rows come from: SQL files with ``:window_start`` and ``:as_of`` parameters.
+
+    Either one ``query_file`` or several weighted ``streams``.
+    """
+
+    query_file: str | None = None
+    streams: list[StreamSpec] = []
     tables: list[str] = Field(min_length=1)
     window_days: int = Field(gt=0, le=3650)
     #: Overrides REFIT_WAREHOUSE_URL for this model (embedded mode); deployed mode uses a connection.
     warehouse_url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> SourceSpec:
+        if (self.query_file is None) == (not self.streams):
+            raise ValueError("expected either query_file or streams (not both, not neither)")
+        names = [s.name for s in self.streams]
+        if len(names) != len(set(names)):
+            raise ValueError(f"streams: names must be unique, got {names}")
+        return self
+
+    @property
+    def stream_list(self) -> list[StreamSpec]:
+        """The streams, a single query being one stream named ``main`` with weight 1."""
+        if self.streams:
+            return list(self.streams)
+        return [StreamSpec(name="main", query_file=self.query_file, weight=1.0)]
+
+    def stream_window_days(self, stream: StreamSpec) -> int:
+        return stream.window_days or self.window_days
+
+    @property
+    def query_files(self) -> list[str]:
+        return [s.query_file for s in self.stream_list]
 
 
 class ColumnsSpec(_Strict):
@@ -115,13 +156,34 @@ class LeakageSpec(_Strict):
 
 
 class SamplingSpec(_Strict):
-    """Stratified sample: by label and the segment columns, proportional with a floor per stratum."""
+    """Stratified sample: by label and the segment columns, proportional with a floor per stratum.
+
+    One streaming pass over the snapshot with a reservoir per stratum (``ml_tasks.reservoir``);
+    every sampled row carries ``_weight``, its inverse inclusion probability.
+    """
 
     size: int = Field(gt=0)
     segments: list[str] = []
     #: Every stratum keeps at least this many rows (or all it has), so rare strata survive.
     min_per_stratum: int = Field(default=200, ge=1)
+    #: At most this many rows per stratum (None: no cap).
+    max_per_stratum: int | None = Field(default=None, ge=1)
+    #: Target share of the sample per label value, e.g. {1: 0.3}; None: proportional.
+    label_shares: dict[int, float] | None = None
+    #: Column of positive importance weights: rows are drawn with probability growing with it
+    #: (priority sampling) and ``_weight`` stays an unbiased inverse inclusion probability.
+    importance_weight: str | None = None
     seed: int = 0
+
+    @field_validator("label_shares")
+    @classmethod
+    def _shares(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        if value is not None:
+            if any(not 0.0 <= share <= 1.0 for share in value.values()):
+                raise ValueError(f"every share must be within [0, 1], got {value}")
+            if sum(value.values()) > 1.0 + 1e-9:
+                raise ValueError(f"shares must sum to at most 1, got {sum(value.values()):g}")
+        return value
 
 
 class SplitSpec(_Strict):
@@ -139,7 +201,7 @@ class SplitSpec(_Strict):
 
 class CandidateSpec(_Strict):
     name: Annotated[str, Field(pattern=_NAME)]
-    family: Literal["prior", "logistic_regression", "lightgbm"]
+    family: Literal["prior", "logistic_regression", "lightgbm", "torch_mlp"]
     params: dict[str, float | int | str | bool] = {}
 
 
@@ -230,6 +292,13 @@ class ModelSpec(_Strict):
         unknown_segments = set(self.sampling.segments) - set(self.features.categorical)
         if unknown_segments:
             raise ValueError(f"sampling.segments: {sorted(unknown_segments)} must be categorical features")
+        if self.sampling.label_shares is not None:
+            unknown_labels = set(self.sampling.label_shares) - set(self.columns.label_values)
+            if unknown_labels:
+                raise ValueError(f"sampling.label_shares: {sorted(unknown_labels)} are not in "
+                                 f"columns.label_values {self.columns.label_values}")
+        if self.sampling.importance_weight in role_columns:
+            raise ValueError(f"sampling.importance_weight: {self.sampling.importance_weight!r} is an id/label/time column")
         return self
 
     @property
@@ -283,11 +352,19 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def query_path(spec: ModelSpec, include_dir: Path) -> Path:
-    path = include_dir / spec.source.query_file
+def query_path(spec: ModelSpec, include_dir: Path, query_file: str | None = None) -> Path:
+    """The SQL file of one stream (default: the first), checked to exist."""
+    query_file = query_file or spec.source.query_files[0]
+    path = include_dir / query_file
     if not path.is_file():
-        raise SpecError(f"spec {spec.name!r}: source.query_file {spec.source.query_file!r} not found under {include_dir}")
+        field = "source.query_file" if spec.source.query_file else "source.streams[].query_file"
+        raise SpecError(f"spec {spec.name!r}: {field} {query_file!r} not found under {include_dir}")
     return path
+
+
+def query_texts(spec: ModelSpec, include_dir: Path) -> str:
+    """Every stream's SQL, in stream order: part of the recipe hash."""
+    return "\n".join(query_path(spec, include_dir, f).read_text() for f in spec.source.query_files)
 
 
 def spec_hash(spec: ModelSpec, query_text: str) -> str:

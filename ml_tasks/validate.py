@@ -12,7 +12,7 @@ import difflib
 import numpy as np
 import pandas as pd
 
-from ml_tasks.extract import commit_snapshot, data_location
+from ml_tasks.extract import STREAM, commit_snapshot, data_location
 from ml_tasks.manifests import CheckResult, RunPlan, SnapshotManifest, ValidationManifest
 from ml_tasks.spec import ModelSpec
 from ml_tasks.storage import ArtifactStore
@@ -30,8 +30,9 @@ def check_snapshot(spec: ModelSpec, frame: pd.DataFrame, as_of, source: str,
     smaller or larger than the last one usually means a broken upstream load, not a real change.
     """
     cols = spec.columns
+    importance = spec.sampling.importance_weight
     required = [cols.id, cols.label, cols.timestamp, cols.label_observed_at, *([cols.entity] if cols.entity else []),
-                *spec.features.all]
+                *spec.features.all, *([importance] if importance and importance not in spec.features.all else [])]
     missing = [c for c in required if c not in frame.columns]
     checks = [_check("required_columns", not missing, _missing_detail(source, missing, required, frame.columns))]
     if missing:
@@ -64,8 +65,15 @@ def check_snapshot(spec: ModelSpec, frame: pd.DataFrame, as_of, source: str,
     checks.append(_check("label_after_event", before_event == 0,
                          f"column {cols.label_observed_at!r}: {before_event} labels observed before their "
                          f"{cols.timestamp!r}; expected observation after the event"))
-    duplicated = int(frame[cols.id].duplicated().sum())
+    # Streams may overlap (a curated set can repeat recent rows); within one stream ids are unique.
+    duplicated = int(frame.duplicated([c for c in (STREAM, cols.id) if c in frame.columns]).sum())
     checks.append(_check("unique_ids", duplicated == 0, f"column {cols.id!r}: {duplicated} duplicated ids"))
+    if importance:
+        weights = frame[importance].to_numpy(dtype="float64")
+        bad = int((~np.isfinite(weights) | (weights <= 0)).sum())
+        checks.append(_check("importance_weights", bad == 0,
+                             f"column {importance!r} (sampling.importance_weight): {bad} values not positive and "
+                             "finite; expected every importance weight > 0"))
     bounds = spec.validation.row_count_ratio
     if bounds is not None and previous_rows:
         ratio = rows / previous_rows
@@ -169,7 +177,7 @@ def previous_snapshot_rows(store: ArtifactStore, snapshot: SnapshotManifest) -> 
 def run_validation(spec: ModelSpec, plan: RunPlan, snapshot: SnapshotManifest, store: ArtifactStore) -> ValidationManifest:
     """Validate the stored snapshot; write the report; raise if any check failed."""
     frame = store.read_frame(data_location(snapshot))
-    source = f"query {spec.source.query_file} (tables {', '.join(spec.source.tables)})"
+    source = f"query {', '.join(spec.source.query_files)} (tables {', '.join(spec.source.tables)})"
     checks, warnings = check_snapshot(spec, frame, plan.as_of, source, previous_snapshot_rows(store, snapshot))
     failed = [c.detail for c in checks if not c.passed]
     report = {"snapshot_id": snapshot.snapshot_id, "rows": len(frame), "checks": [c.to_xcom() for c in checks],

@@ -56,7 +56,7 @@ def committed_snapshots(settings) -> list[str]:
         ("ALTER TABLE customers RENAME COLUMN income TO income_usd", ExtractError,
          r"query sql/credit_default.sql over tables customers, applications, outcomes failed: .*income"),
         ("UPDATE customers SET income = 'n/a' WHERE customer_id % 7 = 0", ExtractError,
-         r"column 'income': expected a number, got values like .*n/a"),
+         r"column 'income': expected float64 \(the warehouse returned .*string\), got values like 'n/a'"),
         ("UPDATE outcomes SET defaulted = 0", DataValidationError,
          r"column 'defaulted': 1 distinct value\(s\) \[0\]; expected both classes"),
         ("UPDATE outcomes SET defaulted = 2 WHERE defaulted = 1", DataValidationError,

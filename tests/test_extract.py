@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine
 
-from ml_tasks.extract import ExtractError, coerce_types, commit_snapshot, data_location, extract_snapshot
+from ml_tasks.extract import ExtractError, commit_snapshot, data_location, extract_snapshot
 from ml_tasks.plan import make_plan
 from ml_tasks.storage import store_from_settings
 from tests.conftest import DEMO_SPEC
@@ -89,10 +89,23 @@ def test_empty_window_fails_naming_tables_and_writes_nothing(demo_spec, refit_ho
     assert not (refit_home.home / "artifacts" / "snapshots").exists()
 
 
-def test_a_value_of_the_wrong_type_names_its_column(demo_spec):
-    frame = pd.DataFrame({"income": ["12.5", "lots"], "applied_at": ["2024-01-01", "2024-01-02"]})
-    with pytest.raises(ExtractError, match=r"column 'income': expected a number.*'lots'"):
-        coerce_types(demo_spec, frame)
+def test_snapshot_id_does_not_depend_on_how_rows_were_batched(demo_spec, refit_home, tiny_warehouse_url):
+    store = store_from_settings(refit_home)
+    plan = plan_for(demo_spec, refit_home)
+    whole = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir)
+    ragged = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir, chunk_rows=37)
+    assert whole.snapshot_id == ragged.snapshot_id and whole.rows == ragged.rows
+    assert store.read_frame(data_location(whole)).equals(store.read_frame(data_location(ragged)))
+
+
+def test_extract_records_strata_counts_for_the_one_pass_sampler(demo_spec, refit_home, tiny_warehouse_url):
+    store = store_from_settings(refit_home)
+    snapshot = extract_snapshot(demo_spec, plan_for(demo_spec, refit_home), store, tiny_warehouse_url,
+                                refit_home.include_dir)
+    frame = store.read_frame(data_location(snapshot))
+    expected = frame.groupby(["defaulted", "channel"], dropna=False).size()
+    assert snapshot.strata.columns == ["defaulted", "channel"]
+    assert {(label, channel): n for label, channel, n in snapshot.strata.counts} == expected.to_dict()
 
 
 def test_postgres_and_sqlite_give_the_same_snapshot(demo_spec, refit_home, postgres_url, tmp_path):

@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.sample import WEIGHT, allocate, stratified_sample
+from ml_tasks.extract import STREAM, extract_snapshot
+from ml_tasks.plan import make_plan
+from ml_tasks.sample import WEIGHT, plan_quotas, run_sampling
+from ml_tasks.spec import ModelSpec
 from ml_tasks.split import time_split
+from ml_tasks.storage import store_from_settings
+from ml_tasks.validate import run_validation
+from tests.conftest import DEMO_SPEC
 
 
 def population(rows: int = 20_000, seed: int = 0) -> pd.DataFrame:
@@ -20,36 +26,98 @@ def population(rows: int = 20_000, seed: int = 0) -> pd.DataFrame:
     })
 
 
-def test_allocation_keeps_a_floor_and_the_total():
-    sizes = pd.Series({"a": 10_000, "b": 50, "c": 900})
-    quota = allocate(sizes, total=1_000, floor=100)
-    assert quota["b"] == 50  # all it has
-    assert quota["c"] >= 100 and quota.sum() <= 1_000
-    assert allocate(sizes, total=20_000, floor=100).equals(sizes)
+def two_streams(spec: ModelSpec, include_dir, web_weight: float = 0.5, seed: int = 7) -> ModelSpec:
+    """The demo spec reading two streams: web traffic and a curated set of the other channels."""
+    sql = (include_dir / "sql" / "credit_default.sql").read_text().replace("ORDER BY", "{filter} ORDER BY")
+    (include_dir / "sql" / "web.sql").write_text(sql.format(filter="AND a.channel = 'web'"))
+    (include_dir / "sql" / "curated.sql").write_text(sql.format(filter="AND a.channel <> 'web'"))
+    raw = spec.model_dump()
+    raw["source"] = raw["source"] | {"query_file": None, "streams": [
+        {"name": "web", "query_file": "sql/web.sql", "weight": web_weight},
+        {"name": "curated", "query_file": "sql/curated.sql", "weight": 1 - web_weight}]}
+    raw["sampling"] = raw["sampling"] | {"size": 2_000, "seed": seed}
+    return ModelSpec.model_validate(raw)
 
 
-def test_reweighted_label_rate_estimates_the_population_over_many_seeds():
-    frame = population()
-    truth = frame.y.mean()
-    estimates = []
-    for seed in range(30):
-        sample = stratified_sample(frame, ["y", "channel"], size=2_000, floor=150, seed=seed)
-        # Rare strata are over-represented in the sample but weighted back down.
-        assert (sample.channel == "mobile").mean() > (frame.channel == "mobile").mean()
-        assert np.isclose(sample[WEIGHT].sum(), len(frame))
-        estimates.append(np.average(sample.y, weights=sample[WEIGHT]))
-    # Stratifying on the label makes the reweighted rate exact up to rounding of the quotas.
-    assert abs(np.mean(estimates) - truth) < 1e-3
+def sample_of(spec: ModelSpec, settings, url: str, include_dir=None, as_of: str = "2024-03-01"):
+    include_dir = include_dir or settings.include_dir
+    store = store_from_settings(settings)
+    plan = make_plan(spec, DEMO_SPEC, include_dir, store, as_of)
+    validation = run_validation(spec, plan, extract_snapshot(spec, plan, store, url, include_dir), store)
+    manifest = run_sampling(spec, plan, validation, store)
+    return manifest, store.read_frame(manifest.uri), store.read_frame(validation.snapshot.uri)
 
 
-def test_same_seed_same_sample_and_time_order_kept():
-    frame = population()
-    first = stratified_sample(frame, ["y"], size=1_000, floor=100, seed=3)
-    again = stratified_sample(frame, ["y"], size=1_000, floor=100, seed=3)
-    other = stratified_sample(frame, ["y"], size=1_000, floor=100, seed=4)
-    pd.testing.assert_frame_equal(first, again)
-    assert not first.index.equals(other.index)
-    assert first.t.is_monotonic_increasing
+def test_sample_keeps_rare_strata_and_reweights_exactly_to_the_population(demo_spec, refit_home, tiny_warehouse_url):
+    spec = demo_spec.model_copy(update={"sampling": demo_spec.sampling.model_copy(update={"size": 1_500})})
+    manifest, sample, snapshot = sample_of(spec, refit_home, tiny_warehouse_url)
+    assert manifest.rows == len(sample) == 1_500 and manifest.population_rows == len(snapshot)
+    # Rare strata keep their floor (or everything they have) ...
+    sampled = sample.groupby(["defaulted", "channel"]).size()
+    for stratum, rows in snapshot.groupby(["defaulted", "channel"]).size().items():
+        assert sampled[stratum] >= min(rows, spec.sampling.min_per_stratum)
+    assert sampled.min() < len(sample) * (snapshot.groupby(["defaulted", "channel"]).size().min() / len(snapshot)) * 50
+    # ... and the weights carry them back: stratifying on the label makes the rate exact.
+    assert np.isclose(sample[WEIGHT].sum(), len(snapshot))
+    assert np.isclose(manifest.label_rate_reweighted, snapshot.defaulted.mean())
+    assert sample.applied_at.is_monotonic_increasing  # time order kept for the split
+    assert 0 < manifest.peak_buffer_rows <= 3 * manifest.rows
+
+
+def test_stream_draw_follows_the_weights_within_multinomial_error():
+    from tests.conftest import DEMO_SPEC as path
+    from ml_tasks.spec import load_spec
+
+    base = load_spec(path)
+    counts = {(stream, label, channel): 50_000 for stream in ("web", "curated") for label in (0, 1)
+              for channel in ("web", "branch")}
+    size, weight, draws = 1_000, 0.3, []
+    for seed in range(300):
+        raw = base.model_dump()
+        raw["source"] = raw["source"] | {"query_file": None, "streams": [
+            {"name": "web", "query_file": "a.sql", "weight": weight}, {"name": "curated", "query_file": "b.sql",
+                                                                         "weight": 1 - weight}]}
+        raw["sampling"] = raw["sampling"] | {"seed": seed, "min_per_stratum": 1}
+        quotas, drawn = plan_quotas(ModelSpec.model_validate(raw), counts, size)
+        assert sum(quotas.values()) == size and drawn["web"] + drawn["curated"] == size
+        assert sum(n for key, n in quotas.items() if key[0] == "web") == drawn["web"]
+        draws.append(drawn["web"])
+    # The draw is a real multinomial: its mean and spread match Binomial(size, weight).
+    standard_error = np.sqrt(size * weight * (1 - weight))
+    assert abs(np.mean(draws) - size * weight) < 4 * standard_error / np.sqrt(len(draws))
+    assert 0.8 < np.std(draws) / standard_error < 1.2
+
+
+def test_two_weighted_streams_give_the_asked_mix_and_record_it(demo_spec, refit_home, tiny_warehouse_url, tmp_path):
+    import shutil
+
+    include = tmp_path / "include"
+    shutil.copytree(refit_home.include_dir, include)
+    spec = two_streams(demo_spec, include, web_weight=0.8)
+    manifest, sample, snapshot = sample_of(spec, refit_home, tiny_warehouse_url, include)
+    web_population = (snapshot[STREAM] == "web").mean()
+    assert web_population < 0.6  # web is about half of the traffic ...
+    mix = manifest.stream_mix
+    assert set(mix) == {"web", "curated"} and np.isclose(mix["web"]["weight"], 0.8)
+    share = (sample[STREAM] == "web").mean()
+    assert np.isclose(mix["web"]["share"], share) and mix["web"]["sampled"] == (sample[STREAM] == "web").sum()
+    # ... but the sample holds what the weights ask, within binomial error of one draw.
+    assert abs(share - 0.8) < 4 * np.sqrt(0.8 * 0.2 / len(sample))
+    # Reweighted, each stream carries its weight of the population's rows.
+    weights = sample.groupby(STREAM)[WEIGHT].sum() / sample[WEIGHT].sum()
+    assert np.isclose(weights["web"], 0.8) and np.isclose(weights["curated"], 0.2)
+    assert set(snapshot[STREAM]) == {"web", "curated"}
+
+
+def test_importance_weights_draw_heavier_rows_and_stay_unbiased(demo_spec, refit_home, tiny_warehouse_url):
+    sampling = demo_spec.sampling.model_copy(update={"size": 1_000, "importance_weight": "amount"})
+    manifest, sample, snapshot = sample_of(demo_spec.model_copy(update={"sampling": sampling}), refit_home,
+                                           tiny_warehouse_url)
+    assert manifest.importance_weight == "amount"
+    # Large loans are over-represented in the sample; the weights undo it.
+    assert sample.amount.mean() > 1.1 * snapshot.amount.mean()
+    estimate = np.average(sample.amount, weights=sample[WEIGHT])
+    assert abs(estimate - snapshot.amount.mean()) < 0.05 * snapshot.amount.mean()
 
 
 def test_time_split_is_chronological_disjoint_and_complete():

@@ -94,3 +94,13 @@ def test_row_count_far_from_previous_snapshot_fails(demo_spec, previous, passes)
     if not passes:
         assert f"400 rows is {400 / previous:.2f}x the previous snapshot's {previous}" in check.detail
         assert "validation.row_count_ratio" in check.detail
+
+
+def test_importance_weights_must_be_positive_and_finite(demo_spec):
+    sampling = demo_spec.sampling.model_copy(update={"importance_weight": "amount"})
+    spec = demo_spec.model_copy(update={"sampling": sampling})
+    frame = good_frame()
+    assert failures(spec, frame) == []
+    found = failures(spec, frame.assign(amount=frame.amount.where(frame.index % 10 != 0, 0.0)))
+    assert found == ["column 'amount' (sampling.importance_weight): 40 values not positive and finite; "
+                     "expected every importance weight > 0"]
