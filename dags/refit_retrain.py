@@ -12,7 +12,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from refit_airflow.connections import warehouse_url
-from refit_airflow.trainer import TrainerOperator
+from refit_airflow.trainer import trainer_task
 
 from ml_tasks.settings import load_settings
 from ml_tasks.spec import ModelSpec, discover_specs, load_spec
@@ -121,7 +121,8 @@ def build_retrain_dag(spec_path: Path) -> DAG:
         checked = validate(run_plan, snapshot)  # commits the snapshot only if every check passes
         sampled = sample(run_plan, checked)
         splits = split(run_plan, sampled)
-        trained = TrainerOperator.partial(task_id="train", plan=run_plan, split=splits).expand(
+        # A local process or the GPU trainer image, as REFIT_TRAINER_MODE says; the same command.
+        trained = trainer_task(spec, task_id="train", plan=run_plan, split=splits).expand(
             candidate=candidates(run_plan))
         evaluation = evaluate(run_plan, splits, trained.output)
         verdict = gate(run_plan, evaluation)

@@ -1,9 +1,23 @@
-"""The trainer operator: runs ``python -m ml_tasks train`` for one candidate.
+"""The trainer task: runs ``python -m ml_tasks train`` for one candidate, locally or in a container.
 
-In embedded mode the command runs as a local subprocess of the worker, with the worker's
-environment (REFIT_HOME, MLflow URI). The command writes its result manifest to the artifact
-store and prints it as its last line, which becomes the task's XCom: the same contract a
-trainer container will follow in deployed mode.
+Two modes, chosen by ``REFIT_TRAINER_MODE`` when the DAG is parsed, same command line:
+
+``local`` (default, embedded mode)
+    :class:`TrainerOperator` runs the command as a subprocess of the worker, with the worker's
+    environment (REFIT_HOME, MLflow URI) and interpreter.
+``docker`` (deployed mode)
+    :class:`DockerTrainerOperator` runs it in the trainer image (``docker/trainer/Dockerfile``)
+    named by the spec's ``trainer.image``, with ``trainer.gpus`` GPUs, through the Docker API
+    at ``REFIT_DOCKER_URL``. The container reaches the MLflow server and S3 through the
+    variables listed in :data:`PUBLIC_SETTINGS` and :data:`SECRET_SETTINGS`.
+
+Either way the command writes its result manifest to the artifact store and prints it as its
+last line, which the operator parses into the task's XCom (a dict).
+
+The DAG calls :func:`trainer_task`, which returns an operator *partial* to map over candidates:
+
+>>> trainer_task(spec, task_id="train", plan=run_plan, split=splits).expand(  # doctest: +SKIP
+...     candidate=candidates(run_plan))
 """
 
 from __future__ import annotations
@@ -12,9 +26,28 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
+from docker.types import DeviceRequest
+
+if TYPE_CHECKING:
+    from ml_tasks.spec import ModelSpec
+
+TRAINER_MODES = ("local", "docker")
+#: The Docker API the deployed worker talks to: a socket proxy, so workers never mount the socket.
+DEFAULT_DOCKER_URL = "tcp://docker-socket-proxy:2375"
+#: Settings the container needs and that may be shown in the UI's rendered-template view.
+PUBLIC_SETTINGS = ("MLFLOW_TRACKING_URI", "REFIT_ARTIFACT_ROOT", "REFIT_MLFLOW_ARTIFACT_ROOT",
+                   "REFIT_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+#: Credentials: read on the worker when the task runs, so they are neither stored with the
+#: serialized DAG nor rendered in the UI (``private_environment`` is not a template field).
+SECRET_SETTINGS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                   "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+#: Without these a container would write its model and manifest into its own, discarded, disk.
+REQUIRED_SETTINGS = ("MLFLOW_TRACKING_URI", "REFIT_ARTIFACT_ROOT")
 
 
 class TrainerError(RuntimeError):
@@ -27,8 +60,20 @@ def trainer_command(plan: dict, split_uri: str, candidate: str, python: str = sy
             "--split", split_uri, "--candidate", candidate]
 
 
+def parse_manifest(last_line: str | None, candidate: str) -> dict:
+    """The trainer's result manifest from its last output line, or a :class:`TrainerError` saying so."""
+    try:
+        manifest = json.loads(last_line or "")
+    except json.JSONDecodeError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise TrainerError(f"trainer for candidate {candidate!r} did not end with its result manifest "
+                           f"(a JSON object); last line: {last_line!r}")
+    return manifest
+
+
 class TrainerOperator(BaseOperator):
-    """Train one candidate of a planned run in a separate process.
+    """Train one candidate of a planned run in a local process (embedded mode).
 
     Parameters
     ----------
@@ -61,4 +106,92 @@ class TrainerOperator(BaseOperator):
         if code != 0:
             tail = "\n".join(lines[-15:])
             raise TrainerError(f"trainer for candidate {self.candidate!r} exited with code {code}:\n{tail}")
-        return json.loads(lines[-1])
+        return parse_manifest(lines[-1] if lines else None, self.candidate)
+
+
+class DockerTrainerOperator(DockerOperator):
+    """Train one candidate in the trainer image (deployed mode).
+
+    Takes the same ``plan``, ``split`` and ``candidate`` as :class:`TrainerOperator`; they are
+    XComs, so the container's command is built in :meth:`execute`, after rendering. Every other
+    argument goes to :class:`DockerOperator` (image, device_requests, environment, …); build them
+    from a spec with :func:`docker_trainer_kwargs`.
+
+    The container's stdout ends with the result manifest; with ``retrieve_output`` and
+    ``xcom_all`` off, DockerOperator returns that last line, which becomes the XCom as a dict.
+    """
+
+    template_fields: Sequence[str] = (*DockerOperator.template_fields, "plan", "split", "candidate")
+    ui_color = "#e1bee7"
+
+    def __init__(self, *, plan, split, candidate, **kwargs) -> None:
+        # A failed container is kept for `docker logs`; a successful one has nothing left to show.
+        kwargs.setdefault("auto_remove", "success")
+        # The trainer reads and writes the artifact store, never a folder of the Docker host.
+        kwargs.setdefault("mount_tmp_dir", False)
+        # The XCom is the last log line (the manifest): not a file copied out of the container
+        # (retrieve_output), nor every line (xcom_all).
+        super().__init__(retrieve_output=False, xcom_all=False, **kwargs)
+        self.plan = plan
+        self.split = split
+        self.candidate = candidate
+
+    def trainer_command(self) -> list[str]:
+        """The container's command: the local command line with the image's ``python``."""
+        return trainer_command(self.plan, self.split["uri"], self.candidate, python="python")
+
+    def execute(self, context) -> dict:
+        self.command = self.trainer_command()
+        self._private_environment = {**secret_environment(os.environ), **self._private_environment}
+        self.log.info("Running trainer in %s: %s", self.image, " ".join(self.command))
+        return parse_manifest(super().execute(context), self.candidate)
+
+
+def trainer_mode(env: Mapping[str, str] | None = None) -> str:
+    """``REFIT_TRAINER_MODE``: ``local`` (default) or ``docker``; anything else is an error naming it."""
+    env = os.environ if env is None else env
+    mode = (env.get("REFIT_TRAINER_MODE") or "local").strip().lower()
+    if mode not in TRAINER_MODES:
+        raise ValueError(f"REFIT_TRAINER_MODE={mode!r}: expected one of {', '.join(TRAINER_MODES)}")
+    return mode
+
+
+def secret_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The credentials among :data:`SECRET_SETTINGS` that are set in ``env``."""
+    return {name: env[name] for name in SECRET_SETTINGS if env.get(name)}
+
+
+def docker_trainer_kwargs(spec: ModelSpec, env: Mapping[str, str] | None = None) -> dict:
+    """DockerOperator arguments for a spec's trainer, from the spec and the deployment's variables.
+
+    ``device_requests`` and ``docker_url`` are not template fields, so they are fixed here, when
+    the DAG is parsed. Credentials are left out: the operator reads them when it runs.
+    """
+    env = os.environ if env is None else env
+    missing = [name for name in REQUIRED_SETTINGS if not env.get(name)]
+    if missing:
+        raise ValueError(f"REFIT_TRAINER_MODE=docker needs {', '.join(missing)} set to the deployment's "
+                         "MLflow server and S3 artifact root: a container cannot use the worker's local stores")
+    kwargs: dict = {
+        "image": spec.trainer.image,
+        "docker_url": env.get("REFIT_DOCKER_URL") or DEFAULT_DOCKER_URL,
+        "network_mode": env.get("REFIT_DOCKER_NETWORK") or None,
+        "environment": {**{name: env[name] for name in PUBLIC_SETTINGS if env.get(name)},
+                        # mlflow's logging set-up would otherwise reformat the lines the task log shows.
+                        "MLFLOW_CONFIGURE_LOGGING": "false"},
+    }
+    if spec.trainer.gpus:
+        kwargs["device_requests"] = [DeviceRequest(count=spec.trainer.gpus, capabilities=[["gpu"]])]
+    return kwargs
+
+
+def trainer_task(spec: ModelSpec, mode: str | None = None, env: Mapping[str, str] | None = None, **partial_kwargs):
+    """The train task's operator partial for ``spec``; call ``.expand(candidate=...)`` on it.
+
+    ``mode`` defaults to :func:`trainer_mode` of ``env`` (default ``os.environ``); ``partial_kwargs``
+    (task_id, plan, split, …) are the same for both operators.
+    """
+    mode = trainer_mode({"REFIT_TRAINER_MODE": mode}) if mode else trainer_mode(env)
+    if mode == "docker":
+        return DockerTrainerOperator.partial(**docker_trainer_kwargs(spec, env), **partial_kwargs)
+    return TrainerOperator.partial(**partial_kwargs)
