@@ -136,6 +136,13 @@ class TrainResult(Manifest):
     train_rows: int
     fit_seconds: float
     reused: bool
+    #: The parameters the tuning budget chose, the trials it spent, and the learning curve
+    #: ([training rows, validation score of the selection metric]).
+    params: dict = {}
+    trials: int = 1
+    learning_curve: list[list[float]] = []
+    #: "stateless", or what warm start did ("continued from champion v3", "... trained from scratch").
+    warm_start: str = "stateless"
 
 
 class ModelScores(Manifest):

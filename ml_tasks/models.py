@@ -33,12 +33,26 @@ class Candidate(ABC):
     """
 
     family: str = ""
+    #: Whether ``fit`` can continue from a fitted model of the same family (stateful retraining).
+    supports_warm_start: bool = False
 
     def __init__(self, features: FeaturesSpec, params: dict | None = None, seed: int = 0) -> None:
         self.numeric = list(features.numeric)
         self.categorical = list(features.categorical)
         self.params = dict(params or {})
         self.seed = seed
+        #: A fitted model of the same family to continue from (set before ``fit``); None: from scratch.
+        self.warm_start_from: Candidate | None = None
+
+    def can_warm_start_from(self, other: object) -> str | None:
+        """None when ``fit`` can continue from ``other``, else why not (logged, then trained from scratch)."""
+        if not self.supports_warm_start:
+            return f"family {self.family!r} always trains from scratch"
+        if not isinstance(other, type(self)):
+            return f"the champion is a {getattr(other, 'family', type(other).__name__)!r} model, not {self.family!r}"
+        if (other.numeric, other.categorical) != (self.numeric, self.categorical):
+            return "the champion was trained on other features"
+        return None
 
     @abstractmethod
     def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> Candidate: ...
@@ -101,6 +115,7 @@ class LightGBMCandidate(Candidate):
     """Gradient-boosted trees with native categoricals and early stopping on the validation split."""
 
     family = "lightgbm"
+    supports_warm_start = True
     _RENAMED = {"n_estimators": "num_boost_round", "min_child_samples": "min_data_in_leaf"}
 
     def _dataset_frame(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -115,7 +130,10 @@ class LightGBMCandidate(Candidate):
     def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None):
         import lightgbm as lgb
 
-        self.categories_ = {n: sorted(X[n].dropna().astype(str).unique().tolist()) for n in self.categorical}
+        champion, self.warm_start_from = self.warm_start_from, None  # never pickle the champion inside
+        # Warm start keeps the champion's category codes, or its trees would split on other values.
+        self.categories_ = (dict(champion.categories_) if champion is not None else
+                            {n: sorted(X[n].dropna().astype(str).unique().tolist()) for n in self.categorical})
         params = {self._RENAMED.get(k, k): v for k, v in self.params.items()}
         rounds = int(params.pop("num_boost_round", 500))
         stopping = int(params.pop("early_stopping_rounds", 50))
@@ -128,8 +146,15 @@ class LightGBMCandidate(Candidate):
             valid_sets = [lgb.Dataset(self._dataset_frame(X_valid), label=np.asarray(y_valid), weight=w_valid,
                                       reference=train, categorical_feature=self.categorical)]
             callbacks = [lgb.early_stopping(stopping, verbose=False)]
-        self.booster_ = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
-        self.best_iteration_ = int(self.booster_.best_iteration or rounds)
+        init_model = None
+        if champion is not None:
+            # Continue from the champion's chosen trees; ``rounds`` more at most, early stopping still applies.
+            init_model = lgb.Booster(model_str=champion.booster_.model_to_string(num_iteration=champion.best_iteration_))
+        self.booster_ = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks,
+                                  init_model=init_model)
+        # best_iteration counts the champion's trees too, so it is the right cut for predict.
+        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        self.warm_started_ = champion is not None
         return self
 
     def predict_proba(self, X):
@@ -141,9 +166,20 @@ _FAMILIES: dict[str, type[Candidate]] = {
 }
 
 
+def _torch_mlp() -> type[Candidate]:
+    from ml_tasks.torch_mlp import TorchMLPCandidate  # imports torch: only when a spec asks for it
+
+    return TorchMLPCandidate
+
+
+#: Families whose module is imported on first use, so importing this module stays light.
+_LAZY_FAMILIES = {"torch_mlp": _torch_mlp}
+
+
 def build_candidate(spec: CandidateSpec, features: FeaturesSpec, seed: int = 0) -> Candidate:
     """The untrained candidate a spec entry describes."""
-    return _FAMILIES[spec.family](features, spec.params, seed=seed)
+    family = _FAMILIES.get(spec.family) or _LAZY_FAMILIES[spec.family]()
+    return family(features, spec.params, seed=seed)
 
 
 def feature_frame(frame: pd.DataFrame, features: FeaturesSpec) -> pd.DataFrame:

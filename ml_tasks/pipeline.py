@@ -30,7 +30,17 @@ class StageContext:
 
 def context_for(spec_path: str | Path) -> StageContext:
     settings = load_settings()
-    return StageContext(settings=settings, store=store_from_settings(settings), spec=load_spec(spec_path))
+    return StageContext(settings=settings, store=store_from_settings(settings),
+                        spec=load_spec(_local_spec_path(spec_path, settings)))
+
+
+def _local_spec_path(spec_path: str | Path, settings: Settings) -> Path:
+    """The plan records the spec's path on the machine that planned the run; a trainer
+    container keeps ``include/`` elsewhere, so there the spec is found by name."""
+    path = Path(spec_path)
+    if not path.exists() and (settings.models_dir / path.name).exists():
+        return settings.models_dir / path.name
+    return path
 
 
 def _plan(plan: dict) -> tuple[RunPlan, StageContext]:

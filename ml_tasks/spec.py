@@ -199,10 +199,43 @@ class SplitSpec(_Strict):
         return self
 
 
+class SearchRange(_Strict):
+    """A continuous (or integer) range of one hyper-parameter for the random search."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class TrainingSpec(_Strict):
+    """How candidates are trained: the same tuning budget for each, and how retraining starts."""
+
+    #: ``stateless``: train from scratch; ``warm_start``: continue from the champion when it is
+    #: of the same family (LightGBM keeps boosting its booster, the network fine-tunes its weights).
+    mode: Literal["stateless", "warm_start"] = "stateless"
+    #: Fits per candidate (the first uses ``params`` as written, the others draw from ``search``).
+    trials: int = Field(default=1, ge=1, le=200)
+    #: Stop a candidate's tuning after this much fitting, even with trials left (None: no limit).
+    time_budget_seconds: float | None = Field(default=None, gt=0)
+    #: Refit on 1/4 and 1/2 of the training rows and log the validation metric against rows.
+    learning_curve: bool = True
+
+
 class CandidateSpec(_Strict):
     name: Annotated[str, Field(pattern=_NAME)]
     family: Literal["prior", "logistic_regression", "lightgbm", "torch_mlp"]
     params: dict[str, float | int | str | bool] = {}
+    #: Random-search space: a list of values to choose from, or a range, per parameter.
+    search: dict[str, list[float | int | str | bool] | SearchRange] = {}
 
 
 class ThresholdSpec(_Strict):
@@ -257,6 +290,7 @@ class ModelSpec(_Strict):
     candidates: list[CandidateSpec] = Field(min_length=1)
     selection_metric: str = "roc_auc"
     acceptance: AcceptanceSpec = AcceptanceSpec()
+    training: TrainingSpec = TrainingSpec()
     trainer: TrainerSpec = TrainerSpec()
 
     @field_validator("schedule")

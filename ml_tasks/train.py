@@ -1,66 +1,147 @@
-"""The train stage: fit one candidate on the training split, log it to MLflow.
+"""The train stage: tune one candidate within the spec's budget, log it to MLflow.
 
 Runs as ``python -m ml_tasks train --plan URI --split URI --candidate NAME`` in a local process
 (embedded mode) or in the trainer container (deployed mode); the same function either way.
-The result manifest is written to ``<run>/train/<candidate>.json``; a retry that finds it
-(and its MLflow run finished) reuses it instead of training again.
+
+What one call does:
+
+1. reads the training and validation splits (the validation split is later in time than
+   the training split: early stopping and tuning never look at the future they predict);
+2. with ``training.mode: warm_start``, loads the champion and continues from it when it is of
+   the same family (otherwise it says why in the run's tags and trains from scratch);
+3. spends the same tuning budget as every other candidate (:mod:`ml_tasks.tuning`);
+4. fits the learning curve (a quarter, a half, all of the training rows);
+5. logs parameters, trials, the curve, per-epoch history (networks), and the model with a
+   signature and an input example; writes the result manifest to ``<run>/train/<candidate>.json``.
+
+A retry that finds the manifest (and its MLflow run finished) reuses it instead of training
+again; a network killed mid-run resumes from its last per-epoch checkpoint
+(``<run>/train/<candidate>/checkpoints/``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from ml_tasks.manifests import RunPlan, SplitManifest, TrainResult
 from ml_tasks.metrics import compute_metrics
-from ml_tasks.models import build_candidate, feature_frame
+from ml_tasks.models import Candidate, build_candidate, feature_frame
 from ml_tasks.sample import WEIGHT
 from ml_tasks.settings import Settings
-from ml_tasks.spec import ModelSpec
+from ml_tasks.spec import HIGHER_IS_BETTER, CandidateSpec, ModelSpec
 from ml_tasks.storage import ArtifactStore
 from ml_tasks.tracking import MODEL_REQUIREMENTS, client, setup_experiment
+from ml_tasks.tuning import TuningResult, learning_curve, tune
+
+log = logging.getLogger(__name__)
 
 
 def result_uri(plan: RunPlan, candidate: str) -> str:
     return f"{plan.run_prefix}/train/{candidate}.json"
 
 
+class _Data:
+    """The model inputs of the training and validation splits."""
+
+    def __init__(self, spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) -> None:
+        label = spec.columns.label
+        self.X_train, self.X_valid = feature_frame(train, spec.features), feature_frame(valid, spec.features)
+        self.y_train, self.y_valid = train[label].to_numpy(), valid[label].to_numpy()
+        self.w_train, self.w_valid = train[WEIGHT].to_numpy(), valid[WEIGHT].to_numpy()
+
+
 def train_candidate(
     spec: ModelSpec, plan: RunPlan, split: SplitManifest, candidate_name: str, store: ArtifactStore, settings: Settings
 ) -> TrainResult:
-    """Train ``candidate_name`` on the split, log params, metrics and model; return the result."""
+    """Tune and train ``candidate_name`` on the split, log everything to MLflow; return the result."""
     candidate_spec = spec.candidate(candidate_name)
     previous = _finished_result(plan, candidate_name, store, settings)
     if previous is not None:
         return previous
     import mlflow
 
-    train = store.read_frame(split.train.uri)
-    valid = store.read_frame(split.validation.uri)
-    label = spec.columns.label
-    X_train, X_valid = feature_frame(train, spec.features), feature_frame(valid, spec.features)
-    model = build_candidate(candidate_spec, spec.features, seed=spec.sampling.seed)
+    data = _Data(spec, store.read_frame(split.train.uri), store.read_frame(split.validation.uri))
+    champion, warm_note = _warm_start_source(spec, candidate_spec, settings)
+    metric = spec.selection_metric
     started = time.perf_counter()
-    model.fit(X_train, train[label].to_numpy(), train[WEIGHT].to_numpy(),
-              X_valid, valid[label].to_numpy(), valid[WEIGHT].to_numpy())
-    fit_seconds = time.perf_counter() - started
-    p_valid = model.predict_proba(X_valid)[:, 1]
-    metrics = compute_metrics(valid[label], p_valid, valid[WEIGHT])
+    with _checkpoints(store, plan, candidate_name) as checkpoint_root:
+        def fit_and_score(params: dict, rows: np.ndarray | None = None, trial: int = 0) -> tuple[Candidate, float]:
+            model = build_candidate(candidate_spec.model_copy(update={"params": params}), spec.features,
+                                    seed=spec.sampling.seed)
+            if champion is not None:
+                model.warm_start_from = champion
+            if checkpoint_root is not None and hasattr(model, "checkpoint_dir") and rows is None:
+                model.checkpoint_dir = str(checkpoint_root / f"trial-{trial}")
+            X, y, w = ((data.X_train, data.y_train, data.w_train) if rows is None else
+                       (data.X_train.iloc[rows], data.y_train[rows], data.w_train[rows]))
+            model.fit(X, y, w, data.X_valid, data.y_valid, data.w_valid)
+            score = compute_metrics(data.y_valid, model.predict_proba(data.X_valid)[:, 1], data.w_valid)[metric]
+            return model, score
 
-    experiment_id = setup_experiment(settings, spec)
+        trial_numbers = iter(range(10_000))
+        tuned = tune(candidate_spec, lambda params: fit_and_score(params, trial=next(trial_numbers)),
+                     trials=spec.training.trials, time_budget_seconds=spec.training.time_budget_seconds,
+                     higher_is_better=HIGHER_IS_BETTER[metric], seed=spec.sampling.seed)
+    fit_seconds = time.perf_counter() - started
+    curve = (learning_curve(lambda rows: fit_and_score(tuned.params, rows)[1], len(data.y_train), spec.sampling.seed,
+                            full_score=tuned.score) if spec.training.learning_curve else [])
+    model = tuned.model
+    p_valid = model.predict_proba(data.X_valid)[:, 1]
+    metrics = compute_metrics(data.y_valid, p_valid, data.w_valid)
+
     tags = {
         "refit.model": spec.name, "refit.candidate": candidate_name, "refit.family": candidate_spec.family,
         "refit.run_key": plan.run_key, "refit.dag_run_id": plan.dag_run_id, "refit.spec_hash": plan.spec_hash,
         "refit.as_of": plan.as_of.isoformat(), "refit.train_uri": split.train.uri,
+        "refit.training_mode": spec.training.mode, "refit.warm_start": warm_note,
     }
+    run, info = _log_to_mlflow(spec, settings, candidate_spec, plan, tags, data, model, tuned, curve, metrics,
+                               fit_seconds, p_valid)
+    result = TrainResult(
+        candidate=candidate_name, family=candidate_spec.family, mlflow_run_id=run.info.run_id,
+        model_uri=info.model_uri, validation_metrics=metrics, train_rows=len(data.y_train),
+        fit_seconds=round(fit_seconds, 3), reused=False, params=_plain(tuned.params),
+        trials=len(tuned.trials), learning_curve=[[rows, score] for rows, score in curve],
+        warm_start=warm_note,
+    )
+    store.write_json(result_uri(plan, candidate_name), result.to_xcom())
+    return result
+
+
+def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, data: _Data, model, tuned: TuningResult,
+                   curve, metrics, fit_seconds, p_valid):
+    import mlflow
     from mlflow.models import infer_signature
 
     from ml_tasks.pyfunc import CandidateModel
 
-    example = X_valid.head(5)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{candidate_name}-{plan.run_key}", tags=tags) as run:
-        mlflow.log_params({"family": candidate_spec.family, **candidate_spec.params,
-                           "train_rows": len(train), "validation_rows": len(valid)})
+    experiment_id = setup_experiment(settings, spec)
+    example = data.X_valid.head(5)
+    metric = spec.selection_metric
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{candidate_spec.name}-{plan.run_key}",
+                          tags=tags) as run:
+        mlflow.log_params({"family": candidate_spec.family, **_plain(tuned.params), "train_rows": len(data.y_train),
+                           "validation_rows": len(data.y_valid), "tuning_trials": len(tuned.trials),
+                           "tuning_stopped_by": tuned.stopped_by})
         mlflow.log_metrics({f"validation_{k}": v for k, v in metrics.items()} | {"fit_seconds": fit_seconds})
+        for trial in tuned.trials:
+            mlflow.log_metric(f"trial_validation_{metric}", trial.score, step=trial.number)
+        for rows, score in curve:
+            mlflow.log_metric(f"learning_curve_validation_{metric}", score, step=rows)
+        _log_network_history(model)
+        mlflow.log_dict({"trials": [vars(t) | {"params": _plain(t.params)} for t in tuned.trials],
+                         "learning_curve": curve}, "tuning.json")
+        dataset = mlflow.data.from_pandas(data.X_train.assign(**{spec.columns.label: data.y_train}),
+                                          source=tags["refit.train_uri"], name=f"{spec.name}-train",
+                                          targets=spec.columns.label)
+        mlflow.log_input(dataset, context="training")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=CandidateModel(model),
@@ -68,13 +149,67 @@ def train_candidate(
             input_example=example,
             pip_requirements=MODEL_REQUIREMENTS,
         )
-    result = TrainResult(
-        candidate=candidate_name, family=candidate_spec.family, mlflow_run_id=run.info.run_id,
-        model_uri=info.model_uri, validation_metrics=metrics, train_rows=len(train),
-        fit_seconds=round(fit_seconds, 3), reused=False,
-    )
-    store.write_json(result_uri(plan, candidate_name), result.to_xcom())
-    return result
+    return run, info
+
+
+def _log_network_history(model) -> None:
+    """Per-epoch losses and speed, device and peak memory of families that train in epochs."""
+    import mlflow
+
+    for entry in getattr(model, "history_", None) or []:
+        step = int(entry["epoch"])
+        mlflow.log_metrics({f"epoch_{k}": float(v) for k, v in entry.items()
+                            if k != "epoch" and isinstance(v, (int, float)) and np.isfinite(v)}, step=step)
+    if getattr(model, "device_", None):
+        mlflow.set_tag("refit.device", model.device_)
+    if getattr(model, "peak_memory_bytes_", None):
+        mlflow.log_metric("peak_memory_mb", model.peak_memory_bytes_ / 2**20)
+    if getattr(model, "resumed_from_epoch_", None) is not None:
+        mlflow.set_tag("refit.resumed_from_epoch", str(model.resumed_from_epoch_))
+
+
+def _warm_start_source(spec: ModelSpec, candidate: CandidateSpec, settings: Settings) -> tuple[Candidate | None, str]:
+    """The champion's fitted model when this candidate can continue from it, and a note saying what happened."""
+    if spec.training.mode != "warm_start":
+        return None, "stateless"
+    from ml_tasks.registry import get_champion
+
+    champion = get_champion(settings, spec.registry_name)
+    if champion is None:
+        return None, "no champion yet: trained from scratch"
+    import mlflow.pyfunc
+
+    fitted = mlflow.pyfunc.load_model(champion.model_uri).unwrap_python_model().candidate
+    probe = build_candidate(candidate, spec.features, seed=spec.sampling.seed)
+    reason = probe.can_warm_start_from(fitted)
+    if reason is not None:
+        return None, f"{reason}: trained from scratch"
+    return fitted, f"continued from champion v{champion.version}"
+
+
+@contextmanager
+def _checkpoints(store: ArtifactStore, plan: RunPlan, candidate: str) -> Iterator[Path | None]:
+    """A local folder for per-epoch checkpoints that survives the trainer being killed.
+
+    On a local artifact store it is the store's own folder; on S3 the checkpoints live in a
+    local folder inside the run's store prefix only as long as the trainer runs (a container
+    restart on another host starts the candidate again).
+    """
+    uri = f"{plan.run_prefix}/train/{candidate}/checkpoints"
+    if not store.is_s3:
+        path = Path(uri)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="refit-checkpoints-") as folder:
+            yield Path(folder)
+
+
+def _plain(params: dict) -> dict:
+    """Parameters as JSON scalars (numpy numbers from the search become Python numbers)."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
 
 
 def _finished_result(plan: RunPlan, candidate: str, store: ArtifactStore, settings: Settings) -> TrainResult | None:
@@ -87,4 +222,3 @@ def _finished_result(plan: RunPlan, candidate: str, store: ArtifactStore, settin
     except Exception:
         return None  # the tracking store was reset: train again
     return result.model_copy(update={"reused": True}) if status == "FINISHED" else None
-
