@@ -91,6 +91,19 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             return run_plan["candidates"]
 
         @task
+        def backtest_jobs(run_plan: dict, results) -> list[dict]:
+            # After training: each job retrains the recipe (parameters) its candidate's tuning chose.
+            from ml_tasks import pipeline
+
+            return pipeline.backtest_jobs(run_plan)
+
+        @task
+        def backtest_summary(run_plan: dict, fold_results, results) -> dict:
+            from ml_tasks import pipeline
+
+            return pipeline.backtest_summary(run_plan, list(fold_results), list(results))
+
+        @task
         def evaluate(run_plan: dict, split_manifest: dict, results) -> dict:
             from ml_tasks import pipeline
 
@@ -110,11 +123,11 @@ def build_retrain_dag(spec_path: Path) -> DAG:
 
         @task
         def report(run_plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest,
-                   registration) -> dict:
+                   registration, backtest) -> dict:
             from ml_tasks import pipeline
 
             return pipeline.report(run_plan, validation_manifest, sample_manifest, split_manifest, evaluation,
-                                   gate_manifest, registration)
+                                   gate_manifest, registration, backtest)
 
         run_plan = plan()
         snapshot = extract(run_plan)
@@ -124,10 +137,15 @@ def build_retrain_dag(spec_path: Path) -> DAG:
         # A local process or the GPU trainer image, as REFIT_TRAINER_MODE says; the same command.
         trained = trainer_task(spec, task_id="train", plan=run_plan, split=splits).expand(
             candidate=candidates(run_plan))
+        # One mapped task per (candidate, fold): folds run in parallel, each through the trainer.
+        folds = trainer_task(spec, task_id="backtest", plan=run_plan).expand_kwargs(
+            backtest_jobs(run_plan, trained.output))
+        backtested = backtest_summary(run_plan, folds.output, trained.output)
         evaluation = evaluate(run_plan, splits, trained.output)
         verdict = gate(run_plan, evaluation)
+        backtested >> verdict
         registration = register(run_plan, checked, evaluation, verdict)
-        report(run_plan, checked, sampled, splits, evaluation, verdict, registration)
+        report(run_plan, checked, sampled, splits, evaluation, verdict, registration, backtested)
     return dag
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,11 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--plan", required=True, help="URI of the run's plan.json")
     train.add_argument("--split", help="URI of the split manifest (default: the run's split.json)")
     train.add_argument("--candidate", required=True)
+    train.add_argument("--fold", type=int, help="train the candidate's recipe on this backtest fold instead")
+    backtest = commands.add_parser("backtest", help="summarise the backtest folds of a run (after train --fold)")
+    backtest.add_argument("--plan", required=True)
 
     evaluate = commands.add_parser("evaluate", help="score trained candidates and the champion on the test split")
     evaluate.add_argument("--plan", required=True)
     evaluate.add_argument("--results", nargs="*", help="URIs of train results (default: all under the run)")
 
+    promote = commands.add_parser("promote", help="promote a run's challenger after review (records the reason)")
+    promote.add_argument("--model", required=True)
+    promote.add_argument("--run-key", required=True, help="the run's key (its folder under runs/<model>/)")
+    promote.add_argument("--reason", required=True, help="why the gate's verdict is overridden (audit trail)")
+    promote.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who decided")
+    rollback = commands.add_parser("rollback", help="move the champion alias back to the previous version")
+    rollback.add_argument("--model", required=True)
+    rollback.add_argument("--reason", required=True)
+    rollback.add_argument("--by", default=os.environ.get("USER", "unknown"))
     status = commands.add_parser("status", help="champion and last run of a model")
     status.add_argument("--model", required=True)
     status.add_argument("--json", action="store_true")
@@ -105,14 +118,28 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "train":
         store = store_from_settings(load_settings())
         plan = store.read_json(args.plan)
-        split = store.read_json(args.split or f"{plan['run_prefix']}/split.json")
-        _emit(pipeline.train(plan, split, args.candidate))
+        if args.fold is not None:
+            _emit(pipeline.backtest_fold(plan, args.candidate, args.fold))
+        else:
+            split = store.read_json(args.split or f"{plan['run_prefix']}/split.json")
+            _emit(pipeline.train(plan, split, args.candidate))
+    elif command == "backtest":
+        store = store_from_settings(load_settings())
+        plan = store.read_json(args.plan)
+        results = [store.read_json(uri) for uri in store.list(f"{plan['run_prefix']}/backtest", suffix=".json")
+                   if "/fold-" in uri]
+        trained = [store.read_json(f"{plan['run_prefix']}/train/{name}.json") for name in plan["candidates"]]
+        _emit(pipeline.backtest_summary(plan, results, trained))
     elif command == "evaluate":
         store = store_from_settings(load_settings())
         plan = store.read_json(args.plan)
         uris = args.results or [f"{plan['run_prefix']}/train/{name}.json" for name in plan["candidates"]]
         results = [store.read_json(uri) for uri in uris]
         _emit(pipeline.evaluate(plan, store.read_json(f"{plan['run_prefix']}/split.json"), results))
+    elif command == "promote":
+        _emit(pipeline.promote(str(_spec_path(args.model)), args.run_key, args.reason, args.by))
+    elif command == "rollback":
+        _emit(pipeline.rollback(str(_spec_path(args.model)), args.reason, args.by))
     elif command == "status":
         from ml_tasks.status import format_status, model_status
 

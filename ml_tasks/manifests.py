@@ -143,6 +143,38 @@ class TrainResult(Manifest):
     learning_curve: list[list[float]] = []
     #: "stateless", or what warm start did ("continued from champion v3", "... trained from scratch").
     warm_start: str = "stateless"
+    #: The calibration method chosen, its held-out metrics per method, and the reliability diagram.
+    calibration: dict = {}
+
+
+class FoldResult(Manifest):
+    """One candidate (or the champion's recipe) on one backtest fold."""
+
+    candidate: str
+    fold: int
+    family: str
+    train_start: datetime
+    cutoff: datetime
+    test_start: datetime
+    test_end: datetime
+    train_rows: int
+    test_rows: int
+    #: Test rows left out because their entity was in the fold's training rows (entity_disjoint).
+    dropped_entity_rows: int = 0
+    #: Metrics per model age in periods: "0" is the fold's own test window, "1".. the later ones.
+    metrics_by_age: dict[str, dict[str, float]]
+    reused: bool
+
+
+class BacktestManifest(Manifest):
+    folds: int
+    metric: str
+    #: candidate -> fold -> metric -> value (age 0).
+    per_fold: dict[str, dict[str, dict[str, float]]]
+    #: candidate -> staleness curve (points, recommended interval, summary).
+    staleness: dict[str, dict]
+    champion_recipe_version: str | None = None
+    uri: str
 
 
 class ModelScores(Manifest):
@@ -192,7 +224,8 @@ class GateManifest(Manifest):
 
 class RegistrationManifest(Manifest):
     registry_name: str
-    action: Literal["registered", "already_registered", "skipped_failed_gate", "skipped_dry_run"]
+    action: Literal["registered", "already_registered", "skipped_failed_gate", "skipped_dry_run",
+                    "promoted_manually", "rolled_back"]
     version: str | None
     champion_version: str | None
     previous_version: str | None

@@ -7,7 +7,7 @@ population value, not the (stratified) sample's.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 EPS = 1e-7
 
@@ -19,9 +19,18 @@ def compute_metrics(y_true, p_positive, weights=None) -> dict[str, float]:
     w = None if weights is None else np.asarray(weights, dtype=float)
     return {
         "roc_auc": float(roc_auc_score(y, p, sample_weight=w)),
+        "pr_auc": float(average_precision_score(y, p, sample_weight=w)),
         "log_loss": float(log_loss(y, p, sample_weight=w, labels=[0, 1])),
         "brier": float(brier_score_loss(y, p, sample_weight=w)),
+        "ece": float(expected_calibration_error(y, p, w)),
     }
+
+
+def expected_calibration_error(y_true, p_positive, weights=None, bins: int = 15) -> float:
+    """Weighted ECE with equal-mass bins (tied probabilities share a bin); see ``ml_tasks.calibrate``."""
+    from ml_tasks.calibrate import expected_calibration_error as ece
+
+    return float(ece(np.asarray(y_true), np.asarray(p_positive, dtype=float), weights, bins=bins))
 
 
 def weighted_roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ class Candidate(ABC):
         """None when ``fit`` can continue from ``other``, else why not (logged, then trained from scratch)."""
         if not self.supports_warm_start:
             return f"family {self.family!r} always trains from scratch"
+        other = getattr(other, "candidate", other)  # a calibrated champion wraps the model it continues
         if not isinstance(other, type(self)):
             return f"the champion is a {getattr(other, 'family', type(other).__name__)!r} model, not {self.family!r}"
         if (other.numeric, other.categorical) != (self.numeric, self.categorical):
@@ -130,6 +131,7 @@ class LightGBMCandidate(Candidate):
         import lightgbm as lgb
 
         champion, self.warm_start_from = self.warm_start_from, None  # never pickle the champion inside
+        champion = getattr(champion, "candidate", champion)  # continue the model under its calibrator
         # Warm start keeps the champion's category codes, or its trees would split on other values.
         self.categories_ = (dict(champion.categories_) if champion is not None else
                             {n: sorted(X[n].dropna().astype(str).unique().tolist()) for n in self.categorical})

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ml_tasks.manifests import (
-    EvaluationManifest, GateManifest, RegistrationManifest, RunPlan, SampleManifest, SnapshotManifest,
+    BacktestManifest, EvaluationManifest, GateManifest, RegistrationManifest, RunPlan, SampleManifest, SnapshotManifest,
     SplitManifest, TrainResult, ValidationManifest,
 )
 from ml_tasks.settings import Settings, load_settings
@@ -101,6 +101,30 @@ def train(plan: dict, split_manifest: dict, candidate: str) -> dict:
     return result.to_xcom()
 
 
+def backtest_jobs(plan: dict) -> list[dict]:
+    """The mapped backtest tasks' arguments: one ``{"candidate", "fold"}`` each."""
+    from ml_tasks.backtest import backtest_jobs as jobs
+
+    run_plan, ctx = _plan(plan)
+    return jobs(ctx.spec, run_plan, ctx.settings)
+
+
+def backtest_fold(plan: dict, candidate: str, fold: int) -> dict:
+    from ml_tasks.backtest import run_fold
+
+    run_plan, ctx = _plan(plan)
+    return run_fold(ctx.spec, run_plan, candidate, int(fold), ctx.store, ctx.settings).to_xcom()
+
+
+def backtest_summary(plan: dict, results: list[dict], train_results: list[dict]) -> dict:
+    from ml_tasks.backtest import summarize_backtest
+    from ml_tasks.manifests import FoldResult
+
+    run_plan, ctx = _plan(plan)
+    return summarize_backtest(ctx.spec, run_plan, [FoldResult.model_validate(r) for r in results], ctx.store,
+                              ctx.settings, [TrainResult.model_validate(r) for r in train_results]).to_xcom()
+
+
 def evaluate(plan: dict, split_manifest: dict, results: list[dict]) -> dict:
     from ml_tasks.evaluate import evaluate_candidates
 
@@ -131,7 +155,7 @@ def register(plan: dict, validation_manifest: dict, evaluation: dict, gate_manif
 
 
 def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_manifest: dict, evaluation: dict,
-           gate_manifest: dict, registration: dict) -> dict:
+           gate_manifest: dict, registration: dict, backtest: dict | None = None) -> dict:
     from ml_tasks.report import build_report, write_report
 
     run_plan, ctx = _plan(plan)
@@ -141,9 +165,46 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
         SampleManifest.model_validate(sample_manifest), SplitManifest.model_validate(split_manifest),
         evaluation_manifest, GateManifest.model_validate(gate_manifest),
         RegistrationManifest.model_validate(registration),
+        BacktestManifest.model_validate(backtest) if backtest else None, ctx.spec,
+        *_challenger_calibration(run_plan, ctx.store, evaluation_manifest.challenger),
     )
     return write_report(content, run_plan, ctx.store, ctx.settings, evaluation_manifest.challenger_run_id,
                         ctx.spec.acceptance.champion.alpha).to_xcom()
+
+
+def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dict:
+    """Promote the challenger of an earlier run (found by its run key) after human review."""
+    from ml_tasks.registry import RegistryActionError, promote_run
+    from ml_tasks.report import report_uris
+
+    ctx = context_for(spec_path)
+    prefix = ctx.store.uri("runs", ctx.spec.name, run_key)
+    needed = {name: f"{prefix}/{name}.json" for name in ("plan", "evaluation", "validation")}
+    missing = [uri for uri in needed.values() if not ctx.store.exists(uri)]
+    if missing:
+        raise RegistryActionError(f"parameter 'run_key': run {run_key!r} of model {ctx.spec.name!r} has no "
+                                  f"{', '.join(missing)}; expected a run that reached the evaluate stage")
+    run_plan = RunPlan.model_validate(ctx.store.read_json(needed["plan"]))
+    validation = ValidationManifest.model_validate(ctx.store.read_json(needed["validation"]))
+    registration = promote_run(ctx.spec, run_plan, EvaluationManifest.model_validate(ctx.store.read_json(needed["evaluation"])),
+                               validation.snapshot_id, report_uris(run_plan)[0], reason, requested_by, ctx.settings)
+    return registration.to_xcom()
+
+
+def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
+    """Move ``champion`` back to ``previous``."""
+    from ml_tasks.registry import rollback as registry_rollback
+
+    ctx = context_for(spec_path)
+    return registry_rollback(ctx.spec, reason, requested_by, ctx.settings).to_xcom()
+
+
+def _challenger_calibration(plan: RunPlan, store: ArtifactStore, challenger: str) -> tuple[dict | None, bytes | None]:
+    """The challenger's calibration summary and reliability diagram, from its train result."""
+    uri = f"{plan.run_prefix}/train/{challenger}.json"
+    calibration = TrainResult.model_validate(store.read_json(uri)).calibration if store.exists(uri) else {}
+    png_uri = calibration.get("reliability_uri")
+    return (calibration or None), (store.read_bytes(png_uri) if png_uri and store.exists(png_uri) else None)
 
 
 def run_all(spec_path: str, as_of: datetime | str, **plan_options) -> dict:
@@ -154,7 +215,10 @@ def run_all(spec_path: str, as_of: datetime | str, **plan_options) -> dict:
     sample_manifest = sample(plan, validation_manifest)
     split_manifest = split(plan, sample_manifest)
     results = [train(plan, split_manifest, name) for name in plan["candidates"]]
+    folds = [backtest_fold(plan, job["candidate"], job["fold"]) for job in backtest_jobs(plan)]
+    backtest = backtest_summary(plan, folds, results)
     evaluation = evaluate(plan, split_manifest, results)
     gate_manifest = gate(plan, evaluation)
     registration = register(plan, validation_manifest, evaluation, gate_manifest)
-    return report(plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest, registration)
+    return report(plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest, registration,
+                  backtest)

@@ -109,3 +109,75 @@ def _version_with_key(mlflow_client, name: str, key: str) -> str | None:
         if version.tags.get("refit.idempotency_key") == key:
             return str(version.version)
     return None
+
+
+class RegistryActionError(RuntimeError):
+    """A manual promotion or rollback cannot be done; the message says what is missing."""
+
+
+def promote_run(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, snapshot_id: str, report_uri: str,
+                reason: str, requested_by: str, settings: Settings) -> RegistrationManifest:
+    """Promote a run's challenger after human review, whatever its gate said.
+
+    The reason and the person are recorded as tags of the version (and the version keeps the
+    run's idempotency key, so promoting twice does not register twice). Aliases move in the
+    same order as an automatic promotion: ``previous`` first, ``champion`` last.
+    """
+    reason = _required_reason(reason)
+    name = spec.registry_name
+    mlflow_client = client(settings)
+    current = get_champion(settings, name)
+    key = idempotency_key(plan, snapshot_id)
+    existing = _version_with_key(mlflow_client, name, key)
+    if existing is None:
+        _ensure_registered_model(mlflow_client, spec)
+        tags = {
+            "refit.idempotency_key": key, "refit.snapshot_id": snapshot_id, "refit.spec_hash": plan.spec_hash,
+            "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key, "refit.as_of": plan.as_of.isoformat(),
+            "refit.candidate": evaluation.challenger, "refit.report_uri": report_uri,
+        }
+        existing = str(mlflow_client.create_model_version(
+            name=name, source=evaluation.challenger_model_uri, run_id=evaluation.challenger_run_id, tags=tags,
+            model_id=evaluation.challenger_model_uri.removeprefix("models:/")).version)
+    mlflow_client.set_model_version_tag(name, existing, "refit.manual_promotion_reason", reason)
+    mlflow_client.set_model_version_tag(name, existing, "refit.promoted_by", requested_by)
+    if current is not None and current.version == existing:
+        return RegistrationManifest(registry_name=name, action="already_registered", version=existing,
+                                    champion_version=existing, previous_version=None)
+    if current is not None:
+        mlflow_client.set_registered_model_alias(name, PREVIOUS, current.version)
+    mlflow_client.set_registered_model_alias(name, CHAMPION, existing)
+    return RegistrationManifest(registry_name=name, action="promoted_manually", version=existing,
+                                champion_version=existing, previous_version=current.version if current else None)
+
+
+def rollback(spec: ModelSpec, reason: str, requested_by: str, settings: Settings) -> RegistrationManifest:
+    """Point ``champion`` back at ``previous``; ``previous`` then names the version rolled back
+    from, so a second rollback undoes the first."""
+    from mlflow.exceptions import MlflowException
+
+    reason = _required_reason(reason)
+    name = spec.registry_name
+    mlflow_client = client(settings)
+    current = get_champion(settings, name)
+    try:
+        previous = str(mlflow_client.get_model_version_by_alias(name, PREVIOUS).version)
+    except MlflowException:
+        previous = None
+    if current is None or previous is None:
+        raise RegistryActionError(f"model {name!r}: rollback needs both a 'champion' and a 'previous' alias; "
+                                  f"found champion={current.version if current else None}, previous={previous}")
+    mlflow_client.set_model_version_tag(name, current.version, "refit.rolled_back_reason", reason)
+    mlflow_client.set_model_version_tag(name, current.version, "refit.rolled_back_by", requested_by)
+    mlflow_client.set_registered_model_alias(name, PREVIOUS, current.version)
+    mlflow_client.set_registered_model_alias(name, CHAMPION, previous)
+    return RegistrationManifest(registry_name=name, action="rolled_back", version=previous,
+                                champion_version=previous, previous_version=current.version)
+
+
+def _required_reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if len(reason) < 10:
+        raise RegistryActionError(f"parameter 'reason': a manual registry change needs a reason of at least 10 "
+                                  f"characters for the audit trail, got {reason!r}")
+    return reason

@@ -15,13 +15,14 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from ml_tasks.manifests import (
-    EvaluationManifest, GateManifest, RegistrationManifest, ReportManifest, RunPlan, SampleManifest,
+    BacktestManifest, EvaluationManifest, GateManifest, RegistrationManifest, ReportManifest, RunPlan, SampleManifest,
     SplitManifest, ValidationManifest,
 )
 from ml_tasks.settings import Settings
+from ml_tasks.spec import ModelSpec
 from ml_tasks.storage import ArtifactStore
 
-METRICS = ["roc_auc", "log_loss", "brier"]
+METRICS = ["roc_auc", "pr_auc", "log_loss", "brier", "ece"]
 
 
 def report_uris(plan: RunPlan) -> tuple[str, str]:
@@ -42,15 +43,43 @@ def _fmt(value, signed: bool = False) -> str:
 def build_report(
     plan: RunPlan, validation: ValidationManifest, sample: SampleManifest,
     split: SplitManifest, evaluation: EvaluationManifest, gate: GateManifest, registration: RegistrationManifest,
+    backtest: BacktestManifest | None = None, spec: ModelSpec | None = None,
+    calibration: dict | None = None, reliability_png: bytes | None = None,
 ) -> dict:
-    """The report's content as one JSON-safe dict. Pure."""
+    """The report's content as one JSON-safe dict (charts as PNG data URIs). Pure."""
     return {
         "verdict": gate.verdict,
         "failing": gate.failing_reasons,
         "plan": plan.to_xcom(), "snapshot": validation.snapshot.to_xcom(), "validation": validation.to_xcom(),
         "sample": sample.to_xcom(), "split": split.to_xcom(), "evaluation": evaluation.to_xcom(),
         "gate": gate.to_xcom(), "registration": registration.to_xcom(),
+        "backtest": _backtest_section(backtest, gate.challenger, spec) if backtest else None,
+        "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _calibration_section(calibration: dict, reliability_png: bytes | None) -> dict:
+    from ml_tasks.charts import as_data_uri
+
+    return {**calibration, "reliability_chart": as_data_uri(reliability_png) if reliability_png else None}
+
+
+def _backtest_section(backtest: BacktestManifest, challenger: str, spec: ModelSpec | None) -> dict:
+    """Per-fold metrics of the challenger and the champion's recipe, and the challenger's staleness."""
+    from ml_tasks.backtest import CHAMPION
+    from ml_tasks.charts import as_data_uri, fold_chart_png, staleness_png
+    from ml_tasks.folds import cron_interval_days
+
+    shown = {name: folds for name, folds in backtest.per_fold.items() if name in (challenger, CHAMPION)}
+    curve = backtest.staleness.get(challenger)
+    schedule_days = cron_interval_days(spec.schedule) if spec else None
+    return {
+        **backtest.to_xcom(), "challenger": challenger, "shown": shown,
+        "schedule": spec.schedule if spec else None, "schedule_days": schedule_days,
+        "curve": curve,
+        "fold_chart": as_data_uri(fold_chart_png(backtest.per_fold, backtest.metric, highlight=challenger)),
+        "staleness_chart": as_data_uri(staleness_png(curve, backtest.metric, schedule_days)) if curve else None,
     }
 
 

@@ -25,7 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 #: Candidate families the trainer knows; a spec picks among them with ``family``.
 FAMILIES = ("prior", "logistic_regression", "lightgbm", "torch_mlp")
 #: Metrics the evaluation computes; thresholds and comparisons may only name these.
-HIGHER_IS_BETTER = {"roc_auc": True, "log_loss": False, "brier": False}
+HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False, "ece": False}
+
+#: Metrics the gate's paired champion comparison can test.
+PAIRED_METRICS = ("roc_auc", "log_loss", "brier")
 
 _CRON_FIELD = r"[\d\*/,\-A-Za-z?LW#]+"
 _CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
@@ -238,6 +241,55 @@ class CandidateSpec(_Strict):
     search: dict[str, list[float | int | str | bool] | SearchRange] = {}
 
 
+class BacktestSpec(_Strict):
+    """Walk-forward folds on event time (``ml_tasks.folds``) and the staleness curve.
+
+    The last fold's test window ends ``label_delay_days`` before the run's as-of date, so every
+    test label has had time to arrive (the snapshot only holds labels observed by the as-of
+    date; a later window would hold only the quickest labels, a biased sample); each earlier
+    fold sits ``test_days`` earlier. The backtest needs ``train_days + gap_days + folds *
+    test_days + label_delay_days`` days of the source window. Between a fold's training cutoff and its test window lies a gap of
+    ``gap_days`` (at least the label delay), and a fold trains only on labels observed by its
+    own cutoff.
+    """
+
+    folds: int = Field(default=4, ge=1, le=52)
+    window: Literal["expanding", "sliding"] = "expanding"
+    #: Training window of a sliding fold; the first (shortest) window of an expanding one.
+    train_days: int = Field(default=120, gt=0)
+    test_days: int = Field(default=30, gt=0)
+    gap_days: int = Field(default=90, ge=0)
+    #: Longest time from event to label; the gap may not be shorter.
+    label_delay_days: int = Field(default=90, ge=0)
+    #: No entity (``columns.entity``) on both sides of a fold's cutoff.
+    entity_disjoint: bool = False
+    #: Each fold's model is also scored on the test windows 1..k periods later (model age).
+    staleness_periods: int = Field(default=3, ge=0, le=24)
+    #: Loss of the staleness metric, against age 0, that calls for a retrain.
+    staleness_tolerance: float = Field(default=0.01, gt=0.0)
+    staleness_metric: str = "roc_auc"
+
+    @model_validator(mode="after")
+    def _gap_covers_label_delay(self) -> BacktestSpec:
+        if self.gap_days < self.label_delay_days:
+            raise ValueError(f"gap_days {self.gap_days} is shorter than label_delay_days {self.label_delay_days}: "
+                             "a fold's test labels would overlap its training period")
+        return self
+
+
+class CalibrationSpec(_Strict):
+    """Probability calibration on a window later than training and earlier than test."""
+
+    #: Methods to try; the one with the lowest log loss on held-out calibration rows wins.
+    methods: list[Literal["none", "sigmoid", "isotonic", "temperature"]] = ["none", "sigmoid", "isotonic", "temperature"]
+    #: Isotonic regression overfits small sets: below this many fitting rows it is not tried.
+    min_isotonic_rows: int = Field(default=1000, ge=10)
+    #: Share of the calibration window (its later part) kept for choosing the method.
+    selection_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    #: Equal-mass bins of the expected calibration error.
+    ece_bins: int = Field(default=15, ge=2, le=100)
+
+
 class ThresholdSpec(_Strict):
     min: float | None = None
     max: float | None = None
@@ -291,6 +343,8 @@ class ModelSpec(_Strict):
     selection_metric: str = "roc_auc"
     acceptance: AcceptanceSpec = AcceptanceSpec()
     training: TrainingSpec = TrainingSpec()
+    backtest: BacktestSpec = BacktestSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
     trainer: TrainerSpec = TrainerSpec()
 
     @field_validator("schedule")
@@ -315,9 +369,13 @@ class ModelSpec(_Strict):
         leaked = role_columns & set(self.features.all)
         if leaked:
             raise ValueError(f"features: {sorted(leaked)} are id/label/time columns and cannot be features")
+        _check_metric(self.backtest.staleness_metric, where="backtest.staleness_metric")
         for metric in self.acceptance.thresholds:
             _check_metric(metric, where="acceptance.thresholds")
         _check_metric(self.acceptance.champion.metric, where="acceptance.champion.metric")
+        if self.acceptance.champion.metric not in PAIRED_METRICS:
+            raise ValueError(f"acceptance.champion.metric: {self.acceptance.champion.metric!r} has no paired test yet; "
+                             f"expected one of {list(PAIRED_METRICS)}")
         for field, names in (("validation.null_rate", self.validation.null_rate),
                              ("validation.allow_nonfinite", self.validation.allow_nonfinite)):
             unknown = set(names) - set(self.features.all)

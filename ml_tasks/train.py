@@ -21,6 +21,7 @@ again; a network killed mid-run resumes from its last per-epoch checkpoint
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ class _Data:
         self.X_train, self.X_valid = feature_frame(train, spec.features), feature_frame(valid, spec.features)
         self.y_train, self.y_valid = train[label].to_numpy(), valid[label].to_numpy()
         self.w_train, self.w_valid = train[WEIGHT].to_numpy(), valid[WEIGHT].to_numpy()
+        self.t_valid = valid[spec.columns.timestamp].to_numpy()
 
 
 def train_candidate(
@@ -92,31 +94,58 @@ def train_candidate(
     fit_seconds = time.perf_counter() - started
     curve = (learning_curve(lambda rows: fit_and_score(tuned.params, rows)[1], len(data.y_train), spec.sampling.seed,
                             full_score=tuned.score) if spec.training.learning_curve else [])
-    model = tuned.model
+    model, calibration, reliability_png = _calibrate(spec, tuned.model, data)
     p_valid = model.predict_proba(data.X_valid)[:, 1]
     metrics = compute_metrics(data.y_valid, p_valid, data.w_valid)
+    reliability_uri = f"{plan.run_prefix}/train/{candidate_name}/reliability.png"
+    store.write_bytes(reliability_uri, reliability_png)
 
     tags = {
         "refit.model": spec.name, "refit.candidate": candidate_name, "refit.family": candidate_spec.family,
         "refit.run_key": plan.run_key, "refit.dag_run_id": plan.dag_run_id, "refit.spec_hash": plan.spec_hash,
         "refit.as_of": plan.as_of.isoformat(), "refit.train_uri": split.train.uri,
         "refit.training_mode": spec.training.mode, "refit.warm_start": warm_note,
+        # The recipe lets a later run retrain this model per backtest fold (like-for-like comparison).
+        "refit.recipe": json.dumps({"family": candidate_spec.family, "params": _plain(tuned.params)}, sort_keys=True),
     }
     run, info = _log_to_mlflow(spec, settings, candidate_spec, plan, tags, data, model, tuned, curve, metrics,
-                               fit_seconds, p_valid)
+                               fit_seconds, p_valid, calibration, reliability_png)
     result = TrainResult(
         candidate=candidate_name, family=candidate_spec.family, mlflow_run_id=run.info.run_id,
         model_uri=info.model_uri, validation_metrics=metrics, train_rows=len(data.y_train),
         fit_seconds=round(fit_seconds, 3), reused=False, params=_plain(tuned.params),
         trials=len(tuned.trials), learning_curve=[[rows, score] for rows, score in curve],
-        warm_start=warm_note,
+        warm_start=warm_note, calibration={**calibration, "reliability_uri": reliability_uri},
     )
     store.write_json(result_uri(plan, candidate_name), result.to_xcom())
     return result
 
 
+def _calibrate(spec: ModelSpec, model: Candidate, data: _Data) -> tuple[object, dict, bytes]:
+    """Calibrate on the validation window (later than training, earlier than test).
+
+    Its earlier part fits each method, its later part picks the one with the lowest log loss,
+    so the choice is made on rows the calibrator never saw. Returns the calibrated model (one
+    object, so serving gets calibrated probabilities from one MLflow URI), a summary, and the
+    reliability diagram before and after on the selection rows.
+    """
+    from ml_tasks.calibrate import CalibratedCandidate, fit_calibrator, reliability_diagram_png, split_calibration_window
+
+    fit, select = split_calibration_window(data.t_valid, spec.calibration.selection_fraction)
+    p = model.predict_proba(data.X_valid)[:, 1]
+    y, w = data.y_valid, data.w_valid
+    result = fit_calibrator(p[fit], y[fit], w[fit], p[select], y[select], w[select], spec.calibration)
+    after = result.calibrator.transform(p[select])
+    png = reliability_diagram_png({"before": (y[select], p[select], w[select]),
+                                   f"after ({result.method})": (y[select], after, w[select])},
+                                  bins=spec.calibration.ece_bins, title="Reliability on held-out calibration rows")
+    summary = {"method": result.method, "select_metrics": result.select_metrics, "skipped": result.skipped,
+               "fit_rows": result.fit_rows, "select_rows": result.select_rows}
+    return CalibratedCandidate(model, result.calibrator), summary, png
+
+
 def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, data: _Data, model, tuned: TuningResult,
-                   curve, metrics, fit_seconds, p_valid):
+                   curve, metrics, fit_seconds, p_valid, calibration: dict, reliability_png: bytes):
     import mlflow
     from mlflow.models import infer_signature
 
@@ -135,7 +164,12 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
             mlflow.log_metric(f"trial_validation_{metric}", trial.score, step=trial.number)
         for rows, score in curve:
             mlflow.log_metric(f"learning_curve_validation_{metric}", score, step=rows)
-        _log_network_history(model)
+        _log_network_history(getattr(model, "candidate", model))
+        mlflow.set_tag("refit.calibration", calibration["method"])
+        mlflow.log_metrics({f"calibration_{method}_{name}": value
+                            for method, values in calibration["select_metrics"].items() for name, value in values.items()})
+        mlflow.log_dict(calibration, "calibration/calibration.json")
+        _log_png(reliability_png, "calibration", "reliability.png")
         mlflow.log_dict({"trials": [vars(t) | {"params": _plain(t.params)} for t in tuned.trials],
                          "learning_curve": curve}, "tuning.json")
         dataset = mlflow.data.from_pandas(data.X_train.assign(**{spec.columns.label: data.y_train}),
@@ -150,6 +184,17 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
             pip_requirements=MODEL_REQUIREMENTS,
         )
     return run, info
+
+
+def _log_png(png: bytes, artifact_path: str, name: str) -> None:
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="refit-png-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(png)
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
 def _log_network_history(model) -> None:
@@ -180,6 +225,7 @@ def _warm_start_source(spec: ModelSpec, candidate: CandidateSpec, settings: Sett
     import mlflow.pyfunc
 
     fitted = mlflow.pyfunc.load_model(champion.model_uri).unwrap_python_model().candidate
+    fitted = getattr(fitted, "candidate", fitted)  # continue the model under its calibrator
     probe = build_candidate(candidate, spec.features, seed=spec.sampling.seed)
     reason = probe.can_warm_start_from(fitted)
     if reason is not None:

@@ -16,8 +16,8 @@ from ml_tasks.spec import discover_specs, load_spec
 
 DAGS = REPO_ROOT / "dags"
 PLUGINS = REPO_ROOT / "plugins"
-STAGES = ["plan", "extract", "validate", "sample", "split", "candidates", "train", "evaluate", "gate", "register",
-          "report"]
+STAGES = ["plan", "extract", "validate", "sample", "split", "candidates", "train", "backtest_jobs", "backtest",
+          "backtest_summary", "evaluate", "gate", "register", "report"]
 
 # Airflow reads its configuration at import: point it at a throwaway home first.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="refit-airflow-"))
@@ -41,7 +41,16 @@ def specs():
 
 def test_dags_import_without_errors_one_per_spec(dagbag, specs):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {f"retrain_{spec.name}" for spec in specs}
+    assert set(dagbag.dag_ids) == ({f"retrain_{spec.name}" for spec in specs}
+                                   | {f"registry_{spec.name}" for spec in specs})
+
+
+def test_registry_dag_is_manual_and_asks_for_a_reason(dagbag, specs):
+    for spec in specs:
+        dag = dagbag.dags[f"registry_{spec.name}"]
+        assert dag.schedule is None or dag.timetable.summary in {"None", None}
+        assert dag.params.get_param("action").schema["enum"] == ["promote", "rollback"]
+        assert dag.params.get_param("reason").schema["minLength"] >= 10
 
 
 def test_every_dag_is_tagged_retried_and_scheduled_from_its_spec(dagbag, specs):
@@ -61,6 +70,8 @@ def test_tasks_run_in_stage_order(dagbag):
     positions = {task_id: order.index(task_id) for task_id in STAGES}
     chain = ["plan", "extract", "validate", "sample", "split", "train", "evaluate", "gate", "register", "report"]
     assert [positions[s] for s in chain] == sorted(positions[s] for s in chain)
+    backtest = ["train", "backtest_jobs", "backtest", "backtest_summary", "gate"]
+    assert [positions[s] for s in backtest] == sorted(positions[s] for s in backtest)
     assert "validate" in dag.get_task("sample").upstream_task_ids
 
 

@@ -52,6 +52,19 @@ def report_json(outcome) -> dict:
     return json.loads(Path(outcome.report_uri.replace(".html", ".json")).read_text())
 
 
+def mapped_instances(settings, task_id: str, logical_date: str) -> list[tuple[int, str]]:
+    """(map_index, state) of a task's instances in the run at ``logical_date``, from Airflow's database."""
+    import sqlite3
+
+    database = settings.home / "airflow" / "airflow.db"
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT ti.map_index, ti.state FROM task_instance ti JOIN dag_run dr ON dr.run_id = ti.run_id "
+            "AND dr.dag_id = ti.dag_id WHERE ti.dag_id = ? AND ti.task_id = ? AND dr.logical_date LIKE ? "
+            "ORDER BY dr.id DESC, ti.map_index", (f"retrain_{MODEL}", task_id, f"{logical_date}%")).fetchall()
+    return rows
+
+
 def test_first_run_registers_champion_version_1_with_lineage_and_report(settings):
     outcome = run_dag_test(settings, MODEL, "2024-03-01")
     assert outcome.verdict == "PASS"
@@ -69,6 +82,14 @@ def test_first_run_registers_champion_version_1_with_lineage_and_report(settings
     # Both candidates were trained as mapped task instances and scored on the same test rows.
     assert {s["name"] for s in report["evaluation"]["candidates"]} == {"logistic_baseline", "lightgbm"}
     assert report["snapshot"]["as_of"].startswith("2024-03-01")
+    # Backtest folds ran as mapped task instances: 4 folds x 2 candidates (no champion yet).
+    backtest = mapped_instances(settings, "backtest", "2024-03-01")
+    assert sorted(index for index, _ in backtest) == list(range(8))
+    assert {state for _, state in backtest} == {"success"}
+    assert set(report["backtest"]["per_fold"]) == {"logistic_baseline", "lightgbm"}
+    assert report["backtest"]["curve"]["summary"] and 'id="cadence"' in html
+    assert report["calibration"]["method"] in {"none", "sigmoid", "isotonic", "temperature"}
+    assert html.count("data:image/png;base64,") >= 3  # fold chart, staleness curve, reliability diagram
 
 
 def test_status_cli_shows_champion_and_last_verdict(settings):
@@ -120,6 +141,9 @@ def test_second_run_gates_challenger_against_champion_on_same_rows(settings):
     assert comparison["reference"] is not None and comparison["p_value"] is not None
     assert comparison["ci_low"] <= comparison["difference"] <= comparison["ci_high"]
     assert report["evaluation"]["champion_version"] == "1"
+    # The champion's recipe was retrained on the same folds as the candidates.
+    assert len(mapped_instances(settings, "backtest", "2024-09-01")) == 12
+    assert set(report["backtest"]["shown"]) == {report["gate"]["challenger"], "champion"}
     if outcome.verdict == "PASS":
         assert alias_version(settings, "champion") == "2" and alias_version(settings, "previous") == "1"
     else:

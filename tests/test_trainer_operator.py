@@ -178,7 +178,7 @@ def test_execute_runs_the_container_with_gpus_and_credentials_and_returns_the_ma
     created = docker_api.created
     assert created["image"] == "refit-trainer:latest"
     assert created["command"] == ["python", "-m", "ml_tasks", "train", "--plan", f"{PLAN['run_prefix']}/plan.json",
-                                  "--split", SPLIT["uri"], "--candidate", "lightgbm"]
+                                  "--candidate", "lightgbm", "--split", SPLIT["uri"]]
     assert created["environment"]["MLFLOW_TRACKING_URI"] == PUBLIC["MLFLOW_TRACKING_URI"]
     assert {name: created["environment"][name] for name in SECRETS} == SECRETS
     assert not set(SECRETS) & set(operator.environment)  # the rendered (UI-visible) field stays clean

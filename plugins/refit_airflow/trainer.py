@@ -54,10 +54,16 @@ class TrainerError(RuntimeError):
     """The trainer command failed; the message carries its exit code and last output lines."""
 
 
-def trainer_command(plan: dict, split_uri: str, candidate: str, python: str = sys.executable) -> list[str]:
-    """The command line of the trainer for one candidate (the same inside a container)."""
-    return [python, "-m", "ml_tasks", "train", "--plan", f"{plan['run_prefix']}/plan.json",
-            "--split", split_uri, "--candidate", candidate]
+def trainer_command(plan: dict, split_uri: str | None, candidate: str, python: str = sys.executable,
+                    fold: int | None = None) -> list[str]:
+    """The command line of the trainer for one candidate (the same inside a container); with
+    ``fold`` it trains the candidate's recipe on that backtest fold instead."""
+    command = [python, "-m", "ml_tasks", "train", "--plan", f"{plan['run_prefix']}/plan.json", "--candidate", candidate]
+    if split_uri:
+        command += ["--split", split_uri]
+    if fold is not None:
+        command += ["--fold", str(int(fold))]
+    return command
 
 
 def parse_manifest(last_line: str | None, candidate: str) -> dict:
@@ -82,17 +88,18 @@ class TrainerOperator(BaseOperator):
     candidate : candidate name from the spec; mapped over with ``.expand(candidate=...)``.
     """
 
-    template_fields: Sequence[str] = ("plan", "split", "candidate")
+    template_fields: Sequence[str] = ("plan", "split", "candidate", "fold")
     ui_color = "#f3e5f5"
 
-    def __init__(self, *, plan, split, candidate, **kwargs) -> None:
+    def __init__(self, *, plan, candidate, split=None, fold=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.split = split
         self.candidate = candidate
+        self.fold = fold
 
     def execute(self, context) -> dict:
-        command = trainer_command(self.plan, self.split["uri"], self.candidate)
+        command = trainer_command(self.plan, (self.split or {}).get("uri"), self.candidate, fold=self.fold)
         self.log.info("Running trainer: %s", " ".join(command))
         env = {**os.environ, "MLFLOW_CONFIGURE_LOGGING": "false"}
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -121,10 +128,10 @@ class DockerTrainerOperator(DockerOperator):
     ``xcom_all`` off, DockerOperator returns that last line, which becomes the XCom as a dict.
     """
 
-    template_fields: Sequence[str] = (*DockerOperator.template_fields, "plan", "split", "candidate")
+    template_fields: Sequence[str] = (*DockerOperator.template_fields, "plan", "split", "candidate", "fold")
     ui_color = "#e1bee7"
 
-    def __init__(self, *, plan, split, candidate, **kwargs) -> None:
+    def __init__(self, *, plan, candidate, split=None, fold=None, **kwargs) -> None:
         # A failed container is kept for `docker logs`; a successful one has nothing left to show.
         kwargs.setdefault("auto_remove", "success")
         # The trainer reads and writes the artifact store, never a folder of the Docker host.
@@ -135,10 +142,12 @@ class DockerTrainerOperator(DockerOperator):
         self.plan = plan
         self.split = split
         self.candidate = candidate
+        self.fold = fold
 
     def trainer_command(self) -> list[str]:
         """The container's command: the local command line with the image's ``python``."""
-        return trainer_command(self.plan, self.split["uri"], self.candidate, python="python")
+        return trainer_command(self.plan, (self.split or {}).get("uri"), self.candidate, python="python",
+                               fold=self.fold)
 
     def execute(self, context) -> dict:
         self.command = self.trainer_command()

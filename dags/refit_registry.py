@@ -1,0 +1,62 @@
+"""Manual registry actions, one DAG per model spec: promote a reviewed challenger, or roll back.
+
+Triggered from the Airflow UI's form (no schedule). ``promote`` registers the challenger of the
+run named by ``run_key`` (the run folder shown in its gating report) and makes it champion even
+though its gate failed; ``rollback`` points ``champion`` back at ``previous``. Either needs a
+reason, recorded as a tag of the model version with who asked.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from ml_tasks.settings import load_settings
+from ml_tasks.spec import discover_specs, load_spec
+
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+
+
+def build_registry_dag(spec_path) -> DAG:
+    spec = load_spec(spec_path)
+    with DAG(
+        dag_id=f"registry_{spec.name}",
+        description=f"Promote a reviewed challenger of {spec.name}, or roll its champion back",
+        schedule=None,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["refit", "registry", *spec.tags],
+        params={
+            "action": Param("promote", type="string", enum=["promote", "rollback"],
+                            description="promote: make the run's challenger champion; rollback: champion <- previous."),
+            "run_key": Param(None, type=["null", "string"], pattern=r"^\d{8}T\d{6}-[0-9a-f]{8}$",
+                             description="promote only: the run key from the gating report (e.g. 20240901T000000-1a2b3c4d)."),
+            "reason": Param("", type="string", minLength=10,
+                            description="Why (recorded on the model version for the audit trail)."),
+        },
+        doc_md=__doc__,
+    ) as dag:
+
+        @task
+        def apply() -> dict:
+            from ml_tasks import pipeline
+
+            context = get_current_context()
+            params, run = context["params"], context["dag_run"]
+            requested_by = getattr(run, "triggering_user_name", None) or "airflow"
+            if params["action"] == "rollback":
+                return pipeline.rollback(str(spec_path), params["reason"], requested_by)
+            if not params.get("run_key"):
+                raise ValueError("param 'run_key': promote needs the run key of the run whose challenger to promote")
+            return pipeline.promote(str(spec_path), params["run_key"], params["reason"], requested_by)
+
+        apply()
+    return dag
+
+
+for _spec_path in discover_specs(load_settings().models_dir):
+    _dag = build_registry_dag(_spec_path)
+    globals()[_dag.dag_id] = _dag
