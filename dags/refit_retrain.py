@@ -110,10 +110,10 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             return pipeline.evaluate(run_plan, split_manifest, list(results))
 
         @task
-        def gate(run_plan: dict, evaluation: dict) -> dict:
+        def gate(run_plan: dict, evaluation: dict, backtest: dict) -> dict:
             from ml_tasks import pipeline
 
-            return pipeline.gate(run_plan, evaluation)
+            return pipeline.gate(run_plan, evaluation, backtest)
 
         @task
         def register(run_plan: dict, validation_manifest: dict, evaluation: dict, gate_manifest: dict) -> dict:
@@ -142,8 +142,7 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             backtest_jobs(run_plan, trained.output))
         backtested = backtest_summary(run_plan, folds.output, trained.output)
         evaluation = evaluate(run_plan, splits, trained.output)
-        verdict = gate(run_plan, evaluation)
-        backtested >> verdict
+        verdict = gate(run_plan, evaluation, backtested)
         registration = register(run_plan, checked, evaluation, verdict)
         report(run_plan, checked, sampled, splits, evaluation, verdict, registration, backtested)
     return dag

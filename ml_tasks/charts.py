@@ -63,3 +63,23 @@ def staleness_png(curve: dict, metric: str, schedule_days: float | None) -> byte
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return _png(figure)
+
+
+def intervals_png(checks: list[dict]) -> bytes:
+    """Each paired comparison's improvement with its interval, against its pass bar."""
+    rows = [c for c in checks if c.get("ci_low") is not None and c.get("difference") is not None
+            and not c["name"].startswith("backtest:")]  # fold wins are on another scale
+    figure = Figure(figsize=(_SIZE[0], 0.45 * len(rows) + 1.2))
+    axes = figure.add_subplot()
+    for index, check in enumerate(rows):
+        colour = "tab:green" if check["passed"] else "tab:red"
+        axes.plot([check["ci_low"], check["ci_high"]], [index, index], color=colour, linewidth=2)
+        axes.plot([check["difference"]], [index], marker="o", color=colour)
+        if check.get("threshold") is not None:
+            axes.plot([check["threshold"]], [index], marker="|", markersize=14, color="black")
+    axes.axvline(0.0, color="grey", linewidth=0.8)
+    axes.set_yticks(range(len(rows)), [c["name"] for c in rows], fontsize=7)
+    axes.set_xlabel("improvement of the challenger (| = the bar it must clear)")
+    axes.set_title("Paired comparisons: estimate and interval")
+    axes.grid(alpha=0.3, axis="x")
+    return _png(figure)

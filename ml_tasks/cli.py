@@ -23,7 +23,7 @@ _INPUTS = {
     "validate": ["snapshot"],
     "sample": ["validation"],
     "split": ["sample"],
-    "gate": ["evaluation"],
+    "gate": ["evaluation", "backtest"],
     "register": ["validation", "evaluation", "gate"],
     "report": ["validation", "sample", "split", "evaluation", "gate", "registration"],
 }

@@ -7,6 +7,10 @@ what is evaluated is exactly what would be registered and served.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
 from ml_tasks.manifests import EvaluationManifest, ModelScores, RunPlan, SplitManifest, TrainResult
@@ -32,6 +36,31 @@ def choose_challenger(results: list[TrainResult], metric: str) -> TrainResult:
     return max(results, key=lambda r: sign * r.validation_metrics[metric])
 
 
+#: Rows per latency measurement: the guardrail is stated per 1,000 rows.
+LATENCY_ROWS = 1_000
+
+
+def serving_costs(model, model_uri: str, X: pd.DataFrame, repeats: int = 5) -> dict[str, float]:
+    """Prediction latency per 1,000 rows (best of ``repeats``, after a warm-up) and model size on disk."""
+    import time
+
+    import mlflow
+
+    batch = X.iloc[:LATENCY_ROWS]
+    if len(batch) < LATENCY_ROWS:  # a small test split: repeat rows so the batch has the stated size
+        batch = batch.iloc[np.resize(np.arange(len(batch)), LATENCY_ROWS)]
+    model.predict(batch)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.predict(batch)
+        best = min(best, time.perf_counter() - started)
+    with tempfile.TemporaryDirectory(prefix="refit-size-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
+        size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
+    return {"latency_ms_per_1k": best * 1000.0, "size_mb": size / 2**20}
+
+
 def evaluate_candidates(
     spec: ModelSpec, plan: RunPlan, split: SplitManifest, results: list[TrainResult], store: ArtifactStore,
     settings: Settings,
@@ -49,19 +78,28 @@ def evaluate_candidates(
         spec.columns.id: test[spec.columns.id].to_numpy(), "label": test[label].to_numpy(),
         "weight": test[WEIGHT].to_numpy(), spec.columns.timestamp: test[spec.columns.timestamp].to_numpy(),
     })
-    for segment in spec.sampling.segments:
+    for segment in dict.fromkeys([*spec.sampling.segments, *spec.acceptance.slices.columns]):
         predictions[segment] = test[segment].to_numpy()
-    scores = []
+    scores, costs = [], {}
     for result in results:
-        predictions[f"p_{result.candidate}"] = positive_probability(mlflow.pyfunc.load_model(result.model_uri), X)
+        model = mlflow.pyfunc.load_model(result.model_uri)
+        predictions[f"p_{result.candidate}"] = positive_probability(model, X)
         scores.append(ModelScores(name=result.candidate,
                                   metrics=compute_metrics(predictions.label, predictions[f"p_{result.candidate}"], predictions.weight)))
+        costs[result.candidate] = serving_costs(model, result.model_uri, X)
     champion = get_champion(settings, spec.registry_name)
-    champion_scores = None
+    champion_scores, champion_note = None, None
+    if champion is not None and champion.run_id in {r.mlflow_run_id for r in results}:
+        # A re-run of the interval that produced the champion: the champion is one of these very
+        # models, so comparing with it would test a model against itself. The gate decides as the
+        # first run did (against the baseline), and registration finds the existing version.
+        champion_note = f"champion v{champion.version} was trained by this run (a re-run of its interval)"
+        champion = None
     if champion is not None:
         try:
             model = mlflow.pyfunc.load_model(champion.model_uri)
             predictions[CHAMPION_COLUMN] = positive_probability(model, X)
+            costs[CHAMPION_COLUMN] = serving_costs(model, champion.model_uri, X)
         except Exception as exc:
             raise EvaluationError(f"champion {champion.model_uri} could not score the test rows: {exc}") from exc
         champion_scores = ModelScores(name=f"champion v{champion.version}",
@@ -73,7 +111,8 @@ def evaluate_candidates(
         challenger=challenger.candidate, challenger_run_id=challenger.mlflow_run_id,
         challenger_model_uri=challenger.model_uri, candidates=scores, champion=champion_scores,
         champion_version=champion.version if champion else None, predictions_uri=predictions_uri,
-        test_rows=len(test), uri=f"{plan.run_prefix}/evaluation.json",
+        test_rows=len(test), uri=f"{plan.run_prefix}/evaluation.json", serving_costs=costs,
+        champion_note=champion_note,
     )
     store.write_json(manifest.uri, manifest.to_xcom())
     return manifest

@@ -1,24 +1,38 @@
 """The gate: may the challenger replace the champion?
 
-Two kinds of checks, each recorded with values, interval, p-value, threshold and a reason:
+Every check is recorded with the metric, both values, the difference, an interval, raw and
+Holm-adjusted p-values, the threshold, the outcome and a one-line reason. The checks:
 
-* absolute thresholds from the spec on the challenger's test metrics;
-* a paired comparison with the champion on the *same* test rows. A Poisson bootstrap
-  (each row weighted by its sample weight times Poisson(1)) gives the distribution of the
-  difference; ``non_inferior`` passes when the one-sided lower bound of the improvement is
-  above ``-margin``, ``superior`` when it is above zero.
+* **thresholds** — absolute bars on the challenger's test metrics (``acceptance.thresholds``);
+* **champion comparisons** — paired on the *same* test rows, one per ``acceptance.champion``
+  entry, each with the test that fits its metric: DeLong's test for ROC AUC, a paired Poisson
+  bootstrap for log loss, Brier, PR AUC and ECE, McNemar (superiority) or a paired z-test on
+  the discordant pairs (non-inferiority) for accuracy at the decision threshold. ``superior``
+  tests H0 "not better"; ``non_inferior`` tests H0 "worse by at least the margin". With no
+  champion yet the challenger must beat the baseline candidate (``acceptance.baseline``);
+* **slices** — per-slice non-inferiority for ``acceptance.slices.columns`` (slices with fewer
+  than ``min_size`` rows or one class are listed, not tested), with a Simpson's-paradox flag
+  when the overall difference and every slice disagree;
+* **backtest consistency** — the challenger must beat the reference on at least
+  ``min_win_fraction`` of the backtest folds (sign or Wilcoxon test reported);
+* **guardrails** — prediction latency per 1,000 rows and model size, absolute and relative to
+  the champion.
 
-With no champion yet, the same paired comparison is made against the baseline candidate.
+All hypothesis tests form one family: their p-values are Holm-adjusted (``statsmodels``
+``multipletests(method="holm")``) and a test passes when its adjusted p is below ``alpha``, so
+the chance of promoting on a fluke stays at ``alpha`` however many metrics and slices are
+tested. The verdict is PASS only if every check passes.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from ml_tasks import stats
 from ml_tasks.evaluate import CHAMPION_COLUMN
-from ml_tasks.manifests import EvaluationManifest, GateCheck, GateManifest, RunPlan
-from ml_tasks.metrics import row_losses, weighted_mean_loss, weighted_roc_auc
-from ml_tasks.spec import HIGHER_IS_BETTER, ChampionComparisonSpec, ModelSpec
+from ml_tasks.manifests import BacktestManifest, EvaluationManifest, GateCheck, GateManifest, RunPlan
+from ml_tasks.spec import HIGHER_IS_BETTER, AcceptanceSpec, ComparisonSpec, ModelSpec
 from ml_tasks.storage import ArtifactStore
 
 
@@ -39,71 +53,236 @@ def threshold_checks(spec: ModelSpec, metrics: dict[str, float]) -> list[GateChe
     return checks
 
 
-def bootstrap_metric(metric: str, y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The metric under each row of ``weights`` (shape ``(replicates, n)``)."""
+def paired_test(comparison: ComparisonSpec, acceptance: AcceptanceSpec, y: np.ndarray, p_challenger: np.ndarray,
+                p_reference: np.ndarray, weights: np.ndarray, reference_label: str, name: str) -> GateCheck:
+    """One paired comparison, with the test its metric calls for. ``passed`` is provisional:
+    :func:`apply_holm` decides it from the adjusted p-value."""
+    metric, margin, alpha = comparison.metric, comparison.margin, acceptance.alpha
+    superior = comparison.mode == "superior"
     if metric == "roc_auc":
-        return weighted_roc_auc(p, y, weights)
-    return weighted_mean_loss(row_losses(metric, y, p), weights)
-
-
-def paired_comparison(
-    comparison: ChampionComparisonSpec, y: np.ndarray, p_challenger: np.ndarray, p_champion: np.ndarray,
-    weights: np.ndarray, reference_label: str, role: str = "champion",
-) -> GateCheck:
-    """Paired Poisson bootstrap of the improvement (challenger over champion) in one metric."""
-    metric, margin = comparison.metric, comparison.margin
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    rng = np.random.default_rng(comparison.seed)
-    replicate_weights = weights * rng.poisson(1.0, size=(comparison.bootstrap_replicates, len(y)))
-    full = weights[None, :]
-    value_challenger = float(bootstrap_metric(metric, y, p_challenger, full)[0])
-    value_champion = float(bootstrap_metric(metric, y, p_champion, full)[0])
-    # The same replicate weights for both models: that is what makes the comparison paired.
-    improvement = sign * (bootstrap_metric(metric, y, p_challenger, replicate_weights)
-                          - bootstrap_metric(metric, y, p_champion, replicate_weights))
-    observed = sign * (value_challenger - value_champion)
-    low, high = np.quantile(improvement, [comparison.alpha, 1 - comparison.alpha])
-    bar = -margin if comparison.mode == "non_inferior" else 0.0
-    # One-sided bootstrap p-value of H0: improvement <= bar (shifted to be centred on the bar).
-    p_value = float((1 + np.sum(improvement - observed + bar >= observed)) / (1 + len(improvement)))
-    passed = bool(low > bar)
-    what = (f"not worse than {reference_label} by more than {margin}" if comparison.mode == "non_inferior"
-            else f"better than {reference_label}")
-    reason = (f"{metric} improvement {observed:+.4f} (one-sided {1 - comparison.alpha:.0%} lower bound {low:+.4f}) "
-              f"{'shows' if passed else 'does not show'} the challenger is {what}")
+        result = stats.delong_paired(y, p_challenger, p_reference, weights)
+        challenger, reference, difference = result.auc_a, result.auc_b, result.difference
+        low, high = result.ci(2 * alpha)  # two-sided 1 - 2 alpha: its ends are the one-sided bounds
+        p_value = result.non_inferiority(0.0 if superior else margin, alpha).p_value
+        test = "DeLong (Sun & Xu)"
+    elif metric == "accuracy":
+        challenger, reference, difference, low, high, p_value, test = accuracy_test(
+            y, p_challenger, p_reference, acceptance.decision_threshold, 0.0 if superior else margin, alpha)
+    else:
+        result = stats.paired_bootstrap(metric, y, p_challenger, p_reference, weights,
+                                        replicates=acceptance.bootstrap_replicates, seed=acceptance.seed,
+                                        alpha=2 * alpha, margin=0.0 if superior else margin)
+        challenger, reference, difference = result.value_a, result.value_b, result.improvement
+        low, high = result.ci_low, result.ci_high
+        p_value = result.p_superiority if superior else result.p_non_inferiority
+        test = f"paired Poisson bootstrap ({acceptance.bootstrap_replicates} replicates)"
+    bar = 0.0 if superior else -margin
+    what = f"better than {reference_label}" if superior else f"not worse than {reference_label} by more than {margin}"
     return GateCheck(
-        name=f"{role}:{metric}:{comparison.mode}", metric=metric, challenger=value_challenger,
-        reference=value_champion, difference=observed, ci_low=float(low), ci_high=float(high), p_value=p_value,
-        threshold=bar, passed=passed, reason=reason,
+        name=name, metric=metric, challenger=float(challenger), reference=float(reference),
+        difference=float(difference), ci_low=float(low), ci_high=float(high), p_value=float(p_value),
+        threshold=bar, passed=bool(p_value < alpha), test=test,
+        reason=f"{metric} improvement {difference:+.4f} [{low:+.4f}, {high:+.4f}], H0 'not {what}' p={p_value:.3g}",
     )
 
 
-def run_gate(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, store: ArtifactStore) -> GateManifest:
+def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: float, margin: float,
+                  alpha: float) -> tuple[float, float, float, float, float, float, str]:
+    """Paired accuracy at ``threshold``: (acc_a, acc_b, difference, ci_low, ci_high, one-sided p, test).
+
+    Only the discordant rows (one model right, the other wrong) carry information. With no
+    margin this is McNemar's test (statsmodels, exact binomial on the discordant pairs, halved
+    to one side when the challenger is ahead). With a margin it is the paired Wald z-test of
+    non-inferiority on the difference of proportions, ``(d + margin) / se`` with
+    ``se^2 = (b + c) / n^2 - d^2 / n`` (Nam 1997). Counts are unweighted: McNemar is a test of
+    counts, so here every test row counts once.
+    """
+    from scipy.stats import norm
+
+    right_a = (p_a >= threshold).astype(int) == y
+    right_b = (p_b >= threshold).astype(int) == y
+    n = len(y)
+    only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
+    difference = (only_a - only_b) / n
+    se = float(np.sqrt(max((only_a + only_b) / n**2 - difference**2 / n, 0.0))) or 1e-12
+    z = float(norm.ppf(1 - alpha))
+    low, high = difference - z * se, difference + z * se
+    if margin == 0.0:
+        result = stats.mcnemar_at_threshold(y, p_a, p_b, threshold)
+        p_value = result.p_value_a_better
+        test = f"McNemar ({'exact' if result.exact else 'chi-square'}; {only_a} vs {only_b} discordant rows)"
+    else:
+        p_value = float(norm.sf((difference + margin) / se))
+        test = f"paired z on discordant pairs ({only_a} vs {only_b})"
+    return float(right_a.mean()), float(right_b.mean()), float(difference), low, high, p_value, test
+
+
+def apply_holm(checks: list[GateCheck], alpha: float) -> list[GateCheck]:
+    """Holm-adjust the p-values of the tests among ``checks``; a test passes when its adjusted p < alpha."""
+    # Slice checks guard against harm (see slice_checks); they are not evidence for promotion.
+    tested = {c.name: c.p_value for c in checks if c.p_value is not None and not c.name.startswith("slice:")}
+    adjusted = stats.holm(tested, alpha) if tested else {}
+    result = []
+    for check in checks:
+        if check.name not in adjusted:
+            result.append(check)
+            continue
+        p_adjusted, reject = adjusted[check.name]
+        outcome = "passes" if reject else "fails"
+        result.append(check.model_copy(update={
+            "p_adjusted": float(p_adjusted), "passed": bool(reject) and _other_conditions(check),
+            "reason": f"{check.reason}; Holm-adjusted p={p_adjusted:.3g} {outcome} alpha={alpha}",
+        }))
+    return result
+
+
+def _other_conditions(check: GateCheck) -> bool:
+    # Fold consistency also needs its win fraction, recorded as challenger >= threshold.
+    if check.name.startswith("backtest:"):
+        return check.challenger >= (check.threshold or 0.0)
+    return True
+
+
+def slice_checks(spec: ModelSpec, frame: pd.DataFrame, challenger_column: str, reference_column: str,
+                 reference_label: str) -> tuple[list[GateCheck], list[dict], str | None]:
+    """Per-slice harm checks; rows for the report; a Simpson's-paradox warning.
+
+    A slice fails when the challenger is *significantly* worse there by more than the slice
+    margin (H0 "not worse by more than the margin" rejected at alpha / number of slices,
+    Bonferroni). Requiring each slice to *prove* non-inferiority instead would fail every small
+    slice for lack of rows, whatever the model; the overall comparisons carry that burden.
+    """
+    slices, acceptance = spec.acceptance.slices, spec.acceptance
+    comparison = ComparisonSpec(metric=slices.metric, mode="non_inferior", margin=slices.margin)
+    checks, rows, differences = [], [], {}
+    for column in slices.columns:
+        for value, part in frame.groupby(column, dropna=False, sort=True):
+            label = f"{column}={value}"
+            row = {"column": column, "value": str(value), "rows": len(part), "tested": False}
+            if len(part) < slices.min_size or part["label"].nunique() < 2:
+                row["note"] = f"not tested: {len(part)} rows (min_size {slices.min_size}) or one class"
+                rows.append(row)
+                continue
+            check = paired_test(comparison, acceptance, part["label"].to_numpy(), part[challenger_column].to_numpy(),
+                                part[reference_column].to_numpy(), part["weight"].to_numpy(), reference_label,
+                                name=f"slice:{label}:{slices.metric}")
+            checks.append(check)
+            differences[label] = check.difference
+            rows.append({**row, "tested": True, "challenger": check.challenger, "reference": check.reference,
+                         "difference": check.difference, "p_value": check.p_value})
+    overall = None
+    if differences:
+        overall = paired_test(comparison, acceptance, frame["label"].to_numpy(), frame[challenger_column].to_numpy(),
+                              frame[reference_column].to_numpy(), frame["weight"].to_numpy(), reference_label,
+                              name="overall").difference
+    warning = stats.simpson_pattern(overall, differences) if overall is not None else None
+    return [_as_harm_check(c, slices.margin, acceptance.alpha / max(len(checks), 1)) for c in checks], rows, warning
+
+
+def _as_harm_check(check: GateCheck, margin: float, level: float) -> GateCheck:
+    harm_p = 1.0 - check.p_value  # H0 "not worse by more than the margin"
+    harmed = harm_p < level
+    return check.model_copy(update={
+        "p_value": harm_p, "passed": not harmed,
+        "reason": (f"{check.metric} {check.difference:+.4f} [{check.ci_low:+.4f}, {check.ci_high:+.4f}] in "
+                   f"{check.name.split(':')[1]}: {'significantly' if harmed else 'not significantly'} worse than the "
+                   f"reference by more than {margin} (p={harm_p:.3g}, level {level:.3g})"),
+    })
+
+
+def consistency_check(spec: ModelSpec, backtest: BacktestManifest, challenger: str, reference: str,
+                      reference_label: str) -> GateCheck | None:
+    """The challenger's wins over the reference across backtest folds (None without both in the backtest)."""
+    consistency = spec.acceptance.backtest
+    ours, theirs = backtest.per_fold.get(challenger), backtest.per_fold.get(reference)
+    if not ours or not theirs:
+        return None
+    folds = sorted(set(ours) & set(theirs), key=int)
+    sign = 1.0 if HIGHER_IS_BETTER[consistency.metric] else -1.0
+    diffs = [sign * (ours[f][consistency.metric] - theirs[f][consistency.metric]) for f in folds]
+    result = stats.fold_consistency(diffs, consistency.min_win_fraction, spec.acceptance.alpha, test=consistency.test)
+    enough = result.win_fraction >= consistency.min_win_fraction
+    return GateCheck(
+        name=f"backtest:{consistency.metric}:wins", metric=consistency.metric, challenger=result.win_fraction,
+        reference=None, difference=float(np.mean(diffs)), ci_low=float(min(diffs)), ci_high=float(max(diffs)),
+        p_value=result.p_value if consistency.require_significance else None,
+        threshold=consistency.min_win_fraction, passed=enough, test=f"{consistency.test} test over {len(diffs)} folds",
+        reason=(f"wins {result.wins} of {len(diffs)} backtest folds against {reference_label} on {consistency.metric} "
+                f"({result.win_fraction:.0%}; needs {consistency.min_win_fraction:.0%}), one-sided {consistency.test} "
+                f"test p={result.p_value:.3g}"),
+    )
+
+
+def guardrail_checks(spec: ModelSpec, evaluation: EvaluationManifest) -> list[GateCheck]:
+    """Latency per 1,000 rows and model size: under the spec's limits, and within a ratio of the champion's."""
+    limits = spec.acceptance.guardrails
+    costs = evaluation.serving_costs
+    ours, champion = costs.get(evaluation.challenger), costs.get(CHAMPION_COLUMN)
+    if ours is None:
+        return []
+    checks = []
+    for key, label, absolute, ratio in (("latency_ms_per_1k", "latency per 1,000 rows (ms)",
+                                         limits.max_latency_ms_per_1k, limits.max_latency_ratio),
+                                        ("size_mb", "model size (MB)", limits.max_size_mb, limits.max_size_ratio)):
+        value = ours[key]
+        if absolute is not None:
+            passed = value <= absolute
+            checks.append(GateCheck(
+                name=f"guardrail:{key}", metric=key, challenger=value, reference=None, difference=None, ci_low=None,
+                ci_high=None, p_value=None, threshold=absolute, passed=passed,
+                reason=f"{label} {value:.2f} {'within' if passed else 'above'} the limit {absolute}"))
+        if ratio is not None and champion is not None and champion[key] > 0:
+            relative = value / champion[key]
+            passed = relative <= ratio
+            checks.append(GateCheck(
+                name=f"guardrail:{key}:ratio", metric=key, challenger=value, reference=champion[key],
+                difference=value - champion[key], ci_low=None, ci_high=None, p_value=None, threshold=ratio,
+                passed=passed,
+                reason=f"{label} is {relative:.2f}x the champion's {champion[key]:.2f} "
+                       f"({'within' if passed else 'above'} {ratio}x)"))
+    return checks
+
+
+def run_gate(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, store: ArtifactStore,
+             backtest: BacktestManifest | None = None) -> GateManifest:
     scores = {s.name: s.metrics for s in evaluation.candidates}
     checks = threshold_checks(spec, scores[evaluation.challenger])
+    slice_rows, simpson = [], None
     reference = _reference(spec, evaluation)
     if reference is not None:
-        column, label, role = reference
+        column, label, role, recipe = reference
         frame = store.read_frame(evaluation.predictions_uri)
-        checks.append(paired_comparison(
-            spec.acceptance.champion, frame["label"].to_numpy(), frame[f"p_{evaluation.challenger}"].to_numpy(),
-            frame[column].to_numpy(), frame["weight"].to_numpy(), label, role,
-        ))
+        ours = f"p_{evaluation.challenger}"
+        y, w = frame["label"].to_numpy(), frame["weight"].to_numpy()
+        comparisons = spec.acceptance.champion if role == "champion" else [spec.acceptance.baseline]
+        for comparison in comparisons:
+            checks.append(paired_test(comparison, spec.acceptance, y, frame[ours].to_numpy(), frame[column].to_numpy(),
+                                      w, label, name=f"{role}:{comparison.metric}:{comparison.mode}"))
+        found, slice_rows, simpson = slice_checks(spec, frame, ours, column, label)
+        checks.extend(found)
+        if backtest is not None:
+            consistency = consistency_check(spec, backtest, evaluation.challenger, recipe, label)
+            if consistency is not None:
+                checks.append(consistency)
+    checks.extend(guardrail_checks(spec, evaluation))
+    checks = apply_holm(checks, spec.acceptance.alpha)
     verdict = "PASS" if all(c.passed for c in checks) else "FAIL"
-    manifest = GateManifest(verdict=verdict, challenger=evaluation.challenger,
-                            champion_version=evaluation.champion_version, checks=checks, uri=f"{plan.run_prefix}/gate.json")
+    manifest = GateManifest(verdict=verdict, challenger=evaluation.challenger, champion_version=evaluation.champion_version,
+                            checks=checks, uri=f"{plan.run_prefix}/gate.json", slices=slice_rows, simpson_warning=simpson)
     store.write_json(manifest.uri, manifest.to_xcom())
     return manifest
 
 
-def _reference(spec: ModelSpec, evaluation: EvaluationManifest) -> tuple[str, str, str] | None:
-    """(prediction column, label, role) of what the challenger is compared with, if anything.
+def _reference(spec: ModelSpec, evaluation: EvaluationManifest) -> tuple[str, str, str, str] | None:
+    """(prediction column, label, role, backtest name) of what the challenger is compared with.
 
     The champion when there is one; otherwise the baseline candidate (unless the baseline
-    itself is the challenger), with the same test and margin.
+    itself is the challenger).
     """
+    from ml_tasks.backtest import CHAMPION
+
     if evaluation.champion is not None:
-        return CHAMPION_COLUMN, evaluation.champion.name, "champion"
+        return CHAMPION_COLUMN, evaluation.champion.name, "champion", CHAMPION
     if evaluation.challenger != spec.baseline_name:
-        return f"p_{spec.baseline_name}", f"baseline {spec.baseline_name}", "baseline"
+        return f"p_{spec.baseline_name}", f"baseline {spec.baseline_name}", "baseline", spec.baseline_name
     return None

@@ -192,6 +192,10 @@ class EvaluationManifest(Manifest):
     predictions_uri: str
     test_rows: int
     uri: str
+    #: Per model (candidate name, or ``p_champion``): latency_ms_per_1k and size_mb.
+    serving_costs: dict[str, dict[str, float]] = {}
+    #: Why the registered champion is not compared with (it was trained by this very run).
+    champion_note: str | None = None
 
 
 class GateCheck(Manifest):
@@ -208,6 +212,10 @@ class GateCheck(Manifest):
     threshold: float | None
     passed: bool
     reason: str
+    #: Holm-adjusted p-value across the gate's family of tests (None for checks that are not tests).
+    p_adjusted: float | None = None
+    #: The test behind the p-value (DeLong, paired bootstrap, McNemar, sign test, ...).
+    test: str | None = None
 
 
 class GateManifest(Manifest):
@@ -216,6 +224,9 @@ class GateManifest(Manifest):
     champion_version: str | None
     checks: list[GateCheck]
     uri: str
+    #: Per-slice comparison rows for the report, and a Simpson's-paradox warning if the slices disagree.
+    slices: list[dict] = []
+    simpson_warning: str | None = None
 
     @property
     def failing_reasons(self) -> list[str]:

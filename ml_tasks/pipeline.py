@@ -134,11 +134,12 @@ def evaluate(plan: dict, split_manifest: dict, results: list[dict]) -> dict:
                                ctx.store, ctx.settings).to_xcom()
 
 
-def gate(plan: dict, evaluation: dict) -> dict:
+def gate(plan: dict, evaluation: dict, backtest: dict | None = None) -> dict:
     from ml_tasks.gate import run_gate
 
     run_plan, ctx = _plan(plan)
-    return run_gate(ctx.spec, run_plan, EvaluationManifest.model_validate(evaluation), ctx.store).to_xcom()
+    return run_gate(ctx.spec, run_plan, EvaluationManifest.model_validate(evaluation), ctx.store,
+                    BacktestManifest.model_validate(backtest) if backtest else None).to_xcom()
 
 
 def register(plan: dict, validation_manifest: dict, evaluation: dict, gate_manifest: dict) -> dict:
@@ -167,9 +168,10 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
         RegistrationManifest.model_validate(registration),
         BacktestManifest.model_validate(backtest) if backtest else None, ctx.spec,
         *_challenger_calibration(run_plan, ctx.store, evaluation_manifest.challenger),
+        _champion_drift(ctx, evaluation_manifest, ValidationManifest.model_validate(validation_manifest)),
     )
     return write_report(content, run_plan, ctx.store, ctx.settings, evaluation_manifest.challenger_run_id,
-                        ctx.spec.acceptance.champion.alpha).to_xcom()
+                        ctx.spec.acceptance.alpha).to_xcom()
 
 
 def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dict:
@@ -199,6 +201,24 @@ def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
     return registry_rollback(ctx.spec, reason, requested_by, ctx.settings).to_xcom()
 
 
+def _champion_drift(ctx: StageContext, evaluation: EvaluationManifest, validation: ValidationManifest) -> dict | None:
+    """PSI of each feature between the champion's training snapshot and this run's."""
+    from ml_tasks.drift import feature_drift
+    from ml_tasks.tracking import client
+
+    if evaluation.champion_version is None:
+        return None
+    tags = client(ctx.settings).get_model_version(ctx.spec.registry_name, evaluation.champion_version).tags
+    snapshot_id = tags.get("refit.snapshot_id")
+    uri = ctx.store.uri("snapshots", ctx.spec.name, snapshot_id, "data.parquet") if snapshot_id else None
+    if uri is None or not ctx.store.exists(uri):
+        return None
+    features = ctx.spec.features.all
+    reference = ctx.store.read_frame(uri, columns=features)
+    current = ctx.store.read_frame(validation.snapshot.uri, columns=features)
+    return {"champion_snapshot": snapshot_id, "features": feature_drift(reference, current, features)}
+
+
 def _challenger_calibration(plan: RunPlan, store: ArtifactStore, challenger: str) -> tuple[dict | None, bytes | None]:
     """The challenger's calibration summary and reliability diagram, from its train result."""
     uri = f"{plan.run_prefix}/train/{challenger}.json"
@@ -218,7 +238,7 @@ def run_all(spec_path: str, as_of: datetime | str, **plan_options) -> dict:
     folds = [backtest_fold(plan, job["candidate"], job["fold"]) for job in backtest_jobs(plan)]
     backtest = backtest_summary(plan, folds, results)
     evaluation = evaluate(plan, split_manifest, results)
-    gate_manifest = gate(plan, evaluation)
+    gate_manifest = gate(plan, evaluation, backtest)
     registration = register(plan, validation_manifest, evaluation, gate_manifest)
     return report(plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest, registration,
                   backtest)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ml_tasks.manifests import EvaluationManifest, GateManifest, RegistrationManifest, RunPlan
-from ml_tasks.settings import Settings
+from ml_tasks.settings import Settings, code_version
 from ml_tasks.spec import ModelSpec
 from ml_tasks.tracking import client
 
@@ -75,6 +75,7 @@ def register_challenger(
         "refit.idempotency_key": key, "refit.snapshot_id": snapshot_id, "refit.spec_hash": plan.spec_hash,
         "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key, "refit.as_of": plan.as_of.isoformat(),
         "refit.candidate": evaluation.challenger, "refit.verdict": gate.verdict, "refit.report_uri": report_uri,
+        "refit.code_version": code_version(),
     }
     version = mlflow_client.create_model_version(
         name=name, source=evaluation.challenger_model_uri, run_id=evaluation.challenger_run_id, tags=tags,
@@ -135,6 +136,7 @@ def promote_run(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, 
             "refit.idempotency_key": key, "refit.snapshot_id": snapshot_id, "refit.spec_hash": plan.spec_hash,
             "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key, "refit.as_of": plan.as_of.isoformat(),
             "refit.candidate": evaluation.challenger, "refit.report_uri": report_uri,
+            "refit.code_version": code_version(), "refit.verdict": "promoted manually",
         }
         existing = str(mlflow_client.create_model_version(
             name=name, source=evaluation.challenger_model_uri, run_id=evaluation.challenger_run_id, tags=tags,

@@ -44,7 +44,7 @@ def build_report(
     plan: RunPlan, validation: ValidationManifest, sample: SampleManifest,
     split: SplitManifest, evaluation: EvaluationManifest, gate: GateManifest, registration: RegistrationManifest,
     backtest: BacktestManifest | None = None, spec: ModelSpec | None = None,
-    calibration: dict | None = None, reliability_png: bytes | None = None,
+    calibration: dict | None = None, reliability_png: bytes | None = None, drift: dict | None = None,
 ) -> dict:
     """The report's content as one JSON-safe dict (charts as PNG data URIs). Pure."""
     return {
@@ -55,6 +55,7 @@ def build_report(
         "gate": gate.to_xcom(), "registration": registration.to_xcom(),
         "backtest": _backtest_section(backtest, gate.challenger, spec) if backtest else None,
         "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
+        "drift": drift,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -86,7 +87,11 @@ def _backtest_section(backtest: BacktestManifest, challenger: str, spec: ModelSp
 def render_html(content: dict, templates_dir: Path, alpha: float) -> str:
     environment = Environment(loader=FileSystemLoader(templates_dir), autoescape=select_autoescape(["html", "j2"]),
                               undefined=StrictUndefined)
-    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt, alpha=alpha)
+    from ml_tasks.charts import as_data_uri, intervals_png
+
+    ci_chart = as_data_uri(intervals_png(content["gate"]["checks"]))
+    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt, alpha=alpha,
+                                                             ci_chart=ci_chart)
 
 
 def write_report(

@@ -101,3 +101,25 @@ def embedded_airflow_env(settings: Settings) -> dict[str, str]:
         "MLFLOW_CONFIGURE_LOGGING": "false",
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
     }
+
+
+def code_version() -> str:
+    """The code that made a model: ``REFIT_CODE_VERSION`` (set by image builds), else the git
+    commit of this checkout (``+dirty`` with local changes), else the installed package version."""
+    import subprocess
+
+    if os.environ.get("REFIT_CODE_VERSION"):
+        return os.environ["REFIT_CODE_VERSION"]
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("refit-ml-tasks")
+        except PackageNotFoundError:
+            return "unknown"

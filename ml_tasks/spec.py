@@ -27,8 +27,8 @@ FAMILIES = ("prior", "logistic_regression", "lightgbm", "torch_mlp")
 #: Metrics the evaluation computes; thresholds and comparisons may only name these.
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False, "ece": False}
 
-#: Metrics the gate's paired champion comparison can test.
-PAIRED_METRICS = ("roc_auc", "log_loss", "brier")
+#: Metrics a paired champion comparison can test (accuracy at the decision threshold: McNemar).
+COMPARABLE_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "accuracy")
 
 _CRON_FIELD = r"[\d\*/,\-A-Za-z?LW#]+"
 _CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
@@ -301,21 +301,73 @@ class ThresholdSpec(_Strict):
         return self
 
 
-class ChampionComparisonSpec(_Strict):
-    """Paired comparison with the champion on the same test rows."""
+class ComparisonSpec(_Strict):
+    """One paired comparison with the champion on the same test rows.
+
+    ``roc_auc`` is tested with DeLong's test; ``log_loss``, ``brier``, ``pr_auc`` and ``ece`` with a
+    paired Poisson bootstrap; ``accuracy`` (at ``acceptance.decision_threshold``) with McNemar.
+    """
 
     metric: str = "roc_auc"
     mode: Literal["non_inferior", "superior"] = "non_inferior"
     #: Allowed loss in the metric for ``non_inferior`` (in the metric's own units).
     margin: float = Field(default=0.01, ge=0.0)
-    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
-    bootstrap_replicates: int = Field(default=500, ge=100, le=100_000)
-    seed: int = 0
+
+    @field_validator("metric")
+    @classmethod
+    def _testable(cls, value: str) -> str:
+        if value not in COMPARABLE_METRICS:
+            raise ValueError(f"unknown metric {value!r}; expected one of {list(COMPARABLE_METRICS)}")
+        return value
+
+
+class ConsistencySpec(_Strict):
+    """Across backtest folds the challenger must win at least ``min_win_fraction`` of them."""
+
+    metric: str = "roc_auc"
+    min_win_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    test: Literal["sign", "wilcoxon"] = "sign"
+    #: Also require the one-sided fold test to be significant (needs enough folds: 5 at 0.05).
+    require_significance: bool = False
+
+
+class SliceSpec(_Strict):
+    """Per-slice non-inferiority for the values of ``columns`` with at least ``min_size`` test rows."""
+
+    columns: list[str] = []
+    min_size: int = Field(default=200, ge=10)
+    metric: str = "roc_auc"
+    margin: float = Field(default=0.03, ge=0.0)
+
+
+class GuardrailSpec(_Strict):
+    """Serving costs: latency per 1,000 rows and model size, absolute and relative to the champion."""
+
+    max_latency_ms_per_1k: float | None = Field(default=None, gt=0)
+    max_latency_ratio: float | None = Field(default=3.0, gt=0)
+    max_size_mb: float | None = Field(default=None, gt=0)
+    max_size_ratio: float | None = Field(default=5.0, gt=0)
 
 
 class AcceptanceSpec(_Strict):
     thresholds: dict[str, ThresholdSpec] = {}
-    champion: ChampionComparisonSpec = ChampionComparisonSpec()
+    #: Paired comparisons with the champion (a single mapping is accepted too).
+    champion: list[ComparisonSpec] = [ComparisonSpec()]
+    #: With no champion yet the challenger must beat the baseline candidate on this comparison.
+    baseline: ComparisonSpec = ComparisonSpec(metric="roc_auc", mode="superior", margin=0.0)
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    bootstrap_replicates: int = Field(default=1000, ge=100, le=100_000)
+    seed: int = 0
+    #: Threshold that turns probabilities into decisions for ``accuracy`` (McNemar).
+    decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    backtest: ConsistencySpec = ConsistencySpec()
+    slices: SliceSpec = SliceSpec()
+    guardrails: GuardrailSpec = GuardrailSpec()
+
+    @field_validator("champion", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, dict) else value
 
 
 class TrainerSpec(_Strict):
@@ -372,10 +424,7 @@ class ModelSpec(_Strict):
         _check_metric(self.backtest.staleness_metric, where="backtest.staleness_metric")
         for metric in self.acceptance.thresholds:
             _check_metric(metric, where="acceptance.thresholds")
-        _check_metric(self.acceptance.champion.metric, where="acceptance.champion.metric")
-        if self.acceptance.champion.metric not in PAIRED_METRICS:
-            raise ValueError(f"acceptance.champion.metric: {self.acceptance.champion.metric!r} has no paired test yet; "
-                             f"expected one of {list(PAIRED_METRICS)}")
+        self._check_gate()
         for field, names in (("validation.null_rate", self.validation.null_rate),
                              ("validation.allow_nonfinite", self.validation.allow_nonfinite)):
             unknown = set(names) - set(self.features.all)
@@ -392,6 +441,23 @@ class ModelSpec(_Strict):
         if self.sampling.importance_weight in role_columns:
             raise ValueError(f"sampling.importance_weight: {self.sampling.importance_weight!r} is an id/label/time column")
         return self
+
+    def _check_gate(self) -> None:
+        acceptance = self.acceptance
+        for where, metric in (("acceptance.backtest.metric", acceptance.backtest.metric),
+                              ("acceptance.slices.metric", acceptance.slices.metric)):
+            _check_metric(metric, where=where)
+        unknown = set(acceptance.slices.columns) - set(self.features.categorical)
+        if unknown:
+            raise ValueError(f"acceptance.slices.columns: {sorted(unknown)} must be categorical features")
+        if acceptance.backtest.require_significance:
+            from ml_tasks.stats import min_folds_for
+
+            needed = min_folds_for(acceptance.alpha, one_sided=True)
+            if self.backtest.folds < needed:
+                raise ValueError(f"acceptance.backtest.require_significance: with backtest.folds={self.backtest.folds} "
+                                 f"the fold test can never reach alpha={acceptance.alpha}; it needs at least {needed} "
+                                 "folds (more folds, or require_significance: false)")
 
     @property
     def candidate_names(self) -> list[str]:

@@ -65,6 +65,17 @@ def mapped_instances(settings, task_id: str, logical_date: str) -> list[tuple[in
     return rows
 
 
+def run_note(settings, logical_date: str) -> str | None:
+    """The note of the latest run at ``logical_date``, as the Airflow UI shows it."""
+    import sqlite3
+
+    with sqlite3.connect(settings.home / "airflow" / "airflow.db") as conn:
+        row = conn.execute(
+            "SELECT n.content FROM dag_run dr JOIN dag_run_note n ON n.dag_run_id = dr.id WHERE dr.dag_id = ? "
+            "AND dr.logical_date LIKE ? ORDER BY dr.id DESC LIMIT 1", (f"retrain_{MODEL}", f"{logical_date}%")).fetchone()
+    return row[0] if row else None
+
+
 def test_first_run_registers_champion_version_1_with_lineage_and_report(settings):
     outcome = run_dag_test(settings, MODEL, "2024-03-01")
     assert outcome.verdict == "PASS"
@@ -90,6 +101,9 @@ def test_first_run_registers_champion_version_1_with_lineage_and_report(settings
     assert report["backtest"]["curve"]["summary"] and 'id="cadence"' in html
     assert report["calibration"]["method"] in {"none", "sigmoid", "isotonic", "temperature"}
     assert html.count("data:image/png;base64,") >= 3  # fold chart, staleness curve, reliability diagram
+    # The verdict is the DAG run's note in the Airflow UI.
+    note = run_note(settings, "2024-03-01")
+    assert note is not None and note.startswith("**PASS**") and outcome.report_uri in note
 
 
 def test_status_cli_shows_champion_and_last_verdict(settings):
@@ -127,6 +141,8 @@ def test_rejected_challenger_never_moves_the_champion(settings, tmp_path):
     strict = load_settings({"REFIT_HOME": str(settings.home), "REFIT_INCLUDE_DIR": str(include)})
     outcome = run_dag_test(strict, MODEL, "2024-06-01")
     assert outcome.verdict == "FAIL"
+    note = run_note(settings, "2024-06-01")
+    assert note.startswith("**FAIL**") and "misses the spec's min >= 0.99" in note
     report = report_json(outcome)
     assert any("misses the spec's min >= 0.99" in reason for reason in report["failing"])
     assert report["registration"]["action"] == "skipped_failed_gate"

@@ -1,71 +1,163 @@
-"""The gate's statistics: weighted AUC, the paired bootstrap, thresholds."""
+"""The gate end to end on stored predictions: each metric's test, Holm across the family,
+non-inferiority margins, slices and Simpson's paradox, fold wins, guardrails, no champion."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ml_tasks.gate import paired_comparison, threshold_checks
+from ml_tasks.evaluate import CHAMPION_COLUMN
+from ml_tasks.gate import accuracy_test, paired_test, run_gate, threshold_checks
+from ml_tasks.manifests import BacktestManifest, EvaluationManifest, ModelScores, RunPlan
 from ml_tasks.metrics import compute_metrics, weighted_roc_auc
-from ml_tasks.spec import ChampionComparisonSpec
+from ml_tasks.spec import ComparisonSpec, ModelSpec
+from ml_tasks.storage import ArtifactStore
 
 
-def simulated(n: int = 4_000, seed: int = 0):
+def simulated(n: int = 6_000, seed: int = 0, gap: float = 0.0):
+    """Labels, a champion and a challenger whose signal is ``gap`` stronger, and sampling weights."""
     rng = np.random.default_rng(seed)
-    y = (rng.random(n) < 0.1).astype(int)
-    signal = y + rng.normal(0, 1.0, n)
-    weights = rng.choice([1.0, 5.0], n)
-    return rng, y, signal, weights
+    y = (rng.random(n) < 0.15).astype(int)
+    champion = 1 / (1 + np.exp(-(y * 1.2 + rng.normal(0, 1.0, n) - 2)))
+    challenger = 1 / (1 + np.exp(-(y * (1.2 + gap) + rng.normal(0, 1.0, n) - 2)))
+    weights = rng.choice([1.0, 3.0], n)
+    channel = rng.choice(["web", "branch", "mobile"], n, p=[0.6, 0.35, 0.05])
+    return pd.DataFrame({"label": y, "weight": weights, "p_gbm": challenger, "p_lr": champion,
+                         CHAMPION_COLUMN: champion, "channel": channel})
+
+
+def gate_spec(demo_spec: ModelSpec, **acceptance) -> ModelSpec:
+    raw = demo_spec.model_dump()
+    raw["acceptance"] = {**raw["acceptance"], "thresholds": {}, **acceptance}
+    raw["candidates"] = [{"name": "lr", "family": "logistic_regression"}, {"name": "gbm", "family": "lightgbm"}]
+    return ModelSpec.model_validate(raw)
+
+
+def gate_on(spec, frame, tmp_path, champion=True, costs=None, backtest=None):
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    uri = store.uri("runs", "m", "predictions.parquet")
+    store.write_frame(uri, frame)
+    scores = [ModelScores(name=n, metrics=compute_metrics(frame.label, frame[f"p_{n}"], frame.weight)) for n in ("lr", "gbm")]
+    evaluation = EvaluationManifest(
+        challenger="gbm", challenger_run_id="r", challenger_model_uri="models:/m-1", candidates=scores,
+        champion=ModelScores(name="champion v1", metrics=scores[0].metrics) if champion else None,
+        champion_version="1" if champion else None, predictions_uri=uri, test_rows=len(frame), uri="x",
+        serving_costs=costs or {},
+    )
+    plan = RunPlan(model="m", spec_path="s", spec_hash="h", as_of="2024-03-01", window_start="2023-03-01",
+                   sample_size=1, candidates=["lr", "gbm"], dry_run=False, dag_run_id="d", run_key="k",
+                   run_prefix=store.uri("runs", "m"))
+    return run_gate(spec, plan, evaluation, store, backtest)
 
 
 def test_weighted_auc_matches_sklearn_with_ties_and_many_replicates():
-    rng, y, signal, weights = simulated()
-    scores = np.round(signal, 1)  # plenty of ties
+    rng = np.random.default_rng(0)
+    y = (rng.random(4_000) < 0.1).astype(int)
+    scores = np.round(y + rng.normal(0, 1.0, 4_000), 1)  # plenty of ties
+    weights = rng.choice([1.0, 5.0], 4_000)
     assert weighted_roc_auc(scores, y, weights) == pytest.approx(roc_auc_score(y, scores, sample_weight=weights), abs=1e-12)
-    replicate_weights = weights * rng.poisson(1.0, size=(5, len(y)))
-    batch = weighted_roc_auc(scores, y, replicate_weights)
-    for row, value in zip(replicate_weights, batch):
-        assert value == pytest.approx(roc_auc_score(y, scores, sample_weight=row), abs=1e-12)
 
 
-def test_identical_models_are_non_inferior():
-    _, y, signal, weights = simulated()
-    p = 1 / (1 + np.exp(-signal))
-    check = paired_comparison(ChampionComparisonSpec(margin=0.01), y, p, p, weights, "champion v1")
-    assert check.passed and check.difference == 0.0
+def test_each_metric_gets_its_test_and_holm_adjusts_the_family(demo_spec, tmp_path):
+    spec = gate_spec(demo_spec, champion=[{"metric": m, "mode": "non_inferior", "margin": 0.02}
+                                          for m in ("roc_auc", "log_loss", "brier", "pr_auc", "accuracy")],
+                     decision_threshold=0.3, bootstrap_replicates=300)
+    gate = gate_on(spec, simulated(gap=0.4), tmp_path)
+    tests = {c.metric: c for c in gate.checks if c.name.startswith("champion:")}
+    assert tests["roc_auc"].test.startswith("DeLong")
+    assert tests["log_loss"].test.startswith("paired Poisson bootstrap") and tests["pr_auc"].test.startswith("paired")
+    assert "discordant" in tests["accuracy"].test
+    tested = [c for c in gate.checks if c.p_adjusted is not None]  # the promotion family (slices guard harm)
+    assert {c.name for c in tested} >= {c.name for c in tests.values()}
+    assert all(c.p_adjusted >= c.p_value for c in tested)
+    assert all(c.p_adjusted is None for c in gate.checks if c.name.startswith("slice:"))
+    # Holm: the smallest p is multiplied by the family size (capped at 1).
+    smallest = min(tested, key=lambda c: c.p_value)
+    assert smallest.p_adjusted == pytest.approx(min(1.0, smallest.p_value * len(tested)))
+    assert gate.verdict == "PASS", [c.reason for c in gate.checks if not c.passed]
+    assert all(c.ci_low <= c.difference <= c.ci_high for c in tests.values())
 
 
-def test_a_clearly_worse_challenger_fails_with_interval_and_reason():
-    rng, y, signal, weights = simulated()
-    champion = 1 / (1 + np.exp(-signal))
-    challenger = 1 / (1 + np.exp(-(signal + rng.normal(0, 1.5, len(y)))))
-    check = paired_comparison(ChampionComparisonSpec(margin=0.01), y, challenger, champion, weights, "champion v1")
-    assert not check.passed
-    assert check.difference < -0.01 and check.ci_low < check.difference < check.ci_high
-    assert check.p_value > 0.05
-    assert "does not show" in check.reason and "champion v1" in check.reason
+def test_non_inferiority_passes_within_the_margin_and_fails_beyond_it(demo_spec):
+    frame = simulated(n=40_000, gap=-0.08)  # the challenger is a little worse
+    y, w = frame.label.to_numpy(), frame.weight.to_numpy()
+    spec = gate_spec(demo_spec)
+    worse_by = roc_auc_score(y, frame.p_lr, sample_weight=w) - roc_auc_score(y, frame.p_gbm, sample_weight=w)
+    assert 0.005 < worse_by < 0.02
+    within = paired_test(ComparisonSpec(margin=0.04), spec.acceptance, y, frame.p_gbm.to_numpy(), frame.p_lr.to_numpy(),
+                         w, "champion v1", "champion:roc_auc:non_inferior")
+    beyond = paired_test(ComparisonSpec(margin=0.001), spec.acceptance, y, frame.p_gbm.to_numpy(),
+                         frame.p_lr.to_numpy(), w, "champion v1", "champion:roc_auc:non_inferior")
+    assert within.passed and within.p_value < 0.01
+    assert not beyond.passed and beyond.p_value > 0.5
 
 
-def test_superior_mode_needs_a_real_improvement_and_lower_is_better_metrics_flip():
-    rng, y, signal, weights = simulated(n=8_000)
-    # Calibrated posteriors: the signal is y + N(0, 1); the weak model sees it through extra N(0, 1) noise.
-    prior = np.log(0.1 / 0.9)
-    strong = 1 / (1 + np.exp(-(prior + signal - 0.5)))
-    weak = 1 / (1 + np.exp(-(prior + (signal + rng.normal(0, 1.0, len(y)) - 0.5) / 2)))
-    superior = ChampionComparisonSpec(mode="superior", metric="roc_auc")
-    assert paired_comparison(superior, y, strong, weak, weights, "champion").passed
-    assert not paired_comparison(superior, y, weak, strong, weights, "champion").passed
-    by_loss = ChampionComparisonSpec(mode="superior", metric="log_loss")
-    check = paired_comparison(by_loss, y, strong, weak, weights, "champion")
-    assert check.passed and check.difference > 0  # improvement = champion loss - challenger loss
+def test_superiority_needs_a_real_improvement(demo_spec):
+    spec = gate_spec(demo_spec)
+    frame = simulated(gap=0.0)
+    same = paired_test(ComparisonSpec(mode="superior"), spec.acceptance, frame.label.to_numpy(), frame.p_gbm.to_numpy(),
+                       frame.p_lr.to_numpy(), frame.weight.to_numpy(), "champion", "c")
+    assert not same.passed and "H0 'not better than champion'" in same.reason
+
+
+def test_accuracy_uses_mcnemar_for_superiority_and_a_paired_z_with_a_margin():
+    frame = simulated(n=20_000, gap=1.0)
+    y = frame.label.to_numpy()
+    *_, p_superior, test = accuracy_test(y, frame.p_gbm.to_numpy(), frame.p_lr.to_numpy(), 0.3, 0.0, 0.05)
+    assert test.startswith("McNemar") and p_superior < 0.01
+    *_, p_flipped, _ = accuracy_test(y, frame.p_lr.to_numpy(), frame.p_gbm.to_numpy(), 0.3, 0.0, 0.05)
+    assert p_flipped > 0.99
+    *_, p_margin, test = accuracy_test(y, frame.p_lr.to_numpy(), frame.p_lr.to_numpy(), 0.3, 0.01, 0.05)
+    assert test.startswith("paired z") and p_margin < 0.05  # identical models are within any margin
+
+
+def test_small_slices_are_listed_not_tested_and_simpson_is_flagged(demo_spec, tmp_path):
+    frame = simulated(n=20_000, gap=0.3)
+    spec = gate_spec(demo_spec, slices={"columns": ["channel"], "min_size": 2_000, "margin": 0.03})
+    gate = gate_on(spec, frame, tmp_path)
+    rows = {r["value"]: r for r in gate.slices}
+    assert rows["mobile"]["tested"] is False and "min_size 2000" in rows["mobile"]["note"]
+    assert rows["web"]["tested"] and rows["web"]["difference"] > 0
+    assert gate.simpson_warning is None
+
+    # Better in every slice, worse overall: the challenger's scores are shifted per slice.
+    rng = np.random.default_rng(3)
+    n = 20_000
+    channel = np.where(rng.random(n) < 0.5, "web", "branch")
+    y = (rng.random(n) < np.where(channel == "web", 0.3, 0.05)).astype(int)
+    champion = 1 / (1 + np.exp(-(y * 1.0 + rng.normal(0, 1, n) + np.where(channel == "web", 1.0, -1.0))))
+    challenger = 1 / (1 + np.exp(-(y * 1.3 + rng.normal(0, 1, n) + np.where(channel == "web", -1.0, 1.0))))
+    paradox = pd.DataFrame({"label": y, "weight": 1.0, "p_gbm": challenger, "p_lr": champion,
+                            CHAMPION_COLUMN: champion, "channel": channel})
+    gate = gate_on(spec, paradox, tmp_path / "paradox")
+    assert all(r["difference"] > 0 for r in gate.slices if r["tested"])
+    assert gate.simpson_warning is not None and "every slice" in gate.simpson_warning
+
+
+def test_fold_wins_and_guardrails_and_no_champion_means_beating_the_baseline(demo_spec, tmp_path):
+    spec = gate_spec(demo_spec, guardrails={"max_latency_ms_per_1k": 50, "max_latency_ratio": 2.0,
+                                            "max_size_mb": None, "max_size_ratio": None})
+    backtest = BacktestManifest(folds=4, metric="roc_auc", staleness={}, uri="b", per_fold={
+        "gbm": {str(f): {"roc_auc": 0.70 + 0.01 * f} for f in range(4)},
+        "champion": {str(f): {"roc_auc": 0.72} for f in range(4)}})
+    costs = {"gbm": {"latency_ms_per_1k": 80.0, "size_mb": 1.0}, CHAMPION_COLUMN: {"latency_ms_per_1k": 10.0, "size_mb": 1.0}}
+    gate = gate_on(spec, simulated(gap=0.4), tmp_path, costs=costs, backtest=backtest)
+    checks = {c.name: c for c in gate.checks}
+    wins = checks["backtest:roc_auc:wins"]
+    assert wins.challenger == 0.25 and not wins.passed and "wins 1 of 4 backtest folds" in wins.reason
+    assert not checks["guardrail:latency_ms_per_1k"].passed and not checks["guardrail:latency_ms_per_1k:ratio"].passed
+    assert gate.verdict == "FAIL"
+
+    first = gate_on(gate_spec(demo_spec), simulated(gap=0.4), tmp_path / "first", champion=False)
+    baseline = next(c for c in first.checks if c.name.startswith("baseline:"))
+    assert baseline.name == "baseline:roc_auc:superior" and baseline.passed and "baseline lr" in baseline.reason
 
 
 def test_thresholds_check_min_and_max(demo_spec):
-    _, y, signal, weights = simulated()
-    metrics = compute_metrics(y, 1 / (1 + np.exp(-signal)), weights)
-    checks = {c.name: c for c in threshold_checks(demo_spec, metrics)}
-    assert checks["threshold:roc_auc:min"].passed
+    frame = simulated()
+    metrics = compute_metrics(frame.label, frame.p_gbm, frame.weight)
     failing = threshold_checks(demo_spec, {**metrics, "brier": 0.5})
     brier = next(c for c in failing if c.metric == "brier")
     assert not brier.passed and "misses the spec's max <= 0.08" in brier.reason

@@ -46,7 +46,11 @@ def test_every_shipped_spec_is_valid():
         (lambda r: r["sampling"].update(label_shares={1: 1.5}), "every share must be within [0, 1]"),
         (lambda r: r["sampling"].update(size=0), "field 'sampling.size'"),
         (lambda r: r["sampling"].update(segments=["income"]), "must be categorical features"),
-        (lambda r: r["acceptance"]["champion"].update(mode="better"), "field 'acceptance.champion.mode'"),
+        (lambda r: r["acceptance"]["champion"][0].update(mode="better"), "field 'acceptance.champion.0.mode'"),
+        (lambda r: r["acceptance"]["champion"][0].update(metric="f1"), "unknown metric 'f1'"),
+        (lambda r: r["acceptance"]["slices"].update(columns=["income"]), "acceptance.slices.columns: ['income'] must be"),
+        (lambda r: r["acceptance"]["backtest"].update(require_significance=True),
+         "with backtest.folds=4 the fold test can never reach alpha=0.05; it needs at least 5"),
     ],
 )
 def test_bad_spec_names_the_field(tmp_path, change, expected):

@@ -1,0 +1,77 @@
+"""Write a retrain run's verdict as its DAG run note, so it shows in the Airflow UI.
+
+A listener (registered by :mod:`refit_airflow.plugin`) runs where DAG runs change state — the
+scheduler, or ``airflow dags test`` — which has the metadata database at hand; tasks in
+Airflow 3 do not. When a ``retrain_*`` run ends, it reads the model's latest report pointer
+and, if that report belongs to this run, sets the note: verdict, challenger, champion, the
+first failing reasons and where the full report is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.listeners import hookimpl
+
+log = logging.getLogger(__name__)
+PREFIX = "retrain_"
+MAX_REASONS = 3
+
+
+def note_text(latest: dict, report: dict | None) -> str:
+    """The note's Markdown (the UI renders notes as Markdown). Pure."""
+    lines = [f"**{latest['verdict']}** · challenger `{latest['challenger']}` · champion "
+             f"{'v' + str(latest['champion_version']) if latest.get('champion_version') else 'none'}"
+             f"{' · dry run' if latest.get('dry_run') else ''}"]
+    failing = (report or {}).get("failing") or []
+    lines += [f"- {reason}" for reason in failing[:MAX_REASONS]]
+    if len(failing) > MAX_REASONS:
+        lines.append(f"- … and {len(failing) - MAX_REASONS} more")
+    lines.append(f"Report: {latest['html_uri']}")
+    return "\n".join(lines)
+
+
+def _run_note(dag_run) -> str | None:
+    from ml_tasks.report import latest_uri
+    from ml_tasks.settings import load_settings
+    from ml_tasks.storage import store_from_settings
+
+    model = dag_run.dag_id.removeprefix(PREFIX)
+    store = store_from_settings(load_settings())
+    pointer = latest_uri(store, model)
+    if not store.exists(pointer):
+        return None
+    latest = store.read_json(pointer)
+    if latest.get("dag_run_id") != dag_run.run_id:
+        return None  # the run failed before its report: its own logs say why
+    report_uri = latest.get("json_uri")
+    report = store.read_json(report_uri) if report_uri and store.exists(report_uri) else None
+    return note_text(latest, report)
+
+
+def _set_note(dag_run) -> None:
+    if not dag_run.dag_id.startswith(PREFIX):
+        return
+    try:
+        text = _run_note(dag_run)
+        if text is None:
+            return
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            stored = session.get(DagRun, dag_run.id)
+            if stored is not None:
+                stored.note = text
+    except Exception:  # a note must never fail the run it describes
+        log.exception("could not write the verdict note of %s", dag_run.run_id)
+
+
+@hookimpl
+def on_dag_run_success(dag_run, msg: str):
+    _set_note(dag_run)
+
+
+@hookimpl
+def on_dag_run_failed(dag_run, msg: str):
+    _set_note(dag_run)
