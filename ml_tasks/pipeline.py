@@ -169,6 +169,7 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
         BacktestManifest.model_validate(backtest) if backtest else None, ctx.spec,
         *_challenger_calibration(run_plan, ctx.store, evaluation_manifest.challenger),
         _champion_drift(ctx, evaluation_manifest, ValidationManifest.model_validate(validation_manifest)),
+        _test_reliability(ctx, evaluation_manifest),
     )
     return write_report(content, run_plan, ctx.store, ctx.settings, evaluation_manifest.challenger_run_id,
                         ctx.spec.acceptance.alpha).to_xcom()
@@ -199,6 +200,19 @@ def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
 
     ctx = context_for(spec_path)
     return registry_rollback(ctx.spec, reason, requested_by, ctx.settings).to_xcom()
+
+
+def _test_reliability(ctx: StageContext, evaluation: EvaluationManifest) -> bytes:
+    """Reliability of the challenger and the champion on the same test rows."""
+    from ml_tasks.calibrate import reliability_diagram_png
+    from ml_tasks.evaluate import CHAMPION_COLUMN
+
+    frame = ctx.store.read_frame(evaluation.predictions_uri)
+    y, w = frame["label"].to_numpy(), frame["weight"].to_numpy()
+    curves = {f"challenger {evaluation.challenger}": (y, frame[f"p_{evaluation.challenger}"].to_numpy(), w)}
+    if CHAMPION_COLUMN in frame and evaluation.champion is not None:
+        curves[evaluation.champion.name] = (y, frame[CHAMPION_COLUMN].to_numpy(), w)
+    return reliability_diagram_png(curves, bins=ctx.spec.calibration.ece_bins, title="Reliability on the test rows")
 
 
 def _champion_drift(ctx: StageContext, evaluation: EvaluationManifest, validation: ValidationManifest) -> dict | None:

@@ -45,6 +45,7 @@ def build_report(
     split: SplitManifest, evaluation: EvaluationManifest, gate: GateManifest, registration: RegistrationManifest,
     backtest: BacktestManifest | None = None, spec: ModelSpec | None = None,
     calibration: dict | None = None, reliability_png: bytes | None = None, drift: dict | None = None,
+    test_reliability_png: bytes | None = None,
 ) -> dict:
     """The report's content as one JSON-safe dict (charts as PNG data URIs). Pure."""
     return {
@@ -56,8 +57,15 @@ def build_report(
         "backtest": _backtest_section(backtest, gate.challenger, spec) if backtest else None,
         "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
         "drift": drift,
+        "test_reliability_chart": _data_uri(test_reliability_png),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _data_uri(png: bytes | None) -> str | None:
+    from ml_tasks.charts import as_data_uri
+
+    return as_data_uri(png) if png else None
 
 
 def _calibration_section(calibration: dict, reliability_png: bytes | None) -> dict:
