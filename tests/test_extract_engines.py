@@ -268,21 +268,29 @@ def test_stopping_early_closes_the_query(postgres_url):
 
 
 MEMORY_PROBE = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import pyarrow as pa
     from ml_tasks.extract_engines import stream_query
     url, sql, engine, mode = sys.argv[1:5]
     types = {"id": "int64", "x": "float64", "t": "timestamp", "s": "string"}
+
+    def peak_kib():
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child of a big pytest
+        # process would start at the parent's peak and never seem to grow.
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
     # Warm-up: load the driver and its libraries, so the baseline already counts them.
     for _ in stream_query(url, sql.replace("1000000", "10"), {}, types, engine=engine):
         pass
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_kib()
     kept, total = [], 0
     for batch in stream_query(url, sql, {}, types, batch_rows=5_000, engine=engine):
         total += batch.nbytes
         if mode == "keep":  # the control: what holding the whole result costs
             kept.append(batch)
-    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+    growth = peak_kib() - base
     print(json.dumps({"growth": growth * 1024, "total": total}))
 """)
 
