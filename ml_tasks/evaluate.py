@@ -113,6 +113,7 @@ def evaluate_candidates(
         champion_version=champion.version if champion else None, predictions_uri=predictions_uri,
         test_rows=len(test), uri=f"{plan.run_prefix}/evaluation.json", serving_costs=costs,
         champion_note=champion_note,
+        models={r.candidate: {"run_id": r.mlflow_run_id, "model_uri": r.model_uri} for r in results},
     )
     store.write_json(manifest.uri, manifest.to_xcom())
     return manifest

@@ -77,12 +77,12 @@ def paired_test(comparison: ComparisonSpec, acceptance: AcceptanceSpec, y: np.nd
         p_value = result.p_superiority if superior else result.p_non_inferiority
         test = f"paired Poisson bootstrap ({acceptance.bootstrap_replicates} replicates)"
     bar = 0.0 if superior else -margin
-    what = f"better than {reference_label}" if superior else f"not worse than {reference_label} by more than {margin}"
+    null = f"not better than {reference_label}" if superior else f"worse than {reference_label} by more than {margin}"
     return GateCheck(
         name=name, metric=metric, challenger=float(challenger), reference=float(reference),
         difference=float(difference), ci_low=float(low), ci_high=float(high), p_value=float(p_value),
         threshold=bar, passed=bool(p_value < alpha), test=test,
-        reason=f"{metric} improvement {difference:+.4f} [{low:+.4f}, {high:+.4f}], H0 'not {what}' p={p_value:.3g}",
+        reason=f"{metric} improvement {difference:+.4f} [{low:+.4f}, {high:+.4f}], H0 '{null}' p={p_value:.3g}",
     )
 
 
@@ -201,23 +201,25 @@ def consistency_check(spec: ModelSpec, backtest: BacktestManifest, challenger: s
     sign = 1.0 if HIGHER_IS_BETTER[consistency.metric] else -1.0
     diffs = [sign * (ours[f][consistency.metric] - theirs[f][consistency.metric]) for f in folds]
     result = stats.fold_consistency(diffs, consistency.min_win_fraction, spec.acceptance.alpha, test=consistency.test)
-    enough = result.win_fraction >= consistency.min_win_fraction
+    # A tied fold (the same recipe retrained on the same rows) is half a win, not a loss.
+    win_fraction = (result.wins + 0.5 * result.ties) / max(len(diffs), 1)
+    enough = win_fraction >= consistency.min_win_fraction
     return GateCheck(
-        name=f"backtest:{consistency.metric}:wins", metric=consistency.metric, challenger=result.win_fraction,
+        name=f"backtest:{consistency.metric}:wins", metric=consistency.metric, challenger=win_fraction,
         reference=None, difference=float(np.mean(diffs)), ci_low=float(min(diffs)), ci_high=float(max(diffs)),
         p_value=result.p_value if consistency.require_significance else None,
         threshold=consistency.min_win_fraction, passed=enough, test=f"{consistency.test} test over {len(diffs)} folds",
-        reason=(f"wins {result.wins} of {len(diffs)} backtest folds against {reference_label} on {consistency.metric} "
-                f"({result.win_fraction:.0%}; needs {consistency.min_win_fraction:.0%}), one-sided {consistency.test} "
-                f"test p={result.p_value:.3g}"),
+        reason=(f"wins {result.wins} and ties {result.ties} of {len(diffs)} backtest folds against {reference_label} "
+                f"on {consistency.metric} ({win_fraction:.0%} counting ties as half; needs "
+                f"{consistency.min_win_fraction:.0%}), one-sided {consistency.test} test p={result.p_value:.3g}"),
     )
 
 
-def guardrail_checks(spec: ModelSpec, evaluation: EvaluationManifest) -> list[GateCheck]:
+def guardrail_checks(spec: ModelSpec, evaluation: EvaluationManifest, challenger: str | None = None) -> list[GateCheck]:
     """Latency per 1,000 rows and model size: under the spec's limits, and within a ratio of the champion's."""
     limits = spec.acceptance.guardrails
     costs = evaluation.serving_costs
-    ours, champion = costs.get(evaluation.challenger), costs.get(CHAMPION_COLUMN)
+    ours, champion = costs.get(challenger or evaluation.challenger), costs.get(CHAMPION_COLUMN)
     if ours is None:
         return []
     checks = []
@@ -245,14 +247,46 @@ def guardrail_checks(spec: ModelSpec, evaluation: EvaluationManifest) -> list[Ga
 
 def run_gate(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, store: ArtifactStore,
              backtest: BacktestManifest | None = None) -> GateManifest:
+    challenger = evaluation.challenger
+    checks, slice_rows, simpson = gate_checks(spec, evaluation, store, backtest, challenger)
+    if not all(c.passed for c in checks) and _may_fall_back(spec, evaluation):
+        # No champion yet and the best candidate did not beat the baseline: the evidence says
+        # ship the simpler model, if it clears the absolute bars on its own.
+        fallback, _, _ = gate_checks(spec, evaluation, store, backtest, spec.baseline_name)
+        if all(c.passed for c in fallback):
+            failed = "; ".join(c.reason for c in checks if not c.passed)
+            note = GateCheck(
+                name="fallback:baseline", metric=spec.selection_metric, challenger=0.0, reference=None,
+                difference=None, ci_low=None, ci_high=None, p_value=None, threshold=None, passed=True,
+                reason=f"{challenger} (best on validation) did not clear the gate against the baseline ({failed}); "
+                       f"the baseline {spec.baseline_name} is put forward instead")
+            challenger, checks, slice_rows, simpson = spec.baseline_name, [note, *fallback], [], None
+    verdict = "PASS" if all(c.passed for c in checks) else "FAIL"
+    model = evaluation.models.get(challenger, {})
+    manifest = GateManifest(verdict=verdict, challenger=challenger, champion_version=evaluation.champion_version,
+                            checks=checks, uri=f"{plan.run_prefix}/gate.json", slices=slice_rows, simpson_warning=simpson,
+                            challenger_run_id=model.get("run_id") or evaluation.challenger_run_id,
+                            challenger_model_uri=model.get("model_uri") or evaluation.challenger_model_uri)
+    store.write_json(manifest.uri, manifest.to_xcom())
+    return manifest
+
+
+def _may_fall_back(spec: ModelSpec, evaluation: EvaluationManifest) -> bool:
+    return (evaluation.champion is None and evaluation.challenger != spec.baseline_name
+            and spec.baseline_name in evaluation.models)
+
+
+def gate_checks(spec: ModelSpec, evaluation: EvaluationManifest, store: ArtifactStore,
+                backtest: BacktestManifest | None, challenger: str) -> tuple[list[GateCheck], list[dict], str | None]:
+    """Every check of ``challenger`` (Holm-adjusted), the slice rows and a Simpson warning."""
     scores = {s.name: s.metrics for s in evaluation.candidates}
-    checks = threshold_checks(spec, scores[evaluation.challenger])
+    checks = threshold_checks(spec, scores[challenger])
     slice_rows, simpson = [], None
-    reference = _reference(spec, evaluation)
+    reference = _reference(spec, evaluation, challenger)
     if reference is not None:
         column, label, role, recipe = reference
         frame = store.read_frame(evaluation.predictions_uri)
-        ours = f"p_{evaluation.challenger}"
+        ours = f"p_{challenger}"
         y, w = frame["label"].to_numpy(), frame["weight"].to_numpy()
         comparisons = spec.acceptance.champion if role == "champion" else [spec.acceptance.baseline]
         for comparison in comparisons:
@@ -261,19 +295,14 @@ def run_gate(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, sto
         found, slice_rows, simpson = slice_checks(spec, frame, ours, column, label)
         checks.extend(found)
         if backtest is not None:
-            consistency = consistency_check(spec, backtest, evaluation.challenger, recipe, label)
+            consistency = consistency_check(spec, backtest, challenger, recipe, label)
             if consistency is not None:
                 checks.append(consistency)
-    checks.extend(guardrail_checks(spec, evaluation))
-    checks = apply_holm(checks, spec.acceptance.alpha)
-    verdict = "PASS" if all(c.passed for c in checks) else "FAIL"
-    manifest = GateManifest(verdict=verdict, challenger=evaluation.challenger, champion_version=evaluation.champion_version,
-                            checks=checks, uri=f"{plan.run_prefix}/gate.json", slices=slice_rows, simpson_warning=simpson)
-    store.write_json(manifest.uri, manifest.to_xcom())
-    return manifest
+    checks.extend(guardrail_checks(spec, evaluation, challenger))
+    return apply_holm(checks, spec.acceptance.alpha), slice_rows, simpson
 
 
-def _reference(spec: ModelSpec, evaluation: EvaluationManifest) -> tuple[str, str, str, str] | None:
+def _reference(spec: ModelSpec, evaluation: EvaluationManifest, challenger: str) -> tuple[str, str, str, str] | None:
     """(prediction column, label, role, backtest name) of what the challenger is compared with.
 
     The champion when there is one; otherwise the baseline candidate (unless the baseline
@@ -283,6 +312,6 @@ def _reference(spec: ModelSpec, evaluation: EvaluationManifest) -> tuple[str, st
 
     if evaluation.champion is not None:
         return CHAMPION_COLUMN, evaluation.champion.name, "champion", CHAMPION
-    if evaluation.challenger != spec.baseline_name:
+    if challenger != spec.baseline_name:
         return f"p_{spec.baseline_name}", f"baseline {spec.baseline_name}", "baseline", spec.baseline_name
     return None

@@ -196,6 +196,8 @@ class EvaluationManifest(Manifest):
     serving_costs: dict[str, dict[str, float]] = {}
     #: Why the registered champion is not compared with (it was trained by this very run).
     champion_note: str | None = None
+    #: Every candidate's MLflow run and model: the gate may put the baseline forward instead.
+    models: dict[str, dict[str, str]] = {}
 
 
 class GateCheck(Manifest):
@@ -227,6 +229,9 @@ class GateManifest(Manifest):
     #: Per-slice comparison rows for the report, and a Simpson's-paradox warning if the slices disagree.
     slices: list[dict] = []
     simpson_warning: str | None = None
+    #: The model put forward for registration (the challenger, or the baseline it fell back to).
+    challenger_run_id: str | None = None
+    challenger_model_uri: str | None = None
 
     @property
     def failing_reasons(self) -> list[str]:

@@ -161,17 +161,19 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
 
     run_plan, ctx = _plan(plan)
     evaluation_manifest = EvaluationManifest.model_validate(evaluation)
+    gate_result = GateManifest.model_validate(gate_manifest)
     content = build_report(
         run_plan, ValidationManifest.model_validate(validation_manifest),
         SampleManifest.model_validate(sample_manifest), SplitManifest.model_validate(split_manifest),
-        evaluation_manifest, GateManifest.model_validate(gate_manifest),
+        evaluation_manifest, gate_result,
         RegistrationManifest.model_validate(registration),
         BacktestManifest.model_validate(backtest) if backtest else None, ctx.spec,
-        *_challenger_calibration(run_plan, ctx.store, evaluation_manifest.challenger),
+        *_challenger_calibration(run_plan, ctx.store, gate_result.challenger),
         _champion_drift(ctx, evaluation_manifest, ValidationManifest.model_validate(validation_manifest)),
-        _test_reliability(ctx, evaluation_manifest),
+        _test_reliability(ctx, evaluation_manifest, gate_result.challenger),
     )
-    return write_report(content, run_plan, ctx.store, ctx.settings, evaluation_manifest.challenger_run_id,
+    return write_report(content, run_plan, ctx.store, ctx.settings,
+                        gate_result.challenger_run_id or evaluation_manifest.challenger_run_id,
                         ctx.spec.acceptance.alpha).to_xcom()
 
 
@@ -202,14 +204,14 @@ def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
     return registry_rollback(ctx.spec, reason, requested_by, ctx.settings).to_xcom()
 
 
-def _test_reliability(ctx: StageContext, evaluation: EvaluationManifest) -> bytes:
+def _test_reliability(ctx: StageContext, evaluation: EvaluationManifest, challenger: str) -> bytes:
     """Reliability of the challenger and the champion on the same test rows."""
     from ml_tasks.calibrate import reliability_diagram_png
     from ml_tasks.evaluate import CHAMPION_COLUMN
 
     frame = ctx.store.read_frame(evaluation.predictions_uri)
     y, w = frame["label"].to_numpy(), frame["weight"].to_numpy()
-    curves = {f"challenger {evaluation.challenger}": (y, frame[f"p_{evaluation.challenger}"].to_numpy(), w)}
+    curves = {f"challenger {challenger}": (y, frame[f"p_{challenger}"].to_numpy(), w)}
     if CHAMPION_COLUMN in frame and evaluation.champion is not None:
         curves[evaluation.champion.name] = (y, frame[CHAMPION_COLUMN].to_numpy(), w)
     return reliability_diagram_png(curves, bins=ctx.spec.calibration.ece_bins, title="Reliability on the test rows")

@@ -74,12 +74,14 @@ def register_challenger(
     tags = {
         "refit.idempotency_key": key, "refit.snapshot_id": snapshot_id, "refit.spec_hash": plan.spec_hash,
         "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key, "refit.as_of": plan.as_of.isoformat(),
-        "refit.candidate": evaluation.challenger, "refit.verdict": gate.verdict, "refit.report_uri": report_uri,
+        "refit.candidate": gate.challenger, "refit.verdict": gate.verdict, "refit.report_uri": report_uri,
         "refit.code_version": code_version(),
     }
+    # The gate may have put the baseline forward instead of the validation winner.
+    model_uri = gate.challenger_model_uri or evaluation.challenger_model_uri
     version = mlflow_client.create_model_version(
-        name=name, source=evaluation.challenger_model_uri, run_id=evaluation.challenger_run_id, tags=tags,
-        model_id=evaluation.challenger_model_uri.removeprefix("models:/"),
+        name=name, source=model_uri, run_id=gate.challenger_run_id or evaluation.challenger_run_id, tags=tags,
+        model_id=model_uri.removeprefix("models:/"),
     )
     new_version = str(version.version)
     if current_version is not None:

@@ -45,6 +45,7 @@ def gate_on(spec, frame, tmp_path, champion=True, costs=None, backtest=None):
         champion=ModelScores(name="champion v1", metrics=scores[0].metrics) if champion else None,
         champion_version="1" if champion else None, predictions_uri=uri, test_rows=len(frame), uri="x",
         serving_costs=costs or {},
+        models={n: {"run_id": f"run-{n}", "model_uri": f"models:/{n}-1"} for n in ("lr", "gbm")},
     )
     plan = RunPlan(model="m", spec_path="s", spec_hash="h", as_of="2024-03-01", window_start="2023-03-01",
                    sample_size=1, candidates=["lr", "gbm"], dry_run=False, dag_run_id="d", run_key="k",
@@ -146,7 +147,7 @@ def test_fold_wins_and_guardrails_and_no_champion_means_beating_the_baseline(dem
     gate = gate_on(spec, simulated(gap=0.4), tmp_path, costs=costs, backtest=backtest)
     checks = {c.name: c for c in gate.checks}
     wins = checks["backtest:roc_auc:wins"]
-    assert wins.challenger == 0.25 and not wins.passed and "wins 1 of 4 backtest folds" in wins.reason
+    assert wins.challenger == 0.375 and not wins.passed and "wins 1 and ties 1 of 4 backtest folds" in wins.reason
     assert not checks["guardrail:latency_ms_per_1k"].passed and not checks["guardrail:latency_ms_per_1k:ratio"].passed
     assert gate.verdict == "FAIL"
 
@@ -161,3 +162,14 @@ def test_thresholds_check_min_and_max(demo_spec):
     failing = threshold_checks(demo_spec, {**metrics, "brier": 0.5})
     brier = next(c for c in failing if c.metric == "brier")
     assert not brier.passed and "misses the spec's max <= 0.08" in brier.reason
+
+
+def test_without_a_champion_a_candidate_that_cannot_beat_the_baseline_gives_way_to_it(demo_spec, tmp_path):
+    frame = simulated(gap=0.0)
+    frame["p_gbm"] = frame["p_lr"] + np.random.default_rng(9).normal(0, 1e-4, len(frame))  # no better than lr
+    spec = gate_spec(demo_spec)
+    gate = gate_on(spec, frame, tmp_path, champion=False)
+    assert gate.verdict == "PASS" and gate.challenger == "lr"
+    fallback = next(c for c in gate.checks if c.name == "fallback:baseline")
+    assert "gbm (best on validation) did not clear the gate against the baseline" in fallback.reason
+    assert gate.challenger_model_uri == "models:/lr-1"
