@@ -29,6 +29,8 @@ def build_registry_dag(spec_path) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["refit", "registry", *spec.tags],
+        # A retry is safe: promotion is idempotent per run, and a rollback refuses to run twice.
+        default_args={"owner": spec.owner, "retries": 1},
         params={
             "action": Param("promote", type="string", enum=["promote", "rollback"],
                             description="promote: make the run's challenger champion; rollback: champion <- previous."),
@@ -47,11 +49,8 @@ def build_registry_dag(spec_path) -> DAG:
             context = get_current_context()
             params, run = context["params"], context["dag_run"]
             requested_by = getattr(run, "triggering_user_name", None) or "airflow"
-            if params["action"] == "rollback":
-                return pipeline.rollback(str(spec_path), params["reason"], requested_by)
-            if not params.get("run_key"):
-                raise ValueError("param 'run_key': promote needs the run key of the run whose challenger to promote")
-            return pipeline.promote(str(spec_path), params["run_key"], params["reason"], requested_by)
+            return pipeline.registry_action(str(spec_path), params["action"], params.get("run_key"), params["reason"],
+                                            requested_by)
 
         apply()
     return dag

@@ -196,6 +196,19 @@ def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dic
     return registration.to_xcom()
 
 
+def registry_action(spec_path: str, action: str, run_key: str | None, reason: str, requested_by: str) -> dict:
+    """The manual registry DAG's one task: ``promote`` a run's challenger or ``rollback``."""
+    from ml_tasks.registry import RegistryActionError
+
+    if action == "rollback":
+        return rollback(spec_path, reason, requested_by)
+    if action != "promote":
+        raise RegistryActionError(f"parameter 'action': expected 'promote' or 'rollback', got {action!r}")
+    if not run_key:
+        raise RegistryActionError("parameter 'run_key': promote needs the run key of the run whose challenger to promote")
+    return promote(spec_path, run_key, reason, requested_by)
+
+
 def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
     """Move ``champion`` back to ``previous``."""
     from ml_tasks.registry import rollback as registry_rollback

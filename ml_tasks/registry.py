@@ -168,7 +168,7 @@ def rollback(spec: ModelSpec, reason: str, requested_by: str, settings: Settings
         previous = str(mlflow_client.get_model_version_by_alias(name, PREVIOUS).version)
     except MlflowException:
         previous = None
-    if current is None or previous is None:
+    if current is None or previous is None or previous == current.version:
         raise RegistryActionError(f"model {name!r}: rollback needs both a 'champion' and a 'previous' alias; "
                                   f"found champion={current.version if current else None}, previous={previous}")
     mlflow_client.set_model_version_tag(name, current.version, "refit.rolled_back_reason", reason)

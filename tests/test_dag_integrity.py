@@ -48,6 +48,7 @@ def test_dags_import_without_errors_one_per_spec(dagbag, specs):
 def test_registry_dag_is_manual_and_asks_for_a_reason(dagbag, specs):
     for spec in specs:
         dag = dagbag.dags[f"registry_{spec.name}"]
+        assert "refit" in dag.tags and all(task.retries >= 1 for task in dag.tasks)
         assert dag.schedule is None or dag.timetable.summary in {"None", None}
         assert dag.params.get_param("action").schema["enum"] == ["promote", "rollback"]
         assert dag.params.get_param("reason").schema["minLength"] >= 10

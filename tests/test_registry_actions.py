@@ -86,3 +86,12 @@ def test_promote_needs_a_run_that_was_evaluated(refit_home, strict_include):
 def test_rollback_without_a_previous_version_is_refused(refit_home, strict_include):
     done = cli("rollback", "--model", MODEL, "--reason", "nothing to roll back to", check=False)
     assert done.returncode != 0 and "needs both a 'champion' and a 'previous' alias" in done.stderr
+
+
+def test_the_registry_dag_task_refuses_a_promotion_without_a_run_key(refit_home, strict_include):
+    from ml_tasks.registry import RegistryActionError
+
+    with pytest.raises(RegistryActionError, match="parameter 'run_key'"):
+        pipeline.registry_action(str(strict_include), "promote", None, "a reason long enough", "oncall")
+    with pytest.raises(RegistryActionError, match="parameter 'action'"):
+        pipeline.registry_action(str(strict_include), "delete", None, "a reason long enough", "oncall")
