@@ -32,6 +32,7 @@ import pandas as pd
 from ml_tasks import stats
 from ml_tasks.evaluate import CHAMPION_COLUMN
 from ml_tasks.manifests import BacktestManifest, EvaluationManifest, GateCheck, GateManifest, RunPlan
+from ml_tasks.metrics import compute_metrics
 from ml_tasks.spec import HIGHER_IS_BETTER, AcceptanceSpec, ComparisonSpec, ModelSpec
 from ml_tasks.storage import ArtifactStore
 
@@ -170,12 +171,13 @@ def slice_checks(spec: ModelSpec, frame: pd.DataFrame, challenger_column: str, r
             differences[label] = check.difference
             rows.append({**row, "tested": True, "challenger": check.challenger, "reference": check.reference,
                          "difference": check.difference, "p_value": check.p_value})
-    overall = None
+    warning = None
     if differences:
-        overall = paired_test(comparison, acceptance, frame["label"].to_numpy(), frame[challenger_column].to_numpy(),
-                              frame[reference_column].to_numpy(), frame["weight"].to_numpy(), reference_label,
-                              name="overall").difference
-    warning = stats.simpson_pattern(overall, differences) if overall is not None else None
+        # Only the overall point difference is needed here, not another test.
+        overall = {column: compute_metrics(frame["label"], frame[column], frame["weight"])[slices.metric]
+                   for column in (challenger_column, reference_column)}
+        sign = 1.0 if HIGHER_IS_BETTER[slices.metric] else -1.0
+        warning = stats.simpson_pattern(sign * (overall[challenger_column] - overall[reference_column]), differences)
     return [_as_harm_check(c, slices.margin, acceptance.alpha / max(len(checks), 1)) for c in checks], rows, warning
 
 
