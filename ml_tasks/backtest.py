@@ -119,6 +119,7 @@ def run_fold(spec: ModelSpec, plan: RunPlan, candidate: str, fold_index: int, st
         candidate=candidate, fold=fold_index, family=recipe["family"], train_start=fold.train_start,
         cutoff=fold.cutoff, test_start=fold.test_start, test_end=fold.test_end, train_rows=len(rows.train),
         test_rows=len(rows.test), dropped_entity_rows=rows.dropped_rows, metrics_by_age=metrics, reused=False,
+        recipe_version=recipe.get("version"),
     )
     store.write_json(uri, result.to_xcom())
     return result
@@ -160,7 +161,7 @@ def summarize_backtest(spec: ModelSpec, plan: RunPlan, results: list[FoldResult]
     manifest = BacktestManifest(
         folds=spec.backtest.folds, metric=metric, per_fold=per_fold,
         staleness={name: _curve_dict(curve) for name, curve in curves.items()},
-        champion_recipe_version=(champion_recipe(spec, settings) or {}).get("version") if CHAMPION in by_candidate else None,
+        champion_recipe_version=next((r.recipe_version for r in by_candidate.get(CHAMPION, [])), None),
         uri=f"{plan.run_prefix}/backtest.json",
     )
     store.write_json(manifest.uri, manifest.to_xcom())

@@ -161,6 +161,8 @@ class FoldResult(Manifest):
     test_rows: int
     #: Test rows left out because their entity was in the fold's training rows (entity_disjoint).
     dropped_entity_rows: int = 0
+    #: For the champion's recipe: the registered version it came from.
+    recipe_version: str | None = None
     #: Metrics per model age in periods: "0" is the fold's own test window, "1".. the later ones.
     metrics_by_age: dict[str, dict[str, float]]
     reused: bool

@@ -53,13 +53,6 @@ def weighted_roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray
     return auc[0] if np.ndim(weights) == 1 else auc
 
 
-def weighted_mean_loss(losses: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of per-row losses for one or many weight vectors."""
-    w = np.atleast_2d(weights)
-    result = (w * losses).sum(axis=1) / w.sum(axis=1)
-    return result[0] if np.ndim(weights) == 1 else result
-
-
 def row_losses(metric: str, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Per-row contributions of a mean-type metric (log loss, Brier)."""
     p = np.clip(p, EPS, 1 - EPS)
