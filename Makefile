@@ -11,10 +11,22 @@ export REFIT_HOME
 export MLFLOW_CONFIGURE_LOGGING := false
 
 STAMP := $(VENV)/.installed
+# Debian packages the tests drive: headless Chromium for the Airflow UI view, docker-compose
+# (v1, client only) to validate the deployed stack's compose file offline.
+SYSTEM_PACKAGES := chromium chromium-driver docker-compose
 
-.PHONY: setup demo test lock clean
+.PHONY: setup system-deps demo test real-services lock clean
 
 setup: $(STAMP)
+
+# Installs only what is missing; needs root (CI and these machines run as root) or sudo.
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing Debian packages: $$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 # The lock is used as a constraints file: a fresh machine gets exactly the resolved set.
 $(STAMP): requirements.txt requirements.lock pyproject.toml
@@ -26,8 +38,13 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 demo: setup
 	$(BIN)/python -m ml_tasks demo
 
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The deployed-mode run on local processes: MLflow server, moto S3, Airflow api-server,
+# scheduler and dag-processor on PostgreSQL; the DAG triggered through the REST API.
+real-services: setup
+	$(BIN)/python -m pytest tests/test_real_services.py -v $(PYTEST_ARGS)
 
 # Re-resolve the lock from requirements.txt in a scratch venv.
 lock:
