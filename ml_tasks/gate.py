@@ -257,9 +257,13 @@ def run_gate(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, sto
         fallback, _, _ = gate_checks(spec, evaluation, store, backtest, spec.baseline_name)
         if all(c.passed for c in fallback):
             failed = "; ".join(c.reason for c in checks if not c.passed)
+            test_scores = {s.name: s.metrics.get(spec.selection_metric) for s in evaluation.candidates}
+            best, baseline = test_scores.get(challenger), test_scores.get(spec.baseline_name)
+            # The note shows the two test scores it chose between: the winner on validation and the baseline.
             note = GateCheck(
-                name="fallback:baseline", metric=spec.selection_metric, challenger=0.0, reference=None,
-                difference=None, ci_low=None, ci_high=None, p_value=None, threshold=None, passed=True,
+                name="fallback:baseline", metric=spec.selection_metric, challenger=baseline or 0.0, reference=best,
+                difference=None if best is None or baseline is None else baseline - best,
+                ci_low=None, ci_high=None, p_value=None, threshold=None, passed=True,
                 reason=f"{challenger} (best on validation) did not clear the gate against the baseline ({failed}); "
                        f"the baseline {spec.baseline_name} is put forward instead")
             challenger, checks, slice_rows, simpson = spec.baseline_name, [note, *fallback], [], None

@@ -172,4 +172,7 @@ def test_without_a_champion_a_candidate_that_cannot_beat_the_baseline_gives_way_
     assert gate.verdict == "PASS" and gate.challenger == "lr"
     fallback = next(c for c in gate.checks if c.name == "fallback:baseline")
     assert "gbm (best on validation) did not clear the gate against the baseline" in fallback.reason
+    # The note shows the two test scores it chose between, not a placeholder.
+    assert fallback.challenger == pytest.approx(compute_metrics(frame.label, frame.p_lr, frame.weight)["roc_auc"])
+    assert fallback.reference == pytest.approx(compute_metrics(frame.label, frame.p_gbm, frame.weight)["roc_auc"])
     assert gate.challenger_model_uri == "models:/lr-1"
