@@ -12,6 +12,7 @@ import os
 from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
+from refit_airflow.callbacks import notify_task_failure
 
 from ml_tasks.settings import load_settings
 from ml_tasks.spec import discover_specs, load_spec
@@ -30,7 +31,7 @@ def build_registry_dag(spec_path) -> DAG:
         max_active_runs=1,
         tags=["refit", "registry", *spec.tags],
         # A retry is safe: promotion is idempotent per run, and a rollback refuses to run twice.
-        default_args={"owner": spec.owner, "retries": 1},
+        default_args={"owner": spec.owner, "retries": 1, "on_failure_callback": notify_task_failure},
         params={
             "action": Param("promote", type="string", enum=["promote", "rollback"],
                             description="promote: make the run's challenger champion; rollback: champion <- previous."),

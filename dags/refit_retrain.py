@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
+from refit_airflow.callbacks import notify_task_failure
 from refit_airflow.connections import warehouse_url
 from refit_airflow.trainer import trainer_task
 
@@ -46,7 +47,8 @@ def build_retrain_dag(spec_path: Path) -> DAG:
         max_active_runs=1,
         tags=["refit", "retrain", *spec.tags],
         params=_params(spec),
-        default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2)},
+        default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2),
+                      "on_failure_callback": notify_task_failure},
         doc_md=__doc__,
     ) as dag:
 

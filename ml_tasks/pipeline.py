@@ -172,9 +172,15 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
         _champion_drift(ctx, evaluation_manifest, ValidationManifest.model_validate(validation_manifest)),
         _test_reliability(ctx, evaluation_manifest, gate_result.challenger),
     )
-    return write_report(content, run_plan, ctx.store, ctx.settings,
-                        gate_result.challenger_run_id or evaluation_manifest.challenger_run_id,
-                        ctx.spec.acceptance.alpha).to_xcom()
+    written = write_report(content, run_plan, ctx.store, ctx.settings,
+                           gate_result.challenger_run_id or evaluation_manifest.challenger_run_id,
+                           ctx.spec.acceptance.alpha)
+    if written.verdict == "FAIL":
+        from ml_tasks.notify import gate_failed, load_notify_settings, notify
+
+        notify(gate_failed(run_plan.model, content, run_plan.dag_run_id, written.html_uri),
+               load_notify_settings(ctx.settings.home))
+    return written.to_xcom()
 
 
 def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dict:
