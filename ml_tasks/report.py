@@ -3,7 +3,8 @@
 The verdict and the failing reasons come first, then every check, the metrics of every model
 on the same test rows, the data summary and the lineage. The report is written to the run's
 folder in the artifact store, logged to the challenger's MLflow run, and the model's
-``latest.json`` pointer is updated for ``python -m ml_tasks status``.
+``latest.json`` pointer is updated for ``python -m ml_tasks status``, and a history entry is
+added for the gate results view in the Airflow UI (:mod:`ml_tasks.gate_results`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from ml_tasks import gate_results
+from ml_tasks.gate_results import GateResult
 from ml_tasks.manifests import (
     BacktestManifest, EvaluationManifest, GateManifest, RegistrationManifest, ReportManifest, RunPlan, SampleManifest,
     SplitManifest, ValidationManifest,
@@ -117,8 +120,22 @@ def write_report(
     store.write_json(latest_uri(store, plan.model), {
         **manifest.to_xcom(), "model": plan.model, "as_of": plan.as_of.isoformat(), "dag_run_id": plan.dag_run_id,
         "dry_run": plan.dry_run, "challenger": content["gate"]["challenger"], "written_at": content["generated_at"],
+        "mlflow_run_id": mlflow_run_id,
     })
+    gate_results.record(store, gate_result_of(content, manifest, plan, mlflow_run_id))
     return manifest
+
+
+def gate_result_of(content: dict, manifest: ReportManifest, plan: RunPlan, mlflow_run_id: str | None) -> GateResult:
+    """The one-line history entry of a report, for the on-call view. Pure."""
+    failing = content.get("failing") or []
+    return GateResult(
+        model=plan.model, run_key=plan.run_key, verdict=manifest.verdict, written_at=content["generated_at"],
+        as_of=plan.as_of.isoformat(), challenger=content["gate"]["challenger"],
+        champion_version=manifest.champion_version, dag_run_id=plan.dag_run_id, dry_run=plan.dry_run,
+        html_uri=manifest.html_uri, json_uri=manifest.json_uri, mlflow_run_id=mlflow_run_id,
+        first_reason=failing[0] if failing else None, failing_count=len(failing),
+    )
 
 
 def _log_to_mlflow(settings: Settings, run_id: str, html: str, content: dict) -> None:

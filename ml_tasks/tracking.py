@@ -39,3 +39,17 @@ def client(settings: Settings):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+
+def mlflow_ui_url(settings: Settings, run_id: str, env: dict | None = None) -> str | None:
+    """The MLflow UI page of ``run_id``: ``REFIT_MLFLOW_UI_URL`` (what browsers reach, which can
+    differ from the address tasks use), else an http(s) tracking server; None for a local store."""
+    import os
+
+    env = os.environ if env is None else env
+    base = env.get("REFIT_MLFLOW_UI_URL") or (
+        settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith(("http://", "https://")) else None)
+    if base is None:
+        return None
+    experiment_id = client(settings).get_run(run_id).info.experiment_id
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

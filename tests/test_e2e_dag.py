@@ -10,14 +10,19 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from selenium.webdriver.common.by import By
 
+from ml_tasks import gate_results
 from ml_tasks.demo import DagRunFailed, airflow_env, prepare_airflow, run_dag_test
 from ml_tasks.demo_data import build_demo_warehouse
 from ml_tasks.settings import REPO_ROOT, ensure_local_folders, load_settings
+from ml_tasks.storage import store_from_settings
 from tests.conftest import TINY_ROWS
 
 pytestmark = pytest.mark.e2e
@@ -148,6 +153,10 @@ def test_rejected_challenger_never_moves_the_champion(settings, tmp_path):
     assert report["registration"]["action"] == "skipped_failed_gate"
     assert len(versions(settings)) == 1 and alias_version(settings, "champion") == "1"
     assert "FAIL" in Path(outcome.report_uri).read_text()
+    # The person on call hears about it: the default channel is the log file.
+    notifications = [json.loads(line) for line in (settings.home / "notifications.log").read_text().splitlines()]
+    assert notifications[-1]["kind"] == "gate_failed" and notifications[-1]["report_uri"] == outcome.report_uri
+    assert any("misses the spec's min >= 0.99" in reason for reason in notifications[-1]["reasons"])
 
 
 def test_second_run_gates_challenger_against_champion_on_same_rows(settings):
@@ -164,6 +173,37 @@ def test_second_run_gates_challenger_against_champion_on_same_rows(settings):
         assert alias_version(settings, "champion") == "2" and alias_version(settings, "previous") == "1"
     else:
         assert alias_version(settings, "champion") == "1" and len(versions(settings)) == 1
+
+
+def test_gate_results_view_in_the_airflow_ui_lists_runs_and_opens_reports(settings):
+    """The on-call view, in headless Chromium against the real API server with the plugin."""
+    from tests.airflow_ui import api_server, chromium
+    from tests.ui_checks import extra_links, listed_results, log_in, open_plugin_frame, report_banner
+
+    recorded = gate_results.recent_results(store_from_settings(settings), MODEL)
+    with api_server(settings) as server, chromium() as driver:
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(f"{server.url}/refit/", timeout=30)  # no login, no view
+
+        log_in(driver, server)
+        open_plugin_frame(driver, server, "/plugin/refit-gate-results")
+        rows = listed_results(driver)
+        assert [(r["run_key"], r["verdict"]) for r in rows] == [(r.run_key, r.verdict) for r in recorded]
+        assert {"PASS", "FAIL"} <= {r["verdict"] for r in rows}
+        assert {"2024-03-01", "2024-06-01", "2024-09-01"} <= {r["as_of"] for r in rows}
+
+        rejected = next(r for r in rows if r["as_of"] == "2024-06-01")
+        driver.find_element(By.CSS_SELECTOR, f"tr[data-run-key='{rejected['run_key']}'] a.report-link").click()
+        assert report_banner(driver).startswith("FAIL · credit_default · as of 2024-06-01")
+
+        # The DAG run's own "Gate report" tab and the gate task's extra links lead to the same report.
+        second = next(r for r in recorded if r.as_of.startswith("2024-09-01"))
+        driver.switch_to.default_content()
+        open_plugin_frame(driver, server, f"/dags/retrain_{MODEL}/runs/{second.dag_run_id}/plugin/refit-gate-report")
+        assert f"{second.verdict} · credit_default · as of 2024-09-01" in report_banner(driver)
+        links = extra_links(server, f"retrain_{MODEL}", second.dag_run_id, "gate")
+        assert links["Gate report"].startswith("/refit/runs/") and links["MLflow run"].endswith("/mlflow")
+        assert extra_links(server, f"retrain_{MODEL}", second.dag_run_id, "extract")["Gate report"] is None
 
 
 def test_deployed_source_comes_from_the_warehouse_connection(tmp_path, postgres_url, monkeypatch):

@@ -1,0 +1,112 @@
+"""The history of gate results per model: what the on-call view in the Airflow UI lists.
+
+Every report writes one small entry, ``reports/<model>/history/<written_at>-<run_key>.json``,
+next to the ``latest.json`` pointer that ``python -m ml_tasks status`` reads. Listing a prefix
+of small entries is cheap on a local folder and on S3 alike, and the view never has to open
+the full reports (with their embedded charts) just to draw a table.
+
+Entry names start with the UTC time the report was written, so the newest sort last; a run
+that is re-run keeps its old entries, which is what an on-call reviewer wants to see.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+from ml_tasks.storage import ArtifactStore
+
+HISTORY = "history"
+# Run keys and model names come from URLs in the view: only these shapes are ever looked up.
+RUN_KEY_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6,64}$")
+MODEL_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate verdict, as the view lists it.
+
+    Attributes
+    ----------
+    model : spec name (the DAG is ``retrain_<model>``).
+    run_key : the run's key (``<as_of>-<hash>``), also its folder in the artifact store.
+    verdict : ``PASS`` or ``FAIL``.
+    written_at : ISO time (UTC) the report was written.
+    as_of : the data cut-off the run trained on.
+    challenger : the candidate that was gated.
+    champion_version : registry version that is champion after the run (None: none yet).
+    dag_run_id : the Airflow run that produced it (None when run from the CLI).
+    dry_run : gated and reported without touching the registry.
+    html_uri, json_uri : where the report lives in the artifact store.
+    mlflow_run_id : the challenger's MLflow run, which also holds the report.
+    first_reason : the first failing reason, for the list view (None on PASS).
+    failing_count : how many checks failed.
+    """
+
+    model: str
+    run_key: str
+    verdict: str
+    written_at: str
+    as_of: str
+    challenger: str
+    champion_version: str | None
+    dag_run_id: str | None
+    dry_run: bool
+    html_uri: str
+    json_uri: str
+    mlflow_run_id: str | None = None
+    first_reason: str | None = None
+    failing_count: int = 0
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> GateResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in payload.items() if key in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _history_prefix(store: ArtifactStore, model: str) -> str:
+    return store.uri("reports", model, HISTORY)
+
+
+def _entry_name(result: GateResult) -> str:
+    # ISO times sort as text once the separators that differ between writers are dropped.
+    stamp = re.sub(r"[^0-9]", "", result.written_at)[:14]
+    return f"{stamp}-{result.run_key}.json"
+
+
+def record(store: ArtifactStore, result: GateResult) -> str:
+    """Add ``result`` to its model's history; returns the entry's URI."""
+    uri = f"{_history_prefix(store, result.model)}/{_entry_name(result)}"
+    store.write_json(uri, result.to_dict())
+    return uri
+
+
+def models_with_results(store: ArtifactStore) -> list[str]:
+    """Models that have at least one recorded gate result, sorted."""
+    entries = store.list(store.uri("reports"), suffix=".json")
+    marker = f"/{HISTORY}/"
+    root = store.uri("reports").rstrip("/") + "/"
+    return sorted({uri[len(root):].split("/", 1)[0] for uri in entries if marker in uri})
+
+
+def recent_results(store: ArtifactStore, model: str, limit: int = 20) -> list[GateResult]:
+    """The ``limit`` newest gate results of ``model``, newest first."""
+    if not MODEL_PATTERN.match(model):
+        raise ValueError(f"parameter 'model': {model!r} is not a model name (letters, digits, '_', '.', '-')")
+    uris = sorted(store.list(_history_prefix(store, model), suffix=".json"), reverse=True)[:limit]
+    return [GateResult.from_dict(store.read_json(uri)) for uri in uris]
+
+
+def find_result(store: ArtifactStore, model: str, *, run_key: str | None = None,
+                dag_run_id: str | None = None) -> GateResult | None:
+    """The newest result of ``model`` with this run key or from this DAG run, if any."""
+    if run_key is not None and not RUN_KEY_PATTERN.match(run_key):
+        raise ValueError(f"parameter 'run_key': {run_key!r} is not a run key (expected like 20240901T000000-1a2b3c4d)")
+    for result in recent_results(store, model, limit=10_000):
+        if (run_key is not None and result.run_key == run_key) or (
+                dag_run_id is not None and result.dag_run_id == dag_run_id):
+            return result
+    return None
