@@ -132,7 +132,8 @@ class DockerTrainerOperator(DockerOperator):
     ui_color = "#e1bee7"
 
     def __init__(self, *, plan, candidate, split=None, fold=None, **kwargs) -> None:
-        # A failed container is kept for `docker logs`; a successful one has nothing left to show.
+        # The provider removes the container once it has exited, failed ones too (its `finally`);
+        # nothing is lost: its output is streamed into the task log as it runs.
         kwargs.setdefault("auto_remove", "success")
         # The trainer reads and writes the artifact store, never a folder of the Docker host.
         kwargs.setdefault("mount_tmp_dir", False)
