@@ -8,6 +8,9 @@ manifest to the gating report.
 from __future__ import annotations
 
 import difflib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,6 +25,113 @@ class DataValidationError(ValueError):
     """The snapshot breaks the spec; the message lists every failed check."""
 
 
+#: Rows per batch when a stored snapshot is profiled: memory stays flat whatever its size.
+BATCH_ROWS = 262_144
+
+
+@dataclass
+class SnapshotProfile:
+    """Everything the checks need to know about a snapshot, gathered one batch at a time.
+
+    Counts add up across batches; the only state that grows with the data is the id column
+    (8 bytes a row), kept to count duplicates exactly.
+    """
+
+    columns: list[str]
+    kinds: dict[str, set[str]] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+    rows: int = 0
+    nulls: Counter = field(default_factory=Counter)
+    infs: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    future: int = 0
+    immature: int = 0
+    before_event: int = 0
+    bad_weights: int = 0
+    first_value: dict[str, float] = field(default_factory=dict)
+    varying: set[str] = field(default_factory=set)
+    ids: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def kind(self, name: str) -> str:
+        # An integer column with nulls in some batch reads as float there, as it would whole.
+        seen = self.kinds.get(name, set())
+        return "number" if seen == {"integer", "number"} else next(iter(seen), "text")
+
+    def duplicated_ids(self) -> int:
+        duplicated = 0
+        for parts in self.ids.values():
+            ids = np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype="int64")
+            duplicated += int((ids[1:] == ids[:-1]).sum())
+        return duplicated
+
+
+def _typed_columns(spec: ModelSpec) -> dict[str, str]:
+    cols = spec.columns
+    return {cols.timestamp: "timestamp", cols.label_observed_at: "timestamp", cols.id: "integer",
+            cols.label: "integer", **({cols.entity: "integer"} if cols.entity else {}),
+            **{n: "number" for n in spec.features.numeric}, **{n: "text" for n in spec.features.categorical}}
+
+
+def _required_columns(spec: ModelSpec) -> list[str]:
+    cols = spec.columns
+    importance = spec.sampling.importance_weight
+    return [cols.id, cols.label, cols.timestamp, cols.label_observed_at, *([cols.entity] if cols.entity else []),
+            *spec.features.all, *([importance] if importance and importance not in spec.features.all else [])]
+
+
+def _note_types(profile: SnapshotProfile, spec: ModelSpec, batch: pd.DataFrame) -> None:
+    for name in _typed_columns(spec):
+        profile.kinds.setdefault(name, set()).add(_kind(batch[name]))
+        profile.dtypes[name] = str(batch[name].dtype)
+
+
+def _add_batch(profile: SnapshotProfile, spec: ModelSpec, batch: pd.DataFrame, as_of: pd.Timestamp) -> None:
+    """Fold one batch into ``profile``. Assumes the columns and types already checked out."""
+    cols = spec.columns
+    profile.rows += len(batch)
+    for name in (cols.id, cols.label, cols.timestamp, cols.label_observed_at, *spec.features.all):
+        profile.nulls[name] += int(batch[name].isna().sum())
+    for name in spec.features.numeric:
+        values = batch[name].to_numpy(dtype="float64", na_value=np.nan)
+        profile.infs[name] += int(np.isinf(values).sum())
+        if name in profile.varying:
+            continue
+        present = values[~np.isnan(values)]
+        if len(present):
+            first = profile.first_value.setdefault(name, float(present[0]))
+            if (present != first).any():
+                profile.varying.add(name)
+    profile.labels.update(batch[cols.label].dropna().tolist())
+    profile.future += int((batch[cols.timestamp] >= as_of).sum())
+    profile.immature += int((batch[cols.label_observed_at] > as_of).sum())
+    profile.before_event += int((batch[cols.label_observed_at] < batch[cols.timestamp]).sum())
+    # Streams may overlap (a curated set can repeat recent rows); within one stream ids are unique.
+    ids = batch[cols.id]
+    streams = batch[STREAM] if STREAM in batch.columns else pd.Series("", index=batch.index)
+    for stream, part in ids.groupby(streams.astype(str), sort=False):
+        profile.ids.setdefault(stream, []).append(part.dropna().to_numpy(dtype="int64"))
+    importance = spec.sampling.importance_weight
+    if importance:
+        weights = batch[importance].to_numpy(dtype="float64", na_value=np.nan)
+        profile.bad_weights += int((~np.isfinite(weights) | (weights <= 0)).sum())
+
+
+def profile_snapshot(spec: ModelSpec, batches: Iterable[pd.DataFrame], as_of) -> SnapshotProfile | None:
+    """Profile the batches of one snapshot; None if a batch lacks a required column."""
+    as_of = pd.Timestamp(as_of)
+    profile = None
+    for batch in batches:
+        if profile is None:
+            profile = SnapshotProfile(columns=list(batch.columns))
+            if any(c not in batch.columns for c in _required_columns(spec)):
+                return profile
+        _note_types(profile, spec, batch)
+        if all(profile.kind(n) == kind or (kind == "number" and profile.kind(n) == "integer")
+               for n, kind in _typed_columns(spec).items()):
+            _add_batch(profile, spec, batch, as_of)
+    return profile
+
+
 def check_snapshot(spec: ModelSpec, frame: pd.DataFrame, as_of, source: str,
                    previous_rows: int | None = None) -> tuple[list[CheckResult], list[str]]:
     """Run every check on ``frame``; return (checks, warnings). Pure: no I/O.
@@ -29,58 +139,56 @@ def check_snapshot(spec: ModelSpec, frame: pd.DataFrame, as_of, source: str,
     ``previous_rows`` is the row count of the model's previous snapshot, if any: a window far
     smaller or larger than the last one usually means a broken upstream load, not a real change.
     """
+    return check_profile(spec, profile_snapshot(spec, [frame], as_of), as_of, source, previous_rows)
+
+
+def check_profile(spec: ModelSpec, profile: SnapshotProfile, as_of, source: str,
+                  previous_rows: int | None = None) -> tuple[list[CheckResult], list[str]]:
+    """The checks and warnings of a profiled snapshot (see :func:`check_snapshot`). Pure."""
     cols = spec.columns
     importance = spec.sampling.importance_weight
-    required = [cols.id, cols.label, cols.timestamp, cols.label_observed_at, *([cols.entity] if cols.entity else []),
-                *spec.features.all, *([importance] if importance and importance not in spec.features.all else [])]
-    missing = [c for c in required if c not in frame.columns]
-    checks = [_check("required_columns", not missing, _missing_detail(source, missing, required, frame.columns))]
+    required = _required_columns(spec)
+    missing = [c for c in required if c not in profile.columns]
+    checks = [_check("required_columns", not missing, _missing_detail(source, missing, required, profile.columns))]
     if missing:
         return checks, []  # the other checks would only repeat the same cause
-    checks.extend(_type_checks(spec, frame, source))
+    checks.extend(_type_checks(spec, profile, source))
     if not all(c.passed for c in checks):
         return checks, []
-    rows = len(frame)
+    rows = profile.rows
     checks.append(_check("min_rows", rows >= spec.validation.min_rows,
                          f"{source}: {rows} rows in the window; expected at least {spec.validation.min_rows}"))
-    label = frame[cols.label]
-    outside = sorted(set(label.dropna().unique().tolist()) - set(spec.columns.label_values))
+    outside = sorted(set(profile.labels) - set(spec.columns.label_values))
     checks.append(_check("label_values", not outside,
                          f"column {cols.label!r}: values {outside} outside the spec's {spec.columns.label_values}"))
-    classes = label.nunique()
+    classes = len(profile.labels)
     checks.append(_check("two_classes", classes >= 2,
-                         f"column {cols.label!r}: {classes} distinct value(s) {sorted(label.unique().tolist())}; "
+                         f"column {cols.label!r}: {classes} distinct value(s) {sorted(profile.labels)}; "
                          "expected both classes"))
-    checks.extend(_null_checks(spec, frame))
-    checks.append(_finite_check(spec, frame))
+    checks.extend(_null_checks(spec, profile))
+    checks.append(_finite_check(spec, profile))
     as_of = pd.Timestamp(as_of)
-    future = int((frame[cols.timestamp] >= as_of).sum())
-    checks.append(_check("no_future_rows", future == 0,
-                         f"column {cols.timestamp!r}: {future} rows at or after the as-of date {as_of}"))
-    immature = int((frame[cols.label_observed_at] > as_of).sum())
-    checks.append(_check("labels_mature", immature == 0,
-                         f"column {cols.label_observed_at!r}: {immature} labels observed after the as-of date {as_of} "
-                         "(time leakage)"))
-    before_event = int((frame[cols.label_observed_at] < frame[cols.timestamp]).sum())
-    checks.append(_check("label_after_event", before_event == 0,
-                         f"column {cols.label_observed_at!r}: {before_event} labels observed before their "
+    checks.append(_check("no_future_rows", profile.future == 0,
+                         f"column {cols.timestamp!r}: {profile.future} rows at or after the as-of date {as_of}"))
+    checks.append(_check("labels_mature", profile.immature == 0,
+                         f"column {cols.label_observed_at!r}: {profile.immature} labels observed after the as-of "
+                         f"date {as_of} (time leakage)"))
+    checks.append(_check("label_after_event", profile.before_event == 0,
+                         f"column {cols.label_observed_at!r}: {profile.before_event} labels observed before their "
                          f"{cols.timestamp!r}; expected observation after the event"))
-    # Streams may overlap (a curated set can repeat recent rows); within one stream ids are unique.
-    duplicated = int(frame.duplicated([c for c in (STREAM, cols.id) if c in frame.columns]).sum())
+    duplicated = profile.duplicated_ids()
     checks.append(_check("unique_ids", duplicated == 0, f"column {cols.id!r}: {duplicated} duplicated ids"))
     if importance:
-        weights = frame[importance].to_numpy(dtype="float64")
-        bad = int((~np.isfinite(weights) | (weights <= 0)).sum())
-        checks.append(_check("importance_weights", bad == 0,
-                             f"column {importance!r} (sampling.importance_weight): {bad} values not positive and "
-                             "finite; expected every importance weight > 0"))
+        checks.append(_check("importance_weights", profile.bad_weights == 0,
+                             f"column {importance!r} (sampling.importance_weight): {profile.bad_weights} values not "
+                             "positive and finite; expected every importance weight > 0"))
     bounds = spec.validation.row_count_ratio
     if bounds is not None and previous_rows:
         ratio = rows / previous_rows
         checks.append(_check("row_count_vs_previous", bounds.min <= ratio <= bounds.max,
                              f"{source}: {rows} rows is {ratio:.2f}x the previous snapshot's {previous_rows}; "
                              f"expected between {bounds.min}x and {bounds.max}x (validation.row_count_ratio)"))
-    return checks, _warnings(spec, frame)
+    return checks, _warnings(spec, profile)
 
 
 def _missing_detail(source: str, missing: list[str], required: list[str], present) -> str:
@@ -107,17 +215,13 @@ def _kind(series: pd.Series) -> str:
     return "text"
 
 
-def _type_checks(spec: ModelSpec, frame: pd.DataFrame, source: str) -> list[CheckResult]:
-    cols = spec.columns
-    expected = {cols.timestamp: "timestamp", cols.label_observed_at: "timestamp", cols.id: "integer",
-                cols.label: "integer", **({cols.entity: "integer"} if cols.entity else {}),
-                **{n: "number" for n in spec.features.numeric}, **{n: "text" for n in spec.features.categorical}}
+def _type_checks(spec: ModelSpec, profile: SnapshotProfile, source: str) -> list[CheckResult]:
     results = []
-    for name, kind in expected.items():
-        actual = _kind(frame[name])
+    for name, kind in _typed_columns(spec).items():
+        actual = profile.kind(name)
         ok = actual == kind or (kind == "number" and actual == "integer")
         results.append(_check(f"type:{name}", ok, f"{source}: column {name!r} holds {_EXPECTED_KIND[actual]} "
-                                                  f"({frame[name].dtype}); expected {_EXPECTED_KIND[kind]}"))
+                                                  f"({profile.dtypes.get(name)}); expected {_EXPECTED_KIND[kind]}"))
     return results
 
 
@@ -125,40 +229,35 @@ def _check(name: str, passed: bool, detail: str) -> CheckResult:
     return CheckResult(name=name, passed=bool(passed), detail="ok" if passed else detail)
 
 
-def _null_checks(spec: ModelSpec, frame: pd.DataFrame) -> list[CheckResult]:
+def _null_checks(spec: ModelSpec, profile: SnapshotProfile) -> list[CheckResult]:
     cols = spec.columns
     results = []
     for name in (cols.id, cols.label, cols.timestamp, cols.label_observed_at):
-        nulls = int(frame[name].isna().sum())
+        nulls = profile.nulls[name]
         results.append(_check(f"no_nulls:{name}", nulls == 0, f"column {name!r}: {nulls} nulls; expected none"))
     for name in spec.features.all:
         limit = spec.validation.null_rate.get(name, spec.validation.max_null_rate)
-        rate = float(frame[name].isna().mean()) if len(frame) else 0.0
+        rate = profile.nulls[name] / profile.rows if profile.rows else 0.0
         results.append(_check(f"null_rate:{name}", rate <= limit,
                               f"column {name!r}: null rate {rate:.3f} above the spec's limit {limit}"))
     return results
 
 
-def _finite_check(spec: ModelSpec, frame: pd.DataFrame) -> CheckResult:
-    bad = {}
-    for name in spec.features.numeric:
-        if name in spec.validation.allow_nonfinite:
-            continue
-        values = frame[name].to_numpy(dtype="float64", na_value=np.nan)
-        count = int(np.isinf(values).sum())
-        if count:
-            bad[name] = count
+def _finite_check(spec: ModelSpec, profile: SnapshotProfile) -> CheckResult:
+    bad = {name: profile.infs[name] for name in spec.features.numeric
+           if name not in spec.validation.allow_nonfinite and profile.infs[name]}
     return _check("finite_numerics", not bad, f"numeric columns with inf values (expected finite): {bad}")
 
 
-def _warnings(spec: ModelSpec, frame: pd.DataFrame) -> list[str]:
+def _warnings(spec: ModelSpec, profile: SnapshotProfile) -> list[str]:
     warnings = []
-    share = frame[spec.columns.label].value_counts(normalize=True)
-    if len(share) and share.min() < spec.validation.warn_min_class_share:
-        warnings.append(f"column {spec.columns.label!r}: minority class share {share.min():.4f} is below "
+    labelled = sum(profile.labels.values())
+    if labelled and min(profile.labels.values()) / labelled < spec.validation.warn_min_class_share:
+        share = min(profile.labels.values()) / labelled
+        warnings.append(f"column {spec.columns.label!r}: minority class share {share:.4f} is below "
                         f"{spec.validation.warn_min_class_share}")
     for name in spec.features.numeric:
-        if frame[name].nunique(dropna=True) <= 1:
+        if name not in profile.varying:
             warnings.append(f"column {name!r}: constant in this window")
     return warnings
 
@@ -174,19 +273,32 @@ def previous_snapshot_rows(store: ArtifactStore, snapshot: SnapshotManifest) -> 
     return max(earlier, key=lambda m: m.as_of).rows if earlier else None
 
 
+def _batches(path) -> Iterator[pd.DataFrame]:
+    """The snapshot's rows as pandas batches; an empty file still yields its (empty) schema."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    if parquet.metadata.num_rows == 0:
+        yield parquet.schema_arrow.empty_table().to_pandas()
+        return
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+        yield batch.to_pandas()
+
+
 def run_validation(spec: ModelSpec, plan: RunPlan, snapshot: SnapshotManifest, store: ArtifactStore) -> ValidationManifest:
     """Validate the stored snapshot; write the report; raise if any check failed."""
-    frame = store.read_frame(data_location(snapshot))
+    with store.local_copy(data_location(snapshot)) as path:
+        profile = profile_snapshot(spec, _batches(path), plan.as_of)
     source = f"query {', '.join(spec.source.query_files)} (tables {', '.join(spec.source.tables)})"
-    checks, warnings = check_snapshot(spec, frame, plan.as_of, source, previous_snapshot_rows(store, snapshot))
+    checks, warnings = check_profile(spec, profile, plan.as_of, source, previous_snapshot_rows(store, snapshot))
     failed = [c.detail for c in checks if not c.passed]
-    report = {"snapshot_id": snapshot.snapshot_id, "rows": len(frame), "checks": [c.to_xcom() for c in checks],
+    report = {"snapshot_id": snapshot.snapshot_id, "rows": profile.rows, "checks": [c.to_xcom() for c in checks],
               "warnings": warnings}
     store.write_json(f"{plan.run_prefix}/validation.json", report)
     if failed:
         raise DataValidationError(f"snapshot {snapshot.snapshot_id} failed {len(failed)} check(s): " + "; ".join(failed))
     manifest = ValidationManifest(snapshot_id=snapshot.snapshot_id, snapshot=commit_snapshot(snapshot, store),
-                                  rows=len(frame), checks=checks, warnings=warnings,
+                                  rows=profile.rows, checks=checks, warnings=warnings,
                                   uri=f"{plan.run_prefix}/validation.json")
     store.write_json(manifest.uri, manifest.to_xcom())
     return manifest

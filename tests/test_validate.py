@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.validate import check_snapshot
+from ml_tasks.validate import check_profile, check_snapshot, profile_snapshot
 
 AS_OF = pd.Timestamp("2024-03-01")
 
@@ -104,3 +104,24 @@ def test_importance_weights_must_be_positive_and_finite(demo_spec):
     found = failures(spec, frame.assign(amount=frame.amount.where(frame.index % 10 != 0, 0.0)))
     assert found == ["column 'amount' (sampling.importance_weight): 40 values not positive and finite; "
                      "expected every importance weight > 0"]
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 64, 399])
+def test_checks_do_not_depend_on_how_the_snapshot_is_batched(demo_spec, batch_rows):
+    """The stored snapshot is validated batch by batch; the verdict must be the whole frame's."""
+    frame = good_frame().assign(
+        application_id=lambda f: f.application_id.where(f.index % 50 != 0, 1),  # 9 rows with id 1, across batches
+        income=lambda f: f.income.where(f.index % 9 != 0),
+        amount=lambda f: f.amount.where(f.index != 123, np.inf),
+        prior_defaults_observed=lambda f: f.prior_defaults_observed.where(f.index != 333, np.nan),  # constant + null
+    )
+    spec = demo_spec.model_copy(update={"validation": demo_spec.validation.model_copy(
+        update={"min_rows": 100, "max_null_rate": 0.5})})
+    whole = check_profile(spec, profile_snapshot(spec, [frame], AS_OF), AS_OF, "q")
+    parts = [frame.iloc[i:i + batch_rows] for i in range(0, len(frame), batch_rows)]
+    batched = check_profile(spec, profile_snapshot(spec, parts, AS_OF), AS_OF, "q")
+    assert batched == whole
+    failed = {c.name: c.detail for c in whole[0] if not c.passed}
+    assert failed["unique_ids"] == "column 'application_id': 8 duplicated ids"
+    assert "{'amount': 1}" in failed["finite_numerics"]
+    assert "column 'prior_defaults_observed': constant in this window" in whole[1]
