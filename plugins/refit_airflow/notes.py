@@ -52,19 +52,29 @@ def _run_note(dag_run) -> str | None:
 def _set_note(dag_run) -> None:
     if not dag_run.dag_id.startswith(PREFIX):
         return
+    run_id = dag_run.run_id  # read now: the except clause must not touch a detached run
     try:
         text = _run_note(dag_run)
         if text is None:
             return
+        from sqlalchemy import inspect
+
+        if inspect(dag_run).session is not None:
+            # The scheduler calls listeners inside its own transaction, which forbids commits
+            # (they would break its HA locks) and holds this run's row lock: the note rides on
+            # that transaction and is committed with the run's new state.
+            dag_run.note = text
+            return
         from airflow.models.dagrun import DagRun
         from airflow.utils.session import create_session
 
+        # `airflow dags test` hands over a run bound to no session.
         with create_session() as session:
             stored = session.get(DagRun, dag_run.id)
             if stored is not None:
                 stored.note = text
     except Exception:  # a note must never fail the run it describes
-        log.exception("could not write the verdict note of %s", dag_run.run_id)
+        log.exception("could not write the verdict note of %s", run_id)
 
 
 @hookimpl
