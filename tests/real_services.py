@@ -293,6 +293,8 @@ class AirflowApi:
         token = response.json()["access_token"]
         self.http = httpx.Client(base_url=f"{base_url}/api/v2", headers={"Authorization": f"Bearer {token}"},
                                  timeout=30)
+        # Plugin apps hang off the server root, next to /api/v2, behind the same login.
+        self.root = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def _ok(self, response: httpx.Response) -> dict:
         if response.is_error:

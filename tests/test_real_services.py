@@ -136,6 +136,15 @@ def test_triggered_run_registers_champion_with_snapshot_report_and_note_on_real_
     assert stack.keys("mlflow/"), "no MLflow artifact reached S3"
     note = stack.note(run_id)
     assert note.startswith("**PASS**") and tags["refit.report_uri"] in note
+    # The gate results view on the api-server reads the same S3 store; its MLflow link resolves
+    # to the challenger's run on the tracking server.
+    listed = stack.api.root.get("/refit/api/results", params={"model": MODEL}).json()
+    assert (listed[0]["dag_run_id"], listed[0]["verdict"]) == (run_id, "PASS")
+    assert "PASS · credit_default · as of 2024-03-01" in stack.api.root.get(
+        f"/refit/runs/{DAG_ID}/{run_id}", follow_redirects=True).text
+    to_mlflow = stack.api.root.get(f"/refit/runs/{DAG_ID}/{run_id}/mlflow")
+    assert to_mlflow.status_code == 307 and to_mlflow.headers["location"].startswith(f"{stack.mlflow_uri}/#/experiments/")
+    assert to_mlflow.headers["location"].endswith(f"/runs/{champion.run_id}")
     # Authentication is on: every client above got in with the admin's credentials, none without.
     anonymous = httpx.get(f"{stack.mlflow_uri}/api/2.0/mlflow/registered-models/get",
                           params={"name": demo_spec.registry_name}, timeout=30)
