@@ -8,6 +8,8 @@ what is evaluated is exactly what would be registered and served.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +42,9 @@ def choose_challenger(results: list[TrainResult], metric: str) -> TrainResult:
 LATENCY_ROWS = 1_000
 
 
-def serving_costs(model, model_uri: str, X: pd.DataFrame, repeats: int = 5) -> dict[str, float]:
+def serving_costs(model, local_model_dir: Path, X: pd.DataFrame, repeats: int = 5) -> dict[str, float]:
     """Prediction latency per 1,000 rows (best of ``repeats``, after a warm-up) and model size on disk."""
     import time
-
-    import mlflow
 
     batch = X.iloc[:LATENCY_ROWS]
     if len(batch) < LATENCY_ROWS:  # a small test split: repeat rows so the batch has the stated size
@@ -55,18 +55,24 @@ def serving_costs(model, model_uri: str, X: pd.DataFrame, repeats: int = 5) -> d
         started = time.perf_counter()
         model.predict(batch)
         best = min(best, time.perf_counter() - started)
-    with tempfile.TemporaryDirectory(prefix="refit-size-") as folder:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
-        size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for f in Path(local_model_dir).rglob("*") if f.is_file())
     return {"latency_ms_per_1k": best * 1000.0, "size_mb": size / 2**20}
+
+
+@contextmanager
+def downloaded_model(model_uri: str) -> Iterator[tuple[object, Path]]:
+    """The pyfunc model at ``model_uri`` and its local folder: fetched once, for scoring and sizing."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="refit-model-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
+        yield mlflow.pyfunc.load_model(str(local)), local
 
 
 def evaluate_candidates(
     spec: ModelSpec, plan: RunPlan, split: SplitManifest, results: list[TrainResult], store: ArtifactStore,
     settings: Settings,
 ) -> EvaluationManifest:
-    import mlflow.pyfunc
-
     from ml_tasks.pyfunc import positive_probability
 
     if not results:
@@ -82,11 +88,11 @@ def evaluate_candidates(
         predictions[segment] = test[segment].to_numpy()
     scores, costs = [], {}
     for result in results:
-        model = mlflow.pyfunc.load_model(result.model_uri)
-        predictions[f"p_{result.candidate}"] = positive_probability(model, X)
+        with downloaded_model(result.model_uri) as (model, local):
+            predictions[f"p_{result.candidate}"] = positive_probability(model, X)
+            costs[result.candidate] = serving_costs(model, local, X)
         scores.append(ModelScores(name=result.candidate,
                                   metrics=compute_metrics(predictions.label, predictions[f"p_{result.candidate}"], predictions.weight)))
-        costs[result.candidate] = serving_costs(model, result.model_uri, X)
     champion = get_champion(settings, spec.registry_name)
     champion_scores, champion_note = None, None
     if champion is not None and champion.run_id in {r.mlflow_run_id for r in results}:
@@ -97,9 +103,9 @@ def evaluate_candidates(
         champion = None
     if champion is not None:
         try:
-            model = mlflow.pyfunc.load_model(champion.model_uri)
-            predictions[CHAMPION_COLUMN] = positive_probability(model, X)
-            costs[CHAMPION_COLUMN] = serving_costs(model, champion.model_uri, X)
+            with downloaded_model(champion.model_uri) as (model, local):
+                predictions[CHAMPION_COLUMN] = positive_probability(model, X)
+                costs[CHAMPION_COLUMN] = serving_costs(model, local, X)
         except Exception as exc:
             raise EvaluationError(f"champion {champion.model_uri} could not score the test rows: {exc}") from exc
         champion_scores = ModelScores(name=f"champion v{champion.version}",
