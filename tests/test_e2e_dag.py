@@ -120,16 +120,6 @@ def test_status_cli_shows_champion_and_last_verdict(settings):
     assert Path(status["last_run"]["html_uri"]).is_file()
 
 
-def test_rerunning_the_same_interval_registers_no_second_version(settings):
-    first_snapshot = mlflow_client(settings).get_model_version(MODEL, "1").tags["refit.snapshot_id"]
-    outcome = run_dag_test(settings, MODEL, "2024-03-01")
-    assert len(versions(settings)) == 1
-    assert alias_version(settings, "champion") == "1"
-    report = report_json(outcome)
-    assert report["registration"]["action"] == "already_registered"
-    assert report["snapshot"]["snapshot_id"] == first_snapshot and report["snapshot"]["reused"] is True
-
-
 def test_trigger_with_out_of_bounds_param_is_refused(settings):
     with pytest.raises(DagRunFailed, match="sample_size"):
         run_dag_test(settings, MODEL, "2024-04-01", conf={"sample_size": 5})
@@ -144,7 +134,8 @@ def test_rejected_challenger_never_moves_the_champion(settings, tmp_path):
     spec["acceptance"]["thresholds"]["roc_auc"] = {"min": 0.99}  # no model on this data gets there
     spec_file.write_text(yaml.safe_dump(spec))
     strict = load_settings({"REFIT_HOME": str(settings.home), "REFIT_INCLUDE_DIR": str(include)})
-    outcome = run_dag_test(strict, MODEL, "2024-06-01")
+    # The baseline alone is enough to be rejected by a bar no model reaches, at half the cost.
+    outcome = run_dag_test(strict, MODEL, "2024-06-01", conf={"candidates": ["logistic_baseline"]})
     assert outcome.verdict == "FAIL"
     note = run_note(settings, "2024-06-01")
     assert note.startswith("**FAIL**") and "misses the spec's min >= 0.99" in note
@@ -204,17 +195,3 @@ def test_gate_results_view_in_the_airflow_ui_lists_runs_and_opens_reports(settin
         links = extra_links(server, f"retrain_{MODEL}", second.dag_run_id, "gate")
         assert links["Gate report"].startswith("/refit/runs/") and links["MLflow run"].endswith("/mlflow")
         assert extra_links(server, f"retrain_{MODEL}", second.dag_run_id, "extract")["Gate report"] is None
-
-
-def test_deployed_source_comes_from_the_warehouse_connection(tmp_path, postgres_url, monkeypatch):
-    """With a ``warehouse_default`` connection (here PostgreSQL), the DAG extracts from it."""
-    settings = load_settings({"REFIT_HOME": str(tmp_path / "refit")})
-    ensure_local_folders(settings)
-    build_demo_warehouse(postgres_url, rows=TINY_ROWS, seed=11)  # the SQLite default stays empty
-    prepare_airflow(settings)
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_DEFAULT", postgres_url.replace("postgresql+psycopg://", "postgres://"))
-    outcome = run_dag_test(settings, MODEL, "2024-03-01", conf={"candidates": ["logistic_baseline"]})
-    report = report_json(outcome)
-    assert report["snapshot"]["rows"] > 1_000
-    assert [s["name"] for s in report["evaluation"]["candidates"]] == ["logistic_baseline"]
-    assert not Path(settings.warehouse_url.removeprefix("sqlite:///")).exists()

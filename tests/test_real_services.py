@@ -49,6 +49,7 @@ class Stack:
     s3: object
     mlflow_uri: str
     task_log_folder: Path
+    embedded_warehouse: Path
 
     def wait_for_run(self, run_id: str) -> dict:
         return wait_for_run(self.api, self.processes, self.task_log_folder, DAG_ID, run_id, RUN_TIMEOUT_S)
@@ -106,7 +107,7 @@ def stack(tmp_path_factory, request):
         for name, value in mlflow_credentials.items():
             monkeypatch.setenv(name, value)
         yield Stack(api=api, processes=processes, s3=s3, mlflow_uri=mlflow_uri,
-                    task_log_folder=airflow_home / "logs")
+                    task_log_folder=airflow_home / "logs", embedded_warehouse=root / "refit" / "warehouse.db")
 
 
 def run_prefix(run_key: str) -> str:
@@ -131,6 +132,9 @@ def test_triggered_run_registers_champion_with_snapshot_report_and_note_on_real_
     assert tags["refit.report_uri"] == f"s3://{BUCKET}/{prefix}report.html"
     report = stack.read_json(f"{prefix}report.json")
     assert report["verdict"] == "PASS" and report["registration"]["action"] == "registered"
+    # The rows came through the warehouse_default connection (PostgreSQL): the embedded SQLite
+    # warehouse was never even created.
+    assert report["snapshot"]["rows"] > 1_000 and not stack.embedded_warehouse.exists()
     assert report["registration"]["version"] == str(champion.version)
     # The model files went through the tracking server's artifact proxy into the bucket.
     assert stack.keys("mlflow/"), "no MLflow artifact reached S3"
@@ -169,6 +173,7 @@ def test_second_trigger_of_the_same_interval_registers_no_second_version(stack, 
     report = stack.read_json(f"{prefix}report.json")
     assert report["plan"]["dag_run_id"] == run_id, "the re-run did not plan the same interval (run key)"
     assert report["snapshot"]["snapshot_id"] == champion.tags["refit.snapshot_id"]
+    assert report["snapshot"]["reused"] is True  # the interval was not extracted a second time
     registration = report["registration"]
     assert (registration["action"], registration["version"]) == ("already_registered", str(champion.version))
     assert stack.note(run_id).startswith("**PASS**")
