@@ -36,8 +36,17 @@ def setup_experiment(settings: Settings, spec: ModelSpec) -> str:
 
 
 def client(settings: Settings):
+    """A client of the configured store, which also becomes this process's default store.
+
+    The registry resolves a model version's source (``models:/m-…``) through MLflow's *default*
+    client, not this one: without the default pointing at the same store, registering from a
+    fresh process (``python -m ml_tasks promote``) looks for the logged model in ``./mlruns``.
+    """
+    import mlflow
     from mlflow import MlflowClient
 
+    ensure_local_folders(settings)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 

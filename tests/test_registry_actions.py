@@ -18,7 +18,10 @@ MODEL = "credit_default"
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "ml_tasks", *args], capture_output=True, text=True, env=os.environ)
+    # As the person on call runs it: REFIT_HOME only. (mlflow.set_tracking_uri in this process
+    # exports MLFLOW_TRACKING_URI, which would hide a CLI that forgets to point MLflow at the store.)
+    env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-m", "ml_tasks", *args], capture_output=True, text=True, env=env)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
