@@ -92,21 +92,32 @@ def models_with_results(store: ArtifactStore) -> list[str]:
     return sorted({uri[len(root):].split("/", 1)[0] for uri in entries if marker in uri})
 
 
-def recent_results(store: ArtifactStore, model: str, limit: int = 20) -> list[GateResult]:
-    """The ``limit`` newest gate results of ``model``, newest first."""
+def _entry_uris(store: ArtifactStore, model: str) -> list[str]:
+    """The model's history entries, newest first."""
     if not MODEL_PATTERN.match(model):
         raise ValueError(f"parameter 'model': {model!r} is not a model name (letters, digits, '_', '.', '-')")
-    uris = sorted(store.list(_history_prefix(store, model), suffix=".json"), reverse=True)[:limit]
-    return [GateResult.from_dict(store.read_json(uri)) for uri in uris]
+    return sorted(store.list(_history_prefix(store, model), suffix=".json"), reverse=True)
+
+
+def recent_results(store: ArtifactStore, model: str, limit: int = 20) -> list[GateResult]:
+    """The ``limit`` newest gate results of ``model``, newest first."""
+    return [GateResult.from_dict(store.read_json(uri)) for uri in _entry_uris(store, model)[:limit]]
 
 
 def find_result(store: ArtifactStore, model: str, *, run_key: str | None = None,
                 dag_run_id: str | None = None) -> GateResult | None:
-    """The newest result of ``model`` with this run key or from this DAG run, if any."""
+    """The newest result of ``model`` with this run key or from this DAG run, if any.
+
+    Entries are read newest first and only until one matches; a run key is matched on the
+    entry's name, so only that entry is read.
+    """
     if run_key is not None and not RUN_KEY_PATTERN.match(run_key):
         raise ValueError(f"parameter 'run_key': {run_key!r} is not a run key (expected like 20240901T000000-1a2b3c4d)")
-    for result in recent_results(store, model, limit=10_000):
-        if (run_key is not None and result.run_key == run_key) or (
-                dag_run_id is not None and result.dag_run_id == dag_run_id):
-            return result
+    for uri in _entry_uris(store, model):
+        if run_key is not None and uri.endswith(f"-{run_key}.json"):
+            return GateResult.from_dict(store.read_json(uri))
+        if dag_run_id is not None:
+            result = GateResult.from_dict(store.read_json(uri))
+            if result.dag_run_id == dag_run_id:
+                return result
     return None
