@@ -12,7 +12,7 @@ that is re-run keeps its old entries, which is what an on-call reviewer wants to
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from ml_tasks.storage import ArtifactStore
 
@@ -39,8 +39,7 @@ class GateResult:
     dry_run : gated and reported without touching the registry.
     html_uri, json_uri : where the report lives in the artifact store.
     mlflow_run_id : the challenger's MLflow run, which also holds the report.
-    first_reason : the first failing reason, for the list view (None on PASS).
-    failing_count : how many checks failed.
+    failing : the failing checks' reasons, most important first (empty on PASS).
     """
 
     model: str
@@ -55,8 +54,7 @@ class GateResult:
     html_uri: str
     json_uri: str
     mlflow_run_id: str | None = None
-    first_reason: str | None = None
-    failing_count: int = 0
+    failing: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, payload: dict) -> GateResult:

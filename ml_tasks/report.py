@@ -117,24 +117,21 @@ def write_report(
                               champion_version=registration["champion_version"], run_key=plan.run_key)
     if mlflow_run_id:
         _log_to_mlflow(settings, mlflow_run_id, html, content)
-    store.write_json(latest_uri(store, plan.model), {
-        **manifest.to_xcom(), "model": plan.model, "as_of": plan.as_of.isoformat(), "dag_run_id": plan.dag_run_id,
-        "dry_run": plan.dry_run, "challenger": content["gate"]["challenger"], "written_at": content["generated_at"],
-        "mlflow_run_id": mlflow_run_id,
-    })
-    gate_results.record(store, gate_result_of(content, manifest, plan, mlflow_run_id))
+    # One record for `status`, the run note and the on-call view: the latest, and the history.
+    result = gate_result_of(content, manifest, plan, mlflow_run_id)
+    store.write_json(latest_uri(store, plan.model), result.to_dict())
+    gate_results.record(store, result)
     return manifest
 
 
 def gate_result_of(content: dict, manifest: ReportManifest, plan: RunPlan, mlflow_run_id: str | None) -> GateResult:
     """The one-line history entry of a report, for the on-call view. Pure."""
-    failing = content.get("failing") or []
     return GateResult(
         model=plan.model, run_key=plan.run_key, verdict=manifest.verdict, written_at=content["generated_at"],
         as_of=plan.as_of.isoformat(), challenger=content["gate"]["challenger"],
         champion_version=manifest.champion_version, dag_run_id=plan.dag_run_id, dry_run=plan.dry_run,
         html_uri=manifest.html_uri, json_uri=manifest.json_uri, mlflow_run_id=mlflow_run_id,
-        first_reason=failing[0] if failing else None, failing_count=len(failing),
+        failing=list(content.get("failing") or []),
     )
 
 

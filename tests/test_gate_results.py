@@ -51,12 +51,12 @@ def fake_aws_credentials(monkeypatch):
 def test_recent_results_lists_newest_first_per_model(store):
     gate_results.record(store, result("credit", "20240301T000000-aaaaaaaa", "2026-11-01T10:00:00+00:00"))
     gate_results.record(store, result("credit", "20240901T000000-bbbbbbbb", "2026-11-02T10:00:00+00:00", "FAIL",
-                                      first_reason="champion: roc_auc worse", failing_count=2))
+                                      failing=["champion: roc_auc worse", "ece above 0.05"]))
     gate_results.record(store, result("churn", "20240901T000000-cccccccc", "2026-11-03T10:00:00+00:00"))
 
     credit = gate_results.recent_results(store, "credit")
     assert [r.run_key for r in credit] == ["20240901T000000-bbbbbbbb", "20240301T000000-aaaaaaaa"]
-    assert credit[0].verdict == "FAIL" and credit[0].failing_count == 2
+    assert credit[0].verdict == "FAIL" and len(credit[0].failing) == 2
     assert gate_results.models_with_results(store) == ["churn", "credit"]
     assert len(gate_results.recent_results(store, "credit", limit=1)) == 1
 

@@ -18,12 +18,12 @@ PREFIX = "retrain_"
 MAX_REASONS = 3
 
 
-def note_text(latest: dict, report: dict | None) -> str:
+def note_text(latest: dict) -> str:
     """The note's Markdown (the UI renders notes as Markdown). Pure."""
     lines = [f"**{latest['verdict']}** · challenger `{latest['challenger']}` · champion "
              f"{'v' + str(latest['champion_version']) if latest.get('champion_version') else 'none'}"
              f"{' · dry run' if latest.get('dry_run') else ''}"]
-    failing = (report or {}).get("failing") or []
+    failing = latest.get("failing") or []
     lines += [f"- {reason}" for reason in failing[:MAX_REASONS]]
     if len(failing) > MAX_REASONS:
         lines.append(f"- … and {len(failing) - MAX_REASONS} more")
@@ -44,9 +44,7 @@ def _run_note(dag_run) -> str | None:
     latest = store.read_json(pointer)
     if latest.get("dag_run_id") != dag_run.run_id:
         return None  # the run failed before its report: its own logs say why
-    report_uri = latest.get("json_uri")
-    report = store.read_json(report_uri) if report_uri and store.exists(report_uri) else None
-    return note_text(latest, report)
+    return note_text(latest)
 
 
 def _set_note(dag_run) -> None:
