@@ -169,7 +169,11 @@ def notify(notification: Notification, settings: NotifySettings) -> list[str]:
             log.error("notification channel %s failed for %s: %s", channel, notification.model, exc)
             undelivered.append(f"{channel}: {exc}")
     if undelivered and "log" not in delivered:
-        _to_log(settings, notification, undelivered)
+        try:
+            _to_log(settings, notification, undelivered)
+        except OSError:  # nowhere left to write: the task log above is the last record
+            log.exception("notification for %s could not be written to %s either", notification.model,
+                          settings.log_path)
     return delivered
 
 
@@ -186,6 +190,7 @@ def gate_failed(model: str, report: dict, dag_run_id: str | None, report_uri: st
 
 def task_failed(model: str, task_id: str, dag_run_id: str | None, error: str | None) -> Notification:
     """The notification for a stage that errored. Pure."""
-    first_line = (error or "unknown error").strip().splitlines()[0][:500] if error else "unknown error"
+    lines = (error or "").strip().splitlines()
+    first_line = lines[0][:500] if lines else "unknown error"
     return Notification(kind="task_failed", model=model, task_id=task_id, dag_run_id=dag_run_id,
                         reasons=[first_line], summary=f"{model}: task {task_id} failed: {first_line}")

@@ -50,9 +50,12 @@ def _plan(plan: dict) -> tuple[RunPlan, StageContext]:
 
 def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = None,
              candidates: list[str] | None = None, dry_run: bool = False, dag_run_id: str = "cli") -> dict:
+    from ml_tasks.notify import load_notify_settings
     from ml_tasks.plan import make_plan
 
     ctx = context_for(spec_path)
+    # A bad notification setting stops the run here, naming the variable, not after the gate.
+    load_notify_settings(ctx.settings.home)
     plan = make_plan(ctx.spec, Path(spec_path), ctx.settings.include_dir, ctx.store, as_of,
                      sample_size=sample_size, candidates=candidates, dry_run=dry_run, dag_run_id=dag_run_id)
     ctx.store.write_json(f"{plan.run_prefix}/plan.json", plan.to_xcom())

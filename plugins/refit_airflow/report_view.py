@@ -12,7 +12,7 @@ session cookie is sent along with the frame's requests, as with the UI's own API
 from __future__ import annotations
 
 from functools import lru_cache
-from urllib.parse import quote
+from html import escape
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
@@ -31,7 +31,9 @@ app = FastAPI(title="Refit gate results", docs_url=None, redoc_url=None, openapi
 can_read_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 
 
+@lru_cache(maxsize=1)
 def _store():
+    # One store (and S3 client) for the server's life: settings come from its environment.
     from ml_tasks.settings import load_settings
     from ml_tasks.storage import store_from_settings
 
@@ -69,8 +71,6 @@ def _result(model: str, *, run_key: str | None = None, dag_run_id: str | None = 
 
 
 def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
-    from html import escape
-
     return HTMLResponse(f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
                         f"</head><body style='font:14px system-ui,sans-serif;margin:1.25rem'>{body}</body></html>",
                         status_code=status_code)
@@ -116,7 +116,7 @@ def report_of_dag_run(request: Request, dag_id: str, run_id: str):
     model = _model_of(dag_id)
     result = _result(model, dag_run_id=run_id)
     if result is None:
-        return _page("No gate result", f"<p id='no-result'>Run <code>{quote(run_id)}</code> of {model} has no gate "
+        return _page("No gate result", f"<p id='no-result'>Run <code>{escape(run_id)}</code> of {escape(model)} has no gate "
                      "result yet: it is still running, or it failed before its report stage (its task logs say "
                      "why).</p>", status_code=404)
     return RedirectResponse(f"{_base(request)}/reports/{model}/{result.run_key}", status_code=307)
