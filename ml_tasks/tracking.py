@@ -5,9 +5,29 @@ from __future__ import annotations
 from ml_tasks.settings import Settings, ensure_local_folders
 from ml_tasks.spec import ModelSpec
 
-#: Requirements recorded with logged models: the pyfunc imports ml_tasks, which is
-#: installed from this repository in the trainer and Airflow images.
-MODEL_REQUIREMENTS = ["mlflow", "pandas", "numpy", "scikit-learn", "lightgbm", "refit-ml-tasks"]
+#: What every logged model imports to serve: the pyfunc imports ml_tasks (installed from this
+#: repository in the trainer and Airflow images), which imports these.
+SERVING_PACKAGES = ("mlflow", "pandas", "numpy", "scikit-learn", "lightgbm", "refit-ml-tasks")
+#: Frameworks only some families need; a torch model without torch cannot even be unpickled.
+FAMILY_PACKAGES = {"torch_mlp": ("torch",)}
+
+
+def model_requirements(family: str) -> list[str]:
+    """The pip requirements logged with a model of ``family``, pinned to the versions that trained it.
+
+    Pickled estimators are only guaranteed to load under the library version that wrote them, so
+    serving installs exactly those. A local version label (``torch 2.13.0+cpu``) is dropped: a
+    GPU server installs its own build of the same release.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for package in (*SERVING_PACKAGES, *FAMILY_PACKAGES.get(family, ())):
+        try:
+            pinned.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            pinned.append(package)
+    return pinned
 
 
 def experiment_name(spec: ModelSpec) -> str:
@@ -50,9 +70,13 @@ def client(settings: Settings):
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def mlflow_ui_url(settings: Settings, run_id: str, env: dict | None = None) -> str | None:
+def mlflow_ui_url(settings: Settings, run_id: str, env: dict | None = None,
+                  experiment_id: str | None = None) -> str | None:
     """The MLflow UI page of ``run_id``: ``REFIT_MLFLOW_UI_URL`` (what browsers reach, which can
-    differ from the address tasks use), else an http(s) tracking server; None for a local store."""
+    differ from the address tasks use), else an http(s) tracking server; None for a local store.
+
+    Pass the run's ``experiment_id`` when it is known (gate results record it); only results
+    written before it was recorded cost a look-up."""
     import os
 
     env = os.environ if env is None else env
@@ -60,5 +84,5 @@ def mlflow_ui_url(settings: Settings, run_id: str, env: dict | None = None) -> s
         settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith(("http://", "https://")) else None)
     if base is None:
         return None
-    experiment_id = client(settings).get_run(run_id).info.experiment_id
+    experiment_id = experiment_id or client(settings).get_run(run_id).info.experiment_id
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

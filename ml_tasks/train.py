@@ -38,7 +38,7 @@ from ml_tasks.sample import WEIGHT
 from ml_tasks.settings import Settings
 from ml_tasks.spec import HIGHER_IS_BETTER, CandidateSpec, ModelSpec
 from ml_tasks.storage import ArtifactStore
-from ml_tasks.tracking import MODEL_REQUIREMENTS, client, setup_experiment
+from ml_tasks.tracking import client, model_requirements, setup_experiment
 from ml_tasks.tuning import TuningResult, learning_curve, tune
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def train_candidate(
             score = compute_metrics(data.y_valid, model.predict_proba(data.X_valid)[:, 1], data.w_valid)[metric]
             return model, score
 
-        trial_numbers = iter(range(10_000))
-        tuned = tune(candidate_spec, lambda params: fit_and_score(params, trial=next(trial_numbers)),
+        tuned = tune(candidate_spec, lambda params, trial: fit_and_score(params, trial=trial),
                      trials=spec.training.trials, time_budget_seconds=spec.training.time_budget_seconds,
                      higher_is_better=HIGHER_IS_BETTER[metric], seed=spec.sampling.seed)
     fit_seconds = time.perf_counter() - started
@@ -181,7 +180,7 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
             python_model=CandidateModel(model),
             signature=infer_signature(example, {"probability": p_valid[:5]}),
             input_example=example,
-            pip_requirements=MODEL_REQUIREMENTS,
+            pip_requirements=model_requirements(candidate_spec.family),
         )
     return run, info
 

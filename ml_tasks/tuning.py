@@ -67,15 +67,16 @@ def draw_params(space: dict[str, list | SearchRange], rng: np.random.Generator) 
 
 def tune(
     candidate: CandidateSpec,
-    fit_and_score: Callable[[dict], tuple[object, float]],
+    fit_and_score: Callable[[dict, int], tuple[object, float]],
     *,
     trials: int,
     time_budget_seconds: float | None,
     higher_is_better: bool,
     seed: int,
 ) -> TuningResult:
-    """Spend the budget on ``candidate``: ``fit_and_score(params)`` fits one model and returns it
-    with its validation score. Without a search space one trial is all there is to do."""
+    """Spend the budget on ``candidate``: ``fit_and_score(params, number)`` fits trial ``number``
+    (0, 1, ...; it names the trial's checkpoints) and returns the model with its validation score.
+    Without a search space one trial is all there is to do."""
     rng = np.random.default_rng([seed, 0x7E57])
     planned = trials if candidate.search else 1
     started = time.perf_counter()
@@ -85,7 +86,7 @@ def tune(
     for number in range(planned):
         params = dict(candidate.params) if number == 0 else {**candidate.params, **draw_params(candidate.search, rng)}
         trial_started = time.perf_counter()
-        model, score = fit_and_score(params)
+        model, score = fit_and_score(params, number)
         history.append(Trial(number, params, float(score), time.perf_counter() - trial_started))
         better = best is None or (score > best.score if higher_is_better else score < best.score)
         if better:

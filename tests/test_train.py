@@ -4,6 +4,7 @@ budget, learning curves are logged, and warm start continues from the champion."
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from ml_tasks.metrics import compute_metrics
 from ml_tasks.models import build_candidate, feature_frame
 from ml_tasks.sample import WEIGHT
 from ml_tasks.spec import CandidateSpec, ModelSpec
+from ml_tasks.tracking import model_requirements
 from ml_tasks.tuning import tune
 from tests.conftest import DEMO_SPEC, isolated_env
 
@@ -66,29 +68,41 @@ def test_every_family_beats_the_prior_only_baseline_on_test_roc_auc(demo_run, de
 def test_every_candidate_gets_the_same_seeded_budget():
     searched = CandidateSpec(name="gbm", family="lightgbm", params={"num_leaves": 15},
                              search={"num_leaves": [7, 15, 31, 63], "learning_rate": {"low": 0.01, "high": 0.3, "log": True}})
-    seen: list[dict] = []
+    seen: list[tuple[int, dict]] = []
 
-    def fit_and_score(params):
-        seen.append(params)
+    def fit_and_score(params, number):
+        seen.append((number, params))
         return params, -abs(params.get("learning_rate", 0.1) - 0.05)
 
     first = tune(searched, fit_and_score, trials=6, time_budget_seconds=None, higher_is_better=True, seed=1)
-    again = tune(searched, lambda p: (p, -abs(p.get("learning_rate", 0.1) - 0.05)), trials=6,
+    again = tune(searched, lambda p, _: (p, -abs(p.get("learning_rate", 0.1) - 0.05)), trials=6,
                  time_budget_seconds=None, higher_is_better=True, seed=1)
     assert len(first.trials) == 6 and [t.params for t in first.trials] == [t.params for t in again.trials]
     assert first.trials[0].params == {"num_leaves": 15}  # the spec's own parameters come first
-    assert all(0.01 <= p["learning_rate"] <= 0.3 and p["num_leaves"] in (7, 15, 31, 63) for p in seen[1:6])
+    assert [number for number, _ in seen] == list(range(6))  # trial numbers name the checkpoints
+    assert all(0.01 <= p["learning_rate"] <= 0.3 and p["num_leaves"] in (7, 15, 31, 63) for _, p in seen[1:6])
     assert first.score == max(t.score for t in first.trials) and first.params == first.model
     # Nothing to search: one fit is the whole budget.
-    plain = tune(CandidateSpec(name="lr", family="logistic_regression"), lambda p: (p, 0.7), trials=6,
+    plain = tune(CandidateSpec(name="lr", family="logistic_regression"), lambda p, _: (p, 0.7), trials=6,
                  time_budget_seconds=None, higher_is_better=True, seed=1)
     assert len(plain.trials) == 1
+
+
+def test_logged_models_pin_the_packages_their_family_needs_to_load():
+    import sklearn
+    import torch
+
+    torch_requirements = model_requirements("torch_mlp")
+    assert f"torch=={torch.__version__.split('+')[0]}" in torch_requirements
+    assert f"scikit-learn=={sklearn.__version__}" in torch_requirements
+    assert not any(r.startswith("torch") for r in model_requirements("lightgbm"))
+    assert all("==" in r for r in model_requirements("logistic_regression"))
 
 
 def test_time_budget_stops_tuning_before_the_trials_run_out():
     searched = CandidateSpec(name="gbm", family="lightgbm", search={"num_leaves": [7, 15]})
 
-    def slow(params):
+    def slow(params, number):
         time.sleep(0.05)
         return params, 0.5
 
@@ -117,6 +131,7 @@ def test_lightgbm_warm_start_keeps_boosting_the_champions_trees(demo_run, demo_s
 
 
 def test_train_stage_tunes_logs_a_learning_curve_and_warm_starts_from_the_registered_champion(demo_run, demo_spec):
+    import lightgbm
     import mlflow
     from mlflow import MlflowClient
 
@@ -130,13 +145,14 @@ def test_train_stage_tunes_logs_a_learning_curve_and_warm_starts_from_the_regist
     assert sorted(m.step for m in curve) == rows
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    logged = Path(mlflow.pyfunc.get_model_dependencies(result["model_uri"])).read_text().split()
+    assert f"lightgbm=={lightgbm.__version__}" in logged and not any(r.startswith("torch") for r in logged)
     version = mlflow.register_model(result["model_uri"], demo_spec.registry_name)
     client.set_registered_model_alias(demo_spec.registry_name, "champion", version.version)
 
     raw = demo_spec.model_dump()
     raw["training"] = {"mode": "warm_start", "trials": 2, "learning_curve": False}
     raw["candidates"][1]["search"] = {"num_leaves": [7, 31]}
-    warm_spec_path = DEMO_SPEC.parent.parent / "models" / "credit_default.yaml"
     spec = ModelSpec.model_validate(raw)
     from ml_tasks.settings import load_settings
     from ml_tasks.storage import store_from_settings
@@ -150,4 +166,3 @@ def test_train_stage_tunes_logs_a_learning_curve_and_warm_starts_from_the_regist
     baseline = train_candidate(spec, later, SplitManifest.model_validate(split), "logistic_baseline",
                                store_from_settings(load_settings()), load_settings())
     assert baseline.warm_start == "family 'logistic_regression' always trains from scratch: trained from scratch"
-    assert warm_spec_path.exists()
