@@ -132,8 +132,7 @@ def commit_snapshot(snapshot: SnapshotManifest, store: ArtifactStore) -> Snapsho
         return snapshot
     committed = snapshot.model_copy(update={"staging_uri": None})
     if not store.exists(snapshot.manifest_uri):
-        with store.local_copy(snapshot.staging_uri) as path:
-            store.put_file(path, snapshot.uri)
+        store.copy(snapshot.staging_uri, snapshot.uri)
         store.write_json(snapshot.manifest_uri, committed.to_xcom())
     store.delete(snapshot.staging_uri)
     return committed

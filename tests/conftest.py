@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,9 +53,9 @@ def demo_spec() -> ModelSpec:
 POSTGRES_ADMIN_URL = os.environ.get("REFIT_TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-@pytest.fixture
-def postgres_url():
-    """A fresh, empty PostgreSQL database on the local server, dropped afterwards.
+@contextmanager
+def postgres_databases(*purposes: str) -> Iterator[dict[str, str]]:
+    """One fresh database per purpose on the local server (SQLAlchemy URLs), dropped afterwards.
 
     The server is part of this project's machines (and CI): when it is unreachable the test
     fails rather than skips, so a missing database never passes silently.
@@ -64,16 +66,60 @@ def postgres_url():
     from sqlalchemy.exc import OperationalError
 
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"refit_test_{uuid.uuid4().hex[:10]}"
+    suffix = uuid.uuid4().hex[:10]
+    names = {purpose: f"refit_test_{purpose}_{suffix}" for purpose in purposes}
+    created: list[str] = []
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable (set REFIT_TEST_POSTGRES_ADMIN_URL): {exc}")
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
+        try:
+            with admin.connect() as conn:
+                for name in names.values():
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+                    created.append(name)
+        except OperationalError as exc:
+            pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable (set REFIT_TEST_POSTGRES_ADMIN_URL): {exc}")
+        yield {purpose: admin.url.set(database=name).render_as_string(hide_password=False)
+               for purpose, name in names.items()}
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if created:
+            # FORCE: a server killed mid-request may leave a connection the drop would wait on.
+            with admin.connect() as conn:
+                for name in created:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh, empty PostgreSQL database on the local server, dropped afterwards."""
+    with postgres_databases("db") as urls:
+        yield urls["db"]
+
+
+@pytest.fixture(params=["folder", "s3"])
+def any_store(request, tmp_path, monkeypatch):
+    """An artifact store on a local folder, then on a real S3 API (moto's server on a free port)."""
+    from ml_tasks.storage import ArtifactStore
+
+    if request.param == "folder":
+        yield ArtifactStore(str(tmp_path / "artifacts"))
+        return
+    import uuid
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    # moto accepts any credentials; boto3 only needs some to sign the requests.
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        # moto keeps its buckets per process, not per server: a bucket per test keeps tests apart.
+        bucket = f"refit-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield ArtifactStore(f"s3://{bucket}/refit", s3_endpoint_url=endpoint)
+    finally:
+        server.stop()

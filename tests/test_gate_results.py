@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from ml_tasks import gate_results
@@ -19,33 +17,9 @@ def result(model: str, run_key: str, written_at: str, verdict: str = "PASS", dag
                       json_uri=f"runs/{model}/{run_key}/report.json", **extra)
 
 
-@pytest.fixture(params=["folder", "s3"])
-def store(request, tmp_path):
-    if request.param == "folder":
-        yield ArtifactStore(str(tmp_path / "artifacts"))
-        return
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        # moto keeps its buckets per process, not per server: a bucket per test keeps tests apart.
-        bucket = f"refit-{uuid.uuid4().hex[:12]}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-        yield ArtifactStore(f"s3://{bucket}/refit", s3_endpoint_url=endpoint)
-    finally:
-        server.stop()
-
-
-@pytest.fixture(autouse=True)
-def fake_aws_credentials(monkeypatch):
-    # moto accepts any credentials; boto3 only needs some to sign the requests.
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+@pytest.fixture
+def store(any_store):
+    return any_store
 
 
 def test_recent_results_lists_newest_first_per_model(store):

@@ -68,3 +68,15 @@ def test_connection_uris_become_sqlalchemy_urls():
 
     assert sqlalchemy_url("postgres://u:p@h:5432/db") == "postgresql+psycopg://u:p@h:5432/db"
     assert sqlalchemy_url("sqlite:////tmp/w.db") == "sqlite:////tmp/w.db"
+
+
+def test_copy_within_the_store_writes_the_whole_object_and_names_a_missing_source(any_store):
+    source, target = any_store.uri("staging", "m", "data.parquet"), any_store.uri("snapshots", "m", "data.parquet")
+    frame = pd.DataFrame({"id": range(1_000), "x": [0.5] * 1_000})
+    any_store.write_frame(source, frame)
+    any_store.copy(source, target)
+    pd.testing.assert_frame_equal(any_store.read_frame(target), frame)
+    assert any_store.exists(source)  # the caller deletes staging once the manifest is written
+    with pytest.raises(StoreError, match="does not exist"):
+        any_store.copy(any_store.uri("staging", "m", "missing.parquet"), any_store.uri("elsewhere.parquet"))
+    assert not any_store.exists(any_store.uri("elsewhere.parquet"))
