@@ -14,6 +14,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param, get_current_context, task
 from refit_airflow.callbacks import notify_task_failure
 
+from ml_tasks.dag_ids import registry_dag_id
 from ml_tasks.settings import load_settings
 from ml_tasks.spec import discover_specs, load_spec
 
@@ -23,7 +24,7 @@ os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 def build_registry_dag(spec_path) -> DAG:
     spec = load_spec(spec_path)
     with DAG(
-        dag_id=f"registry_{spec.name}",
+        dag_id=registry_dag_id(spec.name),
         description=f"Promote a reviewed challenger of {spec.name}, or roll its champion back",
         schedule=None,
         start_date=datetime(2024, 1, 1),

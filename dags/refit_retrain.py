@@ -15,6 +15,7 @@ from refit_airflow.callbacks import notify_task_failure
 from refit_airflow.connections import warehouse_url
 from refit_airflow.trainer import trainer_task
 
+from ml_tasks.dag_ids import retrain_dag_id
 from ml_tasks.settings import load_settings
 from ml_tasks.spec import ModelSpec, discover_specs, load_spec
 
@@ -39,7 +40,7 @@ def _params(spec: ModelSpec) -> dict[str, Param]:
 def build_retrain_dag(spec_path: Path) -> DAG:
     spec = load_spec(spec_path)
     with DAG(
-        dag_id=f"retrain_{spec.name}",
+        dag_id=retrain_dag_id(spec.name),
         description=spec.description or f"Retrain {spec.name}",
         schedule=spec.schedule,
         start_date=datetime(2024, 1, 1),

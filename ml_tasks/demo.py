@@ -15,8 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_tasks.settings import Settings, embedded_airflow_env, ensure_local_folders, load_settings
+from ml_tasks.dag_ids import retrain_dag_id
 from ml_tasks.report import latest_uri
+from ml_tasks.settings import Settings, embedded_airflow_env, ensure_local_folders, load_settings
 from ml_tasks.storage import store_from_settings
 
 DEMO_MODEL = "credit_default"
@@ -55,7 +56,7 @@ def run_dag_test(settings: Settings, model: str, logical_date: str, conf: dict |
 
     Raises :class:`DagRunFailed` unless Airflow recorded the run as successful.
     """
-    dag_id = f"retrain_{model}"
+    dag_id = retrain_dag_id(model)
     command = [airflow_binary(), "dags", "test", dag_id, logical_date]
     if conf:
         command += ["--conf", json.dumps(conf)]
@@ -101,7 +102,7 @@ def run_demo(dates: list[str] | None = None) -> int:
     prepare_airflow(settings)
     outcomes = []
     for logical_date in dates or DEMO_DATES:
-        print(f"running retrain_{DEMO_MODEL} for {logical_date} with `airflow dags test` ...", flush=True)
+        print(f"running {retrain_dag_id(DEMO_MODEL)} for {logical_date} with `airflow dags test` ...", flush=True)
         outcome = run_dag_test(settings, DEMO_MODEL, logical_date)
         outcomes.append(outcome)
         print(f"  verdict {outcome.verdict} · challenger {outcome.challenger} · champion version "

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ml_tasks.dag_ids import model_of, retrain_model_of
 from ml_tasks.settings import REPO_ROOT
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="refit-airflow-"))
@@ -23,7 +24,7 @@ sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
 from airflow.models.taskinstancekey import TaskInstanceKey  # noqa: E402  (needs AIRFLOW_HOME first)
 
-from refit_airflow.callbacks import model_of, notify_task_failure  # noqa: E402
+from refit_airflow.callbacks import notify_task_failure  # noqa: E402
 from refit_airflow.links import GateReportLink, MlflowRunLink  # noqa: E402
 
 
@@ -68,3 +69,4 @@ def test_a_task_that_fails_for_good_notifies_with_its_model_task_and_error(monke
 
 def test_model_names_come_from_both_refit_dag_families():
     assert model_of("retrain_credit_default") == model_of("registry_credit_default") == "credit_default"
+    assert retrain_model_of("registry_credit_default") is None and model_of("retrain_") is None

@@ -5,26 +5,18 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger(__name__)
-DAG_PREFIXES = ("retrain_", "registry_")
-
-
-def model_of(dag_id: str) -> str:
-    """The spec name behind a Refit DAG id (``retrain_credit_default`` → ``credit_default``)."""
-    for prefix in DAG_PREFIXES:
-        if dag_id.startswith(prefix):
-            return dag_id.removeprefix(prefix)
-    return dag_id
 
 
 def notify_task_failure(context) -> None:
     """``on_failure_callback``: runs once the task has used its retries, never on a retry."""
+    from ml_tasks.dag_ids import model_of
     from ml_tasks.notify import load_notify_settings, notify, task_failed
     from ml_tasks.settings import load_settings
 
     ti = context["ti"]
     exception = context.get("exception")
     try:
-        notify(task_failed(model_of(ti.dag_id), ti.task_id, ti.run_id,
+        notify(task_failed(model_of(ti.dag_id) or ti.dag_id, ti.task_id, ti.run_id,
                            f"{type(exception).__name__}: {exception}" if exception else None),
                load_notify_settings(load_settings().home))
     except Exception:  # a broken notifier must not hide the task's own failure

@@ -12,7 +12,8 @@ from urllib.parse import quote, urlparse
 
 from airflow.sdk import BaseOperatorLink
 
-from refit_airflow.report_view import RETRAIN_PREFIX, URL_PREFIX
+from ml_tasks.dag_ids import retrain_model_of
+from refit_airflow.report_view import URL_PREFIX
 
 LINKED_TASKS = frozenset({"gate", "report"})
 
@@ -25,7 +26,7 @@ def _ui_path_prefix() -> str:
 
 
 def _run_path(ti_key) -> str | None:
-    if not ti_key.dag_id.startswith(RETRAIN_PREFIX) or ti_key.task_id not in LINKED_TASKS:
+    if retrain_model_of(ti_key.dag_id) is None or ti_key.task_id not in LINKED_TASKS:
         return None
     return f"{_ui_path_prefix()}{URL_PREFIX}/runs/{quote(ti_key.dag_id, safe='')}/{quote(ti_key.run_id, safe='')}"
 

@@ -14,7 +14,6 @@ import logging
 from airflow.listeners import hookimpl
 
 log = logging.getLogger(__name__)
-PREFIX = "retrain_"
 MAX_REASONS = 3
 
 
@@ -31,12 +30,11 @@ def note_text(latest: dict) -> str:
     return "\n".join(lines)
 
 
-def _run_note(dag_run) -> str | None:
+def _run_note(dag_run, model: str) -> str | None:
     from ml_tasks.report import latest_uri
     from ml_tasks.settings import load_settings
     from ml_tasks.storage import store_from_settings
 
-    model = dag_run.dag_id.removeprefix(PREFIX)
     store = store_from_settings(load_settings())
     pointer = latest_uri(store, model)
     if not store.exists(pointer):
@@ -48,11 +46,14 @@ def _run_note(dag_run) -> str | None:
 
 
 def _set_note(dag_run) -> None:
-    if not dag_run.dag_id.startswith(PREFIX):
+    from ml_tasks.dag_ids import retrain_model_of
+
+    model = retrain_model_of(dag_run.dag_id)
+    if model is None:
         return
     run_id = dag_run.run_id  # read now: the except clause must not touch a detached run
     try:
-        text = _run_note(dag_run)
+        text = _run_note(dag_run, model)
         if text is None:
             return
         from sqlalchemy import inspect
