@@ -39,6 +39,7 @@ class GateResult:
     dry_run : gated and reported without touching the registry.
     html_uri, json_uri : where the report lives in the artifact store.
     mlflow_run_id : the challenger's MLflow run, which also holds the report.
+    mlflow_experiment_id : that run's experiment (MLflow UI addresses need it).
     failing : the failing checks' reasons, most important first (empty on PASS).
     """
 
@@ -54,6 +55,7 @@ class GateResult:
     html_uri: str
     json_uri: str
     mlflow_run_id: str | None = None
+    mlflow_experiment_id: str | None = None
     failing: list[str] = field(default_factory=list)
 
     @classmethod

@@ -51,12 +51,16 @@ def build_report(
     test_reliability_png: bytes | None = None,
 ) -> dict:
     """The report's content as one JSON-safe dict (charts as PNG data URIs). Pure."""
+    from ml_tasks.charts import intervals_png
+
+    gate_content = gate.to_xcom()
     return {
         "verdict": gate.verdict,
         "failing": gate.failing_reasons,
         "plan": plan.to_xcom(), "snapshot": validation.snapshot.to_xcom(), "validation": validation.to_xcom(),
         "sample": sample.to_xcom(), "split": split.to_xcom(), "evaluation": evaluation.to_xcom(),
-        "gate": gate.to_xcom(), "registration": registration.to_xcom(),
+        "gate": gate_content, "gate_chart": _data_uri(intervals_png(gate_content["checks"])),
+        "registration": registration.to_xcom(),
         "backtest": _backtest_section(backtest, gate.challenger, spec) if backtest else None,
         "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
         "drift": drift,
@@ -98,11 +102,7 @@ def _backtest_section(backtest: BacktestManifest, challenger: str, spec: ModelSp
 def render_html(content: dict, templates_dir: Path, alpha: float) -> str:
     environment = Environment(loader=FileSystemLoader(templates_dir), autoescape=select_autoescape(["html", "j2"]),
                               undefined=StrictUndefined)
-    from ml_tasks.charts import as_data_uri, intervals_png
-
-    ci_chart = as_data_uri(intervals_png(content["gate"]["checks"]))
-    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt, alpha=alpha,
-                                                             ci_chart=ci_chart)
+    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt, alpha=alpha)
 
 
 def write_report(
@@ -115,27 +115,29 @@ def write_report(
     registration = content["registration"]
     manifest = ReportManifest(verdict=content["verdict"], html_uri=html_uri, json_uri=json_uri,
                               champion_version=registration["champion_version"], run_key=plan.run_key)
-    if mlflow_run_id:
-        _log_to_mlflow(settings, mlflow_run_id, html, content)
+    experiment_id = _log_to_mlflow(settings, mlflow_run_id, html, content) if mlflow_run_id else None
     # One record for `status`, the run note and the on-call view: the latest, and the history.
-    result = gate_result_of(content, manifest, plan, mlflow_run_id)
+    result = gate_result_of(content, manifest, plan, mlflow_run_id, experiment_id)
     store.write_json(latest_uri(store, plan.model), result.to_dict())
     gate_results.record(store, result)
     return manifest
 
 
-def gate_result_of(content: dict, manifest: ReportManifest, plan: RunPlan, mlflow_run_id: str | None) -> GateResult:
+def gate_result_of(content: dict, manifest: ReportManifest, plan: RunPlan, mlflow_run_id: str | None,
+                   mlflow_experiment_id: str | None = None) -> GateResult:
     """The one-line history entry of a report, for the on-call view. Pure."""
     return GateResult(
         model=plan.model, run_key=plan.run_key, verdict=manifest.verdict, written_at=content["generated_at"],
         as_of=plan.as_of.isoformat(), challenger=content["gate"]["challenger"],
         champion_version=manifest.champion_version, dag_run_id=plan.dag_run_id, dry_run=plan.dry_run,
         html_uri=manifest.html_uri, json_uri=manifest.json_uri, mlflow_run_id=mlflow_run_id,
-        failing=list(content.get("failing") or []),
+        mlflow_experiment_id=mlflow_experiment_id, failing=list(content.get("failing") or []),
     )
 
 
-def _log_to_mlflow(settings: Settings, run_id: str, html: str, content: dict) -> None:
+def _log_to_mlflow(settings: Settings, run_id: str, html: str, content: dict) -> str:
+    """Attach the report to the challenger's run; returns the run's experiment id, recorded so the
+    UI's link to the run needs no MLflow call when clicked."""
     from ml_tasks.tracking import client
 
     mlflow_client = client(settings)
@@ -145,3 +147,4 @@ def _log_to_mlflow(settings: Settings, run_id: str, html: str, content: dict) ->
         mlflow_client.log_artifact(run_id, str(path), artifact_path="report")
     mlflow_client.log_dict(run_id, content, "report/gating_report.json")
     mlflow_client.set_tag(run_id, "refit.verdict", content["verdict"])
+    return mlflow_client.get_run(run_id).info.experiment_id

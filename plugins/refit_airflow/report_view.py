@@ -21,10 +21,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ml_tasks import gate_results
+from ml_tasks.dag_ids import retrain_model_of
 from ml_tasks.gate_results import GateResult
 
 URL_PREFIX = "/refit"
-RETRAIN_PREFIX = "retrain_"
 LIST_LIMIT = 20
 
 app = FastAPI(title="Refit gate results", docs_url=None, redoc_url=None, openapi_url=None)
@@ -58,9 +58,10 @@ def _airflow_base(request: Request) -> str:
 
 
 def _model_of(dag_id: str) -> str:
-    if not dag_id.startswith(RETRAIN_PREFIX):
+    model = retrain_model_of(dag_id)
+    if model is None:
         raise HTTPException(404, f"DAG {dag_id!r} is not a Refit retrain DAG (expected retrain_<model>)")
-    return dag_id.removeprefix(RETRAIN_PREFIX)
+    return model
 
 
 def _result(model: str, *, run_key: str | None = None, dag_run_id: str | None = None) -> GateResult | None:
@@ -132,7 +133,7 @@ def mlflow_run_of_dag_run(dag_id: str, run_id: str):
     result = _result(model, dag_run_id=run_id)
     if result is None or not result.mlflow_run_id:
         raise HTTPException(404, f"run {run_id!r} of {model} has no challenger MLflow run recorded")
-    url = mlflow_ui_url(load_settings(), result.mlflow_run_id)
+    url = mlflow_ui_url(load_settings(), result.mlflow_run_id, experiment_id=result.mlflow_experiment_id)
     if url is None:
         return _page("MLflow run", f"<p>The challenger's MLflow run is <code id='mlflow-run-id'>"
                      f"{result.mlflow_run_id}</code>. This deployment has no MLflow UI address "
