@@ -12,20 +12,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ml_tasks.demo import airflow_binary, airflow_env
 from ml_tasks.settings import Settings
+from tests.real_services import AirflowApi, FreePorts, Processes, wait_for
 
 USERNAME = "oncall"
 PASSWORD = "refit-ui-test-password"
@@ -37,41 +34,8 @@ START_TIMEOUT_S = 180
 @dataclass(frozen=True)
 class ApiServer:
     url: str
-    log_path: Path
-
-    def token(self) -> str:
-        """A JWT for the REST API, from the same login the UI uses."""
-        request = urllib.request.Request(f"{self.url}/auth/token", method="POST",
-                                         data=json.dumps({"username": USERNAME, "password": PASSWORD}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())["access_token"]
-
-    def get_json(self, path: str) -> dict:
-        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token()}"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"airflow api-server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"airflow api-server not healthy after {START_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
+    #: The REST API, logged in as the UI's user (``api.http`` under /api/v2, ``api.root`` for plugins).
+    api: AirflowApi
 
 
 @contextmanager
@@ -80,31 +44,26 @@ def api_server(settings: Settings) -> Iterator[ApiServer]:
     airflow_home = settings.home / "airflow"
     passwords = airflow_home / "ui-test-passwords.json"
     passwords.write_text(json.dumps({USERNAME: PASSWORD}))
-    port = free_port()
+    port = FreePorts()()
+    url = f"http://127.0.0.1:{port}"
     env = {**airflow_env(settings),
            "AIRFLOW__CORE__AUTH_MANAGER":
                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+           "AIRFLOW__API__BASE_URL": url,
            "AIRFLOW__API__SECRET_KEY": os.urandom(16).hex(),
            "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(32).hex()}
-    log_path = settings.home / "logs" / f"api-server-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        process = subprocess.Popen([airflow_binary(), "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    processes = Processes(settings.home / "logs" / f"ui-{port}")
     try:
-        _wait_until_healthy(url, process, log_path)
-        yield ApiServer(url=url, log_path=log_path)
+        processes.start("airflow-api-server", [airflow_binary(), "api-server", "--host", "127.0.0.1",
+                                               "--port", str(port)], env)
+        wait_for("Airflow api-server", lambda: httpx.get(f"{url}/api/v2/monitor/health", timeout=5).is_success,
+                 START_TIMEOUT_S, processes)
+        yield ApiServer(url=url, api=AirflowApi(url, USERNAME, PASSWORD))
     finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
+        processes.stop_all()
 
 
 @contextmanager

@@ -25,7 +25,6 @@ import httpx
 import pytest
 
 from ml_tasks.settings import REPO_ROOT
-from tests.conftest import POSTGRES_ADMIN_URL
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -56,35 +55,6 @@ class FreePorts:
             if port not in self._given:
                 self._given.add(port)
                 return port
-
-
-@contextmanager
-def postgres_databases(*purposes: str) -> Iterator[dict[str, str]]:
-    """One fresh database per purpose on the local server (SQLAlchemy URLs), dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
-
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    suffix = uuid.uuid4().hex[:8]
-    names = {purpose: f"refit_rs_{purpose}_{suffix}" for purpose in purposes}
-    created: list[str] = []
-    try:
-        try:
-            with admin.connect() as conn:
-                for name in names.values():
-                    conn.execute(text(f'CREATE DATABASE "{name}"'))
-                    created.append(name)
-        except OperationalError as exc:
-            pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable (set REFIT_TEST_POSTGRES_ADMIN_URL): {exc}")
-        yield {purpose: admin.url.set(database=name).render_as_string(hide_password=False)
-               for purpose, name in names.items()}
-    finally:
-        if created:
-            # FORCE: a server killed mid-request may leave a connection the drop would wait on.
-            with admin.connect() as conn:
-                for name in created:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def tail(path: Path, lines: int = 40) -> str:

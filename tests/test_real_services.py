@@ -24,9 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import postgres_databases
 from tests.real_services import (
     AWS_TEST_CREDENTIALS, AirflowApi, FreePorts, Processes, airflow_environment, airflow_login, logs_on_failure,
-    postgres_databases, start_airflow, start_mlflow, start_moto, wait_for, wait_for_mlflow, wait_for_run,
+    start_airflow, start_mlflow, start_moto, wait_for, wait_for_mlflow, wait_for_run,
 )
 
 pytestmark = pytest.mark.e2e
@@ -147,7 +148,10 @@ def test_triggered_run_registers_champion_with_snapshot_report_and_note_on_real_
     assert "PASS · credit_default · as of 2024-03-01" in stack.api.root.get(
         f"/refit/runs/{DAG_ID}/{run_id}", follow_redirects=True).text
     to_mlflow = stack.api.root.get(f"/refit/runs/{DAG_ID}/{run_id}/mlflow")
-    assert to_mlflow.status_code == 307 and to_mlflow.headers["location"].startswith(f"{stack.mlflow_uri}/#/experiments/")
+    # The experiment was recorded with the result, so following the link asks MLflow nothing.
+    experiment = listed[0]["mlflow_experiment_id"]
+    assert to_mlflow.status_code == 307 and to_mlflow.headers["location"].startswith(
+        f"{stack.mlflow_uri}/#/experiments/{experiment}/runs/")
     assert to_mlflow.headers["location"].endswith(f"/runs/{champion.run_id}")
     # Authentication is on: every client above got in with the admin's credentials, none without.
     anonymous = httpx.get(f"{stack.mlflow_uri}/api/2.0/mlflow/registered-models/get",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from urllib.parse import quote
 
 from selenium.webdriver.common.by import By
@@ -43,11 +41,9 @@ def listed_results(driver) -> list[dict]:
 
 
 def extra_links(server: ApiServer, dag_id: str, run_id: str, task_id: str) -> dict:
-    request = urllib.request.Request(
-        f"{server.url}/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/links",
-        headers={"Authorization": f"Bearer {server.token()}"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())["extra_links"]
+    response = server.api.http.get(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/links")
+    response.raise_for_status()
+    return response.json()["extra_links"]
 
 
 def report_banner(driver) -> str:
