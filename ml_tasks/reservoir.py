@@ -1108,14 +1108,9 @@ def reservoir_sample_parquet(
     ----------
     path : str or Path
         The Parquet file.
-    strata : list of str
-        Columns that define the strata, e.g. ``["defaulted", "channel"]``.
-    quotas : mapping of stratum key to int
-        Rows per stratum, e.g. from :func:`allocate` over the strata's counts.
-    seed : int
-        Non-negative seed.
-    importance_weight : str, optional
-        Column of positive importance weights; see :class:`StratifiedReservoir`.
+    strata, quotas, seed, importance_weight
+        See :class:`StratifiedReservoir` (quotas e.g. from :func:`allocate` over the strata's
+        counts).
     batch_rows : int, default 131_072
         Rows per record batch read. The same ``batch_rows`` and seed always give the same
         sample.

@@ -101,7 +101,7 @@ def _add_batch(profile: SnapshotProfile, spec: ModelSpec, batch: pd.DataFrame, a
             first = profile.first_value.setdefault(name, float(present[0]))
             if (present != first).any():
                 profile.varying.add(name)
-    profile.labels.update(batch[cols.label].dropna().tolist())
+    profile.labels.update(batch[cols.label].value_counts(dropna=True).to_dict())
     profile.future += int((batch[cols.timestamp] >= as_of).sum())
     profile.immature += int((batch[cols.label_observed_at] > as_of).sum())
     profile.before_event += int((batch[cols.label_observed_at] < batch[cols.timestamp]).sum())
