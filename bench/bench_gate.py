@@ -8,9 +8,10 @@ noisy), and sampling weights as Refit's sampler gives them (negatives down-sampl
 weight 4; positives kept, weight 1).
 
 ``gate``
-    what the gate runs: ``stats.delong_paired`` (ROC AUC) and one
-    ``stats.paired_bootstrap_many`` over log loss, Brier score and PR AUC with ``--replicates``
-    paired Poisson replicates (all three metrics share the replicates).
+    what the gate runs (``gate.paired_tests`` for comparisons of these four metrics):
+    ``stats.delong_paired`` (ROC AUC) and one ``stats.paired_bootstrap_many`` over log loss,
+    Brier score and PR AUC with ``--replicates`` paired Poisson replicates (all three metrics
+    share the replicates).
 ``loop``
     the straightforward way: per replicate draw ``Generator.poisson(1, n)`` weights and call
     scikit-learn's ``log_loss``, ``brier_score_loss`` and ``average_precision_score`` with

@@ -6,22 +6,27 @@ Holm-adjusted p-values, the threshold, the outcome and a one-line reason. The ch
 * **thresholds** — absolute bars on the challenger's test metrics (``acceptance.thresholds``);
 * **champion comparisons** — paired on the *same* test rows, one per ``acceptance.champion``
   entry, each with the test that fits its metric: DeLong's test for ROC AUC, a paired Poisson
-  bootstrap for log loss, Brier, PR AUC and ECE, McNemar (superiority) or a paired z-test on
-  the discordant pairs (non-inferiority) for accuracy at the decision threshold. ``superior``
-  tests H0 "not better"; ``non_inferior`` tests H0 "worse by at least the margin". With no
-  champion yet the challenger must beat the baseline candidate (``acceptance.baseline``);
-* **slices** — per-slice non-inferiority for ``acceptance.slices.columns`` (slices with fewer
+  bootstrap for log loss, Brier, PR AUC and ECE (one bootstrap shared by all of them, so they
+  see the same replicates), and for accuracy at the decision threshold McNemar's count test
+  (superiority) or a z-test on the weighted accuracy difference (non-inferiority). Every
+  value and difference is weighted by the sampling weights. ``superior`` tests H0 "not
+  better"; ``non_inferior`` tests H0 "worse by at least the margin". With no champion yet the
+  challenger must beat the baseline candidate (``acceptance.baseline``);
+* **slices** — per-slice harm checks for ``acceptance.slices.columns`` (slices with fewer
   than ``min_size`` rows or one class are listed, not tested), with a Simpson's-paradox flag
   when the overall difference and every slice disagree;
 * **backtest consistency** — the challenger must beat the reference on at least
-  ``min_win_fraction`` of the backtest folds (sign or Wilcoxon test reported);
+  ``min_win_fraction`` of the backtest folds, a tied fold counting as half a win (sign or
+  Wilcoxon test reported, and required when ``require_significance``);
 * **guardrails** — prediction latency per 1,000 rows and model size, absolute and relative to
   the champion.
 
-All hypothesis tests form one family: their p-values are Holm-adjusted (``statsmodels``
-``multipletests(method="holm")``) and a test passes when its adjusted p is below ``alpha``, so
-the chance of promoting on a fluke stays at ``alpha`` however many metrics and slices are
-tested. The verdict is PASS only if every check passes.
+The tests that argue for promotion (the comparisons, and the fold test when it is required)
+form one family, marked ``family="promotion"``: their p-values are Holm-adjusted
+(``statsmodels`` ``multipletests(method="holm")``) and such a test passes when its adjusted p is
+below ``alpha``, so the chance of promoting on a fluke stays at ``alpha`` however many metrics
+are tested. The slice checks (``family="harm"``) guard against harm instead, at ``alpha``
+divided by the number of slices. The verdict is PASS only if every check passes.
 """
 
 from __future__ import annotations
@@ -54,10 +59,34 @@ def threshold_checks(spec: ModelSpec, metrics: dict[str, float]) -> list[GateChe
     return checks
 
 
+def paired_tests(comparisons: list[ComparisonSpec], names: list[str], acceptance: AcceptanceSpec, y: np.ndarray,
+                 p_challenger: np.ndarray, p_reference: np.ndarray, weights: np.ndarray,
+                 reference_label: str) -> list[GateCheck]:
+    """One check per comparison (named by ``names``), with the test its metric calls for.
+
+    The bootstrapped metrics share one :func:`stats.paired_bootstrap_many` call (seeded by
+    ``acceptance.seed``): one pass over the rows and the same replicates for every metric (each
+    metric's result is that of a bootstrap of it alone, up to rounding), and any number of
+    comparisons of one metric. ``passed`` is provisional: :func:`apply_holm` decides it from the
+    adjusted p-value.
+    """
+    bootstrapped = list(dict.fromkeys(c.metric for c in comparisons if c.metric not in ("roc_auc", "accuracy")))
+    boots = stats.paired_bootstrap_many(bootstrapped, y, p_challenger, p_reference, weights,
+                                        replicates=acceptance.bootstrap_replicates, seed=acceptance.seed,
+                                        alpha=2 * acceptance.alpha) if bootstrapped else {}
+    return [_paired_check(comparison, name, acceptance, y, p_challenger, p_reference, weights, reference_label, boots)
+            for comparison, name in zip(comparisons, names, strict=True)]
+
+
 def paired_test(comparison: ComparisonSpec, acceptance: AcceptanceSpec, y: np.ndarray, p_challenger: np.ndarray,
                 p_reference: np.ndarray, weights: np.ndarray, reference_label: str, name: str) -> GateCheck:
-    """One paired comparison, with the test its metric calls for. ``passed`` is provisional:
-    :func:`apply_holm` decides it from the adjusted p-value."""
+    """:func:`paired_tests` of one comparison."""
+    return paired_tests([comparison], [name], acceptance, y, p_challenger, p_reference, weights, reference_label)[0]
+
+
+def _paired_check(comparison: ComparisonSpec, name: str, acceptance: AcceptanceSpec, y: np.ndarray,
+                  p_challenger: np.ndarray, p_reference: np.ndarray, weights: np.ndarray, reference_label: str,
+                  boots: dict[str, stats.BootstrapResult]) -> GateCheck:
     metric, margin, alpha = comparison.metric, comparison.margin, acceptance.alpha
     superior = comparison.mode == "superior"
     if metric == "roc_auc":
@@ -68,94 +97,82 @@ def paired_test(comparison: ComparisonSpec, acceptance: AcceptanceSpec, y: np.nd
         test = "DeLong (Sun & Xu)"
     elif metric == "accuracy":
         challenger, reference, difference, low, high, p_value, test = accuracy_test(
-            y, p_challenger, p_reference, acceptance.decision_threshold, 0.0 if superior else margin, alpha)
+            y, p_challenger, p_reference, acceptance.decision_threshold, 0.0 if superior else margin, alpha, weights)
     else:
-        result = stats.paired_bootstrap(metric, y, p_challenger, p_reference, weights,
-                                        replicates=acceptance.bootstrap_replicates, seed=acceptance.seed,
-                                        alpha=2 * alpha, margin=0.0 if superior else margin)
-        challenger, reference, difference = result.value_a, result.value_b, result.improvement
-        low, high = result.ci_low, result.ci_high
-        p_value = result.p_superiority if superior else result.p_non_inferiority
+        boot = boots[metric]
+        challenger, reference, difference = boot.value_a, boot.value_b, boot.improvement
+        low, high = boot.ci_low, boot.ci_high
+        p_value = boot.p_value(0.0 if superior else margin)
         test = f"paired Poisson bootstrap ({acceptance.bootstrap_replicates} replicates)"
     bar = 0.0 if superior else -margin
     null = f"not better than {reference_label}" if superior else f"worse than {reference_label} by more than {margin}"
     return GateCheck(
         name=name, metric=metric, challenger=float(challenger), reference=float(reference),
         difference=float(difference), ci_low=float(low), ci_high=float(high), p_value=float(p_value),
-        threshold=bar, passed=bool(p_value < alpha), test=test,
+        threshold=bar, passed=bool(p_value < alpha), test=test, family="promotion",
         reason=f"{metric} improvement {difference:+.4f} [{low:+.4f}, {high:+.4f}], H0 '{null}' p={p_value:.3g}",
     )
 
 
-def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: float, margin: float,
-                  alpha: float) -> tuple[float, float, float, float, float, float, str]:
+def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: float, margin: float, alpha: float,
+                  weights: np.ndarray | None = None) -> tuple[float, float, float, float, float, float, str]:
     """Paired accuracy at ``threshold``: (acc_a, acc_b, difference, ci_low, ci_high, one-sided p, test).
 
-    Only the discordant rows (one model right, the other wrong) carry information. With no
-    margin this is McNemar's test (statsmodels, exact binomial on the discordant pairs, halved
-    to one side when the challenger is ahead). With a margin it is the paired Wald z-test of
-    non-inferiority on the difference of proportions, ``(d + margin) / se`` with
-    ``se^2 = (b + c) / n^2 - d^2 / n`` (Nam 1997). Counts are unweighted: McNemar is a test of
-    counts, so here every test row counts once.
+    From :func:`stats.mcnemar_at_threshold`. The accuracies, their difference and its interval
+    (two-sided ``1 - 2 alpha``) are weighted by ``weights``, like every other metric of the gate,
+    so they estimate the population's accuracy. With no margin the p-value is McNemar's test
+    (exact binomial on the discordant pairs, one-sided): a test of *counts*, so it counts each
+    test row once whatever its weight (weighted counts would make a coin-flip look significant
+    under large weights). With a margin, which no count test expresses, it is the Wald z-test of
+    non-inferiority ``(d + margin) / se`` on the weighted difference ``d`` with its
+    design-based standard error (Nam's 1997 paired z-test when the weights are equal).
     """
-    from scipy.stats import norm
-
-    right_a = (p_a >= threshold).astype(int) == y
-    right_b = (p_b >= threshold).astype(int) == y
-    n = len(y)
-    only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
-    difference = (only_a - only_b) / n
-    se = float(np.sqrt(max((only_a + only_b) / n**2 - difference**2 / n, 0.0))) or 1e-12
-    z = float(norm.ppf(1 - alpha))
-    low, high = difference - z * se, difference + z * se
+    result = stats.mcnemar_at_threshold(y, p_a, p_b, threshold, weights)
+    only_a, only_b = int(result.table[0, 1]), int(result.table[1, 0])
+    low, high = result.ci(2 * alpha)
     if margin == 0.0:
-        result = stats.mcnemar_at_threshold(y, p_a, p_b, threshold)
         p_value = result.p_value_a_better
-        test = f"McNemar ({'exact' if result.exact else 'chi-square'}; {only_a} vs {only_b} discordant rows)"
+        # p_value_a_better is always the exact binomial, whatever statsmodels' two-sided test used.
+        test = f"McNemar (exact one-sided binomial; {only_a} vs {only_b} discordant rows)"
     else:
-        p_value = float(norm.sf((difference + margin) / se))
-        test = f"paired z on discordant pairs ({only_a} vs {only_b})"
-    return float(right_a.mean()), float(right_b.mean()), float(difference), low, high, p_value, test
+        p_value = result.non_inferiority(margin, alpha).p_value
+        test = f"paired z on discordant pairs ({only_a} vs {only_b} rows, weighted)"
+    return result.accuracy_a, result.accuracy_b, result.difference, low, high, p_value, test
 
 
 def apply_holm(checks: list[GateCheck], alpha: float) -> list[GateCheck]:
-    """Holm-adjust the p-values of the tests among ``checks``; a test passes when its adjusted p < alpha."""
-    # Slice checks guard against harm (see slice_checks); they are not evidence for promotion.
-    tested = {c.name: c.p_value for c in checks if c.p_value is not None and not c.name.startswith("slice:")}
+    """Holm-adjust the p-values of the promotion family; such a test passes when its adjusted p < alpha
+    and its other condition (:attr:`GateCheck.condition_met`) holds."""
+    tested = {str(index): c.p_value for index, c in enumerate(checks) if c.family == "promotion"}
     adjusted = stats.holm(tested, alpha) if tested else {}
     result = []
-    for check in checks:
-        if check.name not in adjusted:
+    for index, check in enumerate(checks):
+        if str(index) not in adjusted:
             result.append(check)
             continue
-        p_adjusted, reject = adjusted[check.name]
+        p_adjusted, reject = adjusted[str(index)]
         outcome = "passes" if reject else "fails"
         result.append(check.model_copy(update={
-            "p_adjusted": float(p_adjusted), "passed": bool(reject) and _other_conditions(check),
+            "p_adjusted": float(p_adjusted), "passed": bool(reject) and check.condition_met,
             "reason": f"{check.reason}; Holm-adjusted p={p_adjusted:.3g} {outcome} alpha={alpha}",
         }))
     return result
 
 
-def _other_conditions(check: GateCheck) -> bool:
-    # Fold consistency also needs its win fraction, recorded as challenger >= threshold.
-    if check.name.startswith("backtest:"):
-        return check.challenger >= (check.threshold or 0.0)
-    return True
-
-
 def slice_checks(spec: ModelSpec, frame: pd.DataFrame, challenger_column: str, reference_column: str,
-                 reference_label: str) -> tuple[list[GateCheck], list[dict], str | None]:
+                 reference_label: str, overall: float | None = None) -> tuple[list[GateCheck], list[dict], str | None]:
     """Per-slice harm checks; rows for the report; a Simpson's-paradox warning.
 
     A slice fails when the challenger is *significantly* worse there by more than the slice
     margin (H0 "not worse by more than the margin" rejected at alpha / number of slices,
     Bonferroni). Requiring each slice to *prove* non-inferiority instead would fail every small
     slice for lack of rows, whatever the model; the overall comparisons carry that burden.
+    ``overall`` is the overall improvement in the slice metric when the caller has it already
+    (from its own comparison of that metric); without it, it is computed here.
     """
     slices, acceptance = spec.acceptance.slices, spec.acceptance
     comparison = ComparisonSpec(metric=slices.metric, mode="non_inferior", margin=slices.margin)
-    checks, rows, differences = [], [], {}
+    tested, rows, differences = [], [], {}
     for column in slices.columns:
         for value, part in frame.groupby(column, dropna=False, sort=True):
             label = f"{column}={value}"
@@ -167,27 +184,29 @@ def slice_checks(spec: ModelSpec, frame: pd.DataFrame, challenger_column: str, r
             check = paired_test(comparison, acceptance, part["label"].to_numpy(), part[challenger_column].to_numpy(),
                                 part[reference_column].to_numpy(), part["weight"].to_numpy(), reference_label,
                                 name=f"slice:{label}:{slices.metric}")
-            checks.append(check)
+            tested.append((label, check))
             differences[label] = check.difference
             rows.append({**row, "tested": True, "challenger": check.challenger, "reference": check.reference,
                          "difference": check.difference, "p_value": check.p_value})
     warning = None
     if differences:
-        # Only the overall point difference is needed here, not another test.
-        overall = {column: compute_metrics(frame["label"], frame[column], frame["weight"])[slices.metric]
-                   for column in (challenger_column, reference_column)}
-        sign = 1.0 if HIGHER_IS_BETTER[slices.metric] else -1.0
-        warning = stats.simpson_pattern(sign * (overall[challenger_column] - overall[reference_column]), differences)
-    return [_as_harm_check(c, slices.margin, acceptance.alpha / max(len(checks), 1)) for c in checks], rows, warning
+        if overall is None:
+            values = {c: compute_metrics(frame["label"], frame[c], frame["weight"])[slices.metric]
+                      for c in (challenger_column, reference_column)}
+            sign = 1.0 if HIGHER_IS_BETTER[slices.metric] else -1.0
+            overall = sign * (values[challenger_column] - values[reference_column])
+        warning = stats.simpson_pattern(overall, differences)
+    level = acceptance.alpha / max(len(tested), 1)
+    return [_as_harm_check(check, label, slices.margin, level) for label, check in tested], rows, warning
 
 
-def _as_harm_check(check: GateCheck, margin: float, level: float) -> GateCheck:
+def _as_harm_check(check: GateCheck, label: str, margin: float, level: float) -> GateCheck:
     harm_p = 1.0 - check.p_value  # H0 "not worse by more than the margin"
     harmed = harm_p < level
     return check.model_copy(update={
-        "p_value": harm_p, "passed": not harmed,
+        "p_value": harm_p, "passed": not harmed, "family": "harm",
         "reason": (f"{check.metric} {check.difference:+.4f} [{check.ci_low:+.4f}, {check.ci_high:+.4f}] in "
-                   f"{check.name.split(':')[1]}: {'significantly' if harmed else 'not significantly'} worse than the "
+                   f"{label}: {'significantly' if harmed else 'not significantly'} worse than the "
                    f"reference by more than {margin} (p={harm_p:.3g}, level {level:.3g})"),
     })
 
@@ -203,16 +222,16 @@ def consistency_check(spec: ModelSpec, backtest: BacktestManifest, challenger: s
     sign = 1.0 if HIGHER_IS_BETTER[consistency.metric] else -1.0
     diffs = [sign * (ours[f][consistency.metric] - theirs[f][consistency.metric]) for f in folds]
     result = stats.fold_consistency(diffs, consistency.min_win_fraction, spec.acceptance.alpha, test=consistency.test)
-    # A tied fold (the same recipe retrained on the same rows) is half a win, not a loss.
-    win_fraction = (result.wins + 0.5 * result.ties) / max(len(diffs), 1)
-    enough = win_fraction >= consistency.min_win_fraction
+    enough = result.win_fraction >= consistency.min_win_fraction
+    significance = consistency.require_significance
     return GateCheck(
-        name=f"backtest:{consistency.metric}:wins", metric=consistency.metric, challenger=win_fraction,
+        name=f"backtest:{consistency.metric}:wins", metric=consistency.metric, challenger=result.win_fraction,
         reference=None, difference=float(np.mean(diffs)), ci_low=float(min(diffs)), ci_high=float(max(diffs)),
-        p_value=result.p_value if consistency.require_significance else None,
-        threshold=consistency.min_win_fraction, passed=enough, test=f"{consistency.test} test over {len(diffs)} folds",
-        reason=(f"wins {result.wins} and ties {result.ties} of {len(diffs)} backtest folds against {reference_label} "
-                f"on {consistency.metric} ({win_fraction:.0%} counting ties as half; needs "
+        p_value=result.p_value if significance else None, family="promotion" if significance else None,
+        condition_met=enough, threshold=consistency.min_win_fraction, passed=enough,
+        test=f"{consistency.test} test over {result.n_folds} folds",
+        reason=(f"wins {result.wins} and ties {result.ties} of {result.n_folds} backtest folds against "
+                f"{reference_label} on {consistency.metric} ({result.win_fraction:.0%} counting ties as half; needs "
                 f"{consistency.min_win_fraction:.0%}), one-sided {consistency.test} test p={result.p_value:.3g}"),
     )
 
@@ -295,10 +314,11 @@ def gate_checks(spec: ModelSpec, evaluation: EvaluationManifest, store: Artifact
         ours = f"p_{challenger}"
         y, w = frame["label"].to_numpy(), frame["weight"].to_numpy()
         comparisons = spec.acceptance.champion if role == "champion" else [spec.acceptance.baseline]
-        for comparison in comparisons:
-            checks.append(paired_test(comparison, spec.acceptance, y, frame[ours].to_numpy(), frame[column].to_numpy(),
-                                      w, label, name=f"{role}:{comparison.metric}:{comparison.mode}"))
-        found, slice_rows, simpson = slice_checks(spec, frame, ours, column, label)
+        compared = paired_tests(comparisons, [f"{role}:{c.metric}:{c.mode}" for c in comparisons], spec.acceptance,
+                                y, frame[ours].to_numpy(), frame[column].to_numpy(), w, label)
+        checks.extend(compared)
+        overall = next((c.difference for c in compared if c.metric == spec.acceptance.slices.metric), None)
+        found, slice_rows, simpson = slice_checks(spec, frame, ours, column, label, overall)
         checks.extend(found)
         if backtest is not None:
             consistency = consistency_check(spec, backtest, challenger, recipe, label)

@@ -220,6 +220,13 @@ class GateCheck(Manifest):
     p_adjusted: float | None = None
     #: The test behind the p-value (DeLong, paired bootstrap, McNemar, sign test, ...).
     test: str | None = None
+    #: Which family the p-value belongs to: "promotion" (Holm-adjusted together: evidence that the
+    #: challenger may replace the reference), "harm" (per-slice guards, Bonferroni within the
+    #: slices), or None for a check that is not a hypothesis test.
+    family: Literal["promotion", "harm"] | None = None
+    #: A test that also needs a condition besides its p-value (the backtest win fraction) records
+    #: here whether that condition holds; the Holm step keeps a test failed when it does not.
+    condition_met: bool = True
 
 
 class GateManifest(Manifest):

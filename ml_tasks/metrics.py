@@ -6,6 +6,8 @@ population value, not the (stratified) sample's.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
@@ -33,6 +35,28 @@ def expected_calibration_error(y_true, p_positive, weights=None, bins: int = 15)
     return float(ece(np.asarray(y_true), np.asarray(p_positive, dtype=float), weights, bins=bins))
 
 
+class TieGroups(NamedTuple):
+    """Rows sorted by score, cut into groups of equal scores (see :func:`tie_groups`)."""
+
+    order: np.ndarray   # stable sort order of the rows
+    starts: np.ndarray  # position (in sorted order) where each group begins
+    group: np.ndarray   # group index of each sorted row, 0 .. len(starts) - 1
+
+
+def tie_groups(scores: np.ndarray, descending: bool = False) -> TieGroups:
+    """Sort ``scores`` (stably) and group equal values: every rank-based metric needs both.
+
+    Tied scores must be handled as one group (they count one half in an AUC and share one
+    threshold in a precision-recall curve), so the sort and the grouping always come together.
+    """
+    order = np.argsort(-scores if descending else scores, kind="stable")
+    s = scores[order]
+    new_group = np.empty(len(s), dtype=bool)
+    new_group[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new_group[1:])
+    return TieGroups(order, np.flatnonzero(new_group), np.cumsum(new_group) - 1)
+
+
 def weighted_roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC for one or many weight vectors at once (ties count one half).
 
@@ -40,12 +64,10 @@ def weighted_roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray
     replicate. Scores are sorted once and each replicate costs O(n), which is what makes a
     paired bootstrap over thousands of replicates cheap.
     """
-    order = np.argsort(scores, kind="mergesort")
-    s, y = scores[order], labels[order].astype(bool)
+    order, starts, _ = tie_groups(scores)
+    y = labels[order].astype(bool)
     w = np.atleast_2d(weights)[:, order]
     pos, neg = np.where(y, w, 0.0), np.where(~y, w, 0.0)
-    # Group equal scores so ties contribute half a comparison.
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
     pos_g, neg_g = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(neg, starts, axis=1)
     neg_below = np.cumsum(neg_g, axis=1) - neg_g
     numerator = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)

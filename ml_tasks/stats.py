@@ -5,17 +5,19 @@ rows scored by both models, because pairing is what makes a small improvement de
 of the noise in a metric comes from which rows happen to be in the test set, and that noise is
 shared by the two models and cancels in their difference.
 
-========================  =================================================================
-:func:`delong_paired`     ROC AUC difference, its variance and z (DeLong 1988, in the fast
-                          O(n log n) form of Sun & Xu 2014), with sampling weights
-:func:`paired_bootstrap`  any metric (log loss, Brier, PR AUC, ECE, ROC AUC) by a vectorised
-                          paired Poisson bootstrap, fast enough for 1M rows x 1,000 replicates
-:func:`mcnemar_at_threshold`  discordant decisions at one threshold (statsmodels' McNemar)
-:func:`holm`              Holm's step-down correction across many checks (metrics, slices)
-:func:`fold_consistency`  does the challenger win across backtest folds? (sign / Wilcoxon)
-:func:`min_folds_for`     the fewest folds with which such a test can ever pass
-:func:`simpson_pattern`   better overall but worse in every slice (or the reverse)
-========================  =================================================================
+=============================  ====================================================================
+:func:`delong_paired`          ROC AUC difference, its variance and z (DeLong 1988, in the fast
+                               O(n log n) form of Sun & Xu 2014), with sampling weights
+:func:`paired_bootstrap`       any metric (log loss, Brier, PR AUC, ECE, ROC AUC) by a vectorised
+                               paired Poisson bootstrap, fast enough for 1M rows x 1,000 replicates
+:func:`paired_bootstrap_many`  several metrics on the same replicates (what the gate runs)
+:func:`mcnemar_at_threshold`   discordant decisions at one threshold (statsmodels' McNemar) and
+                               the weighted accuracy difference
+:func:`holm`                   Holm's step-down correction across many checks (metrics, slices)
+:func:`fold_consistency`       does the challenger win across backtest folds? (sign / Wilcoxon)
+:func:`min_folds_for`          the fewest folds with which such a test can ever pass
+:func:`simpson_pattern`        better overall but worse in every slice (or the reverse)
+=============================  ====================================================================
 
 Conventions
 -----------
@@ -54,7 +56,7 @@ from statsmodels.stats.multitest import multipletests
 from threadpoolctl import threadpool_limits
 
 from ml_tasks.calibrate import equal_mass_bins
-from ml_tasks.metrics import EPS, row_losses
+from ml_tasks.metrics import EPS, row_losses, tie_groups
 from ml_tasks.spec import HIGHER_IS_BETTER
 
 #: Metrics :func:`paired_bootstrap` can resample.
@@ -129,13 +131,47 @@ class OneSidedTest(NamedTuple):
     passed: bool
 
 
+class _WaldDifference:
+    """Interval and one-sided tests of an asymptotically normal ``difference`` (a - b) with ``se``."""
+
+    difference: float
+    se: float
+
+    def ci(self, alpha: float = 0.05) -> tuple[float, float]:
+        """Two-sided ``1 - alpha`` Wald interval of the difference: ``d -/+ z_{1-alpha/2} se``."""
+        _check_alpha(alpha)
+        half = _z_quantile(1.0 - alpha / 2.0) * self.se
+        return self.difference - half, self.difference + half
+
+    def non_inferiority(self, margin: float, alpha: float = 0.05) -> OneSidedTest:
+        """One-sided test of H0: ``difference <= -margin`` against H1: ``> -margin``.
+
+        ``z = (difference + margin) / se`` and ``p = 1 - Phi(z)`` (the p-value itself). ``a``
+        passes (is "not worse by more than ``margin``") when ``p <= alpha``, which is the same as
+        the one-sided ``1 - alpha`` lower bound ``difference - z_{1-alpha} se`` lying above
+        ``-margin``. With ``se == 0`` (identical models) the difference is exact: z is
+        +-infinity, or 0 when ``difference + margin == 0``.
+        """
+        _check_alpha(alpha)
+        if margin < 0:
+            raise ValueError(f"margin: expected a non-negative allowed loss, got {margin}")
+        z = _safe_z(self.difference + margin, self.se)
+        p = float(sps.norm.sf(z))
+        return OneSidedTest(z=z, p_value=p, margin=float(margin), alpha=alpha, passed=p <= alpha)
+
+    def superiority(self, alpha: float = 0.05) -> OneSidedTest:
+        """One-sided test of H0: ``difference <= 0`` (``non_inferiority`` with margin 0)."""
+        return self.non_inferiority(0.0, alpha)
+
+
 @dataclass(frozen=True)
-class DeLongResult:
+class DeLongResult(_WaldDifference):
     """Two correlated ROC AUCs on the same rows, and the distribution of their difference.
 
     ``difference = auc_a - auc_b`` (positive: ``a`` ranks better); ``covariance`` is the 2 x 2
     estimated covariance matrix of ``(auc_a, auc_b)``; ``variance = c' S c`` with
-    ``c = (1, -1)``; ``z = difference / se`` and ``p_value`` is two-sided.
+    ``c = (1, -1)``; ``z = difference / se`` and ``p_value`` is two-sided. ``ci``,
+    ``non_inferiority`` and ``superiority`` are the Wald interval and z-tests on it.
     """
 
     auc_a: float
@@ -149,32 +185,6 @@ class DeLongResult:
     n_positive: int
     n_negative: int
 
-    def ci(self, alpha: float = 0.05) -> tuple[float, float]:
-        """Two-sided ``1 - alpha`` Wald interval of the difference: ``d -/+ z_{1-alpha/2} se``."""
-        _check_alpha(alpha)
-        half = _z_quantile(1.0 - alpha / 2.0) * self.se
-        return self.difference - half, self.difference + half
-
-    def non_inferiority(self, margin: float, alpha: float = 0.05) -> OneSidedTest:
-        """One-sided test of H0: ``auc_a - auc_b <= -margin`` against H1: ``> -margin``.
-
-        ``z = (difference + margin) / se`` and ``p = 1 - Phi(z)`` (the p-value itself). ``a``
-        passes (is "not worse by more than ``margin``") when ``p <= alpha``, which is the same as
-        the one-sided ``1 - alpha`` lower bound ``difference - z_{1-alpha} se`` lying above
-        ``-margin``. With ``se == 0`` (identical rankings) the difference is exact: z is
-        +-infinity, or 0 when ``difference + margin == 0``.
-        """
-        _check_alpha(alpha)
-        if margin < 0:
-            raise ValueError(f"margin: expected a non-negative allowed loss of AUC, got {margin}")
-        z = _safe_z(self.difference + margin, self.se)
-        p = float(sps.norm.sf(z))
-        return OneSidedTest(z=z, p_value=p, margin=float(margin), alpha=alpha, passed=p <= alpha)
-
-    def superiority(self, alpha: float = 0.05) -> OneSidedTest:
-        """One-sided test of H0: ``auc_a <= auc_b`` (``non_inferiority`` with margin 0)."""
-        return self.non_inferiority(0.0, alpha)
-
 
 def _safe_z(numerator: float, se: float) -> float:
     if se > 0:
@@ -185,8 +195,8 @@ def _safe_z(numerator: float, se: float) -> float:
 def _placements(score: np.ndarray, positive: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted placement values of one score: ``(V10 of each positive, V01 of each negative)``.
 
-    One stable argsort, then per group of tied scores the weighted mass of positives and
-    negatives. For a positive row ``i`` with score ``s``::
+    One stable sort into tie groups (:func:`ml_tasks.metrics.tie_groups`), then per group the
+    weighted mass of positives and negatives. For a positive row ``i`` with score ``s``::
 
         V10_i = (sum_{neg j: s_j < s} v_j + 1/2 sum_{neg j: s_j = s} v_j) / V
 
@@ -195,13 +205,7 @@ def _placements(score: np.ndarray, positive: np.ndarray, w: np.ndarray) -> tuple
 
         V01_j = (sum_{pos i: s_i > s} w_i + 1/2 sum_{pos i: s_i = s} w_i) / W
     """
-    order = np.argsort(score, kind="stable")
-    s = score[order]
-    new_group = np.empty(len(s), dtype=bool)
-    new_group[0] = True
-    np.not_equal(s[1:], s[:-1], out=new_group[1:])
-    starts = np.flatnonzero(new_group)
-    group = np.cumsum(new_group) - 1
+    order, starts, group = tie_groups(score)
     pos_sorted = positive[order]
     w_sorted = w[order]
     pos_mass = np.add.reduceat(np.where(pos_sorted, w_sorted, 0.0), starts)
@@ -456,12 +460,8 @@ class _ModelPlan:
     def __init__(self, p: np.ndarray, positive: np.ndarray, w: np.ndarray, metrics: set[str], bins: int,
                  ece_bins: np.ndarray | None) -> None:
         n = len(p)
-        self.order = np.argsort(-p, kind="stable")
+        self.order, _, group = tie_groups(p, descending=True)
         s, pos, ws = p[self.order], positive[self.order], w[self.order]
-        new_group = np.empty(n, dtype=bool)
-        new_group[0] = True
-        np.not_equal(s[1:], s[:-1], out=new_group[1:])
-        group = np.cumsum(new_group) - 1
         families: dict[str, _Family] = {}
         self.ranking = bool(metrics & {"pr_auc", "roc_auc"})
         if self.ranking:
@@ -700,6 +700,14 @@ class BootstrapResult:
         d = self.sign * (self.replicates_a - self.replicates_b)
         return d[np.isfinite(d)]
 
+    def p_value(self, margin: float = 0.0) -> float:
+        """One-sided p of H0: improvement <= -margin from these replicates (0: ``p_superiority``).
+
+        Any margin can be tested on the same replicates, so one bootstrap serves several
+        comparisons of one metric.
+        """
+        return _shifted_null_p(self.improvements, self.improvement, -margin)
+
     @property
     def superior(self) -> bool:
         return self.p_superiority <= self.alpha
@@ -726,8 +734,11 @@ def paired_bootstrap_many(metrics: Sequence[str], y, p_a, p_b, weights=None, rep
                           bins: int = 15) -> dict[str, BootstrapResult]:
     """:func:`paired_bootstrap` of several metrics on the *same* replicates (cheaper than one by one).
 
-    ``margin`` is one value for all metrics or one per metric (in each metric's own units).
-    For a given seed each metric's result is identical to a call of :func:`paired_bootstrap`.
+    ``margin`` is one value for all metrics or one per metric (in each metric's own units); other
+    margins can be tested afterwards with :meth:`BootstrapResult.p_value`. For a given seed each
+    metric's result is that of a call of :func:`paired_bootstrap` on the same counts: equal up
+    to rounding in the last bits (log loss and Brier share one matrix product whose summation
+    order depends on how many columns it has), and deterministic for a given list of metrics.
     """
     unknown = [m for m in metrics if m not in BOOTSTRAP_METRICS]
     if unknown or not metrics:
@@ -828,15 +839,16 @@ def _summarise(metric: str, value_a: float, value_b: float, reps_a: np.ndarray, 
     if len(d) == 0:
         raise ValueError(f"{metric}: no bootstrap replicate had a finite value (too few positive rows?)")
     low, high = np.quantile(d, [alpha / 2.0, 1.0 - alpha / 2.0])
-
-    def p_value(bar: float) -> float:
-        return float((1 + np.count_nonzero(d >= 2.0 * observed - bar)) / (1 + len(d)))
-
     return BootstrapResult(
         metric=metric, value_a=value_a, value_b=value_b, difference=difference, improvement=observed,
         ci_low=float(low), ci_high=float(high), se=float(np.std(d, ddof=1)) if len(d) > 1 else 0.0,
-        p_superiority=p_value(0.0), p_non_inferiority=p_value(-margin), margin=margin, alpha=alpha,
-        replicates=len(d), seed=seed, replicates_a=reps_a, replicates_b=reps_b)
+        p_superiority=_shifted_null_p(d, observed, 0.0), p_non_inferiority=_shifted_null_p(d, observed, -margin),
+        margin=margin, alpha=alpha, replicates=len(d), seed=seed, replicates_a=reps_a, replicates_b=reps_b)
+
+
+def _shifted_null_p(d: np.ndarray, observed: float, bar: float) -> float:
+    """``(1 + #{d* >= 2 d - bar}) / (1 + R)``: see the tests in :func:`paired_bootstrap`."""
+    return float((1 + np.count_nonzero(d >= 2.0 * observed - bar)) / (1 + len(d)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -844,15 +856,17 @@ def _summarise(metric: str, value_a: float, value_b: float, reps_a: np.ndarray, 
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class McNemarResult:
-    """McNemar's test of two classifiers' decisions at one threshold, on the same rows.
+class McNemarResult(_WaldDifference):
+    """Two classifiers' decisions at one threshold, on the same rows: McNemar's test and the
+    (weighted) accuracy difference.
 
     ``table = [[both right, only a right], [only b right, both wrong]]`` in row counts.
     ``p_value`` is two-sided (statsmodels), ``p_value_a_better`` the exact one-sided binomial
     p-value of H0: ``a`` is not more often right than ``b`` (only-a-right ~ Binomial(discordant,
-    1/2)). With weights, ``weighted_table`` estimates the population's table, and
-    ``weighted_z`` / ``weighted_p_value_a_better`` are the design-based test described in
-    :func:`mcnemar_at_threshold`; otherwise they are None.
+    1/2)). ``weighted_table``, ``accuracy_a``, ``accuracy_b``, ``difference = accuracy_a -
+    accuracy_b`` and its ``se`` are the population estimates under the sampling weights (unit
+    weights when none are given); ``ci``, ``non_inferiority`` and ``superiority`` are Wald
+    intervals and z-tests on that difference. See :func:`mcnemar_at_threshold`.
     """
 
     threshold: float
@@ -862,9 +876,11 @@ class McNemarResult:
     statistic: float
     p_value: float
     p_value_a_better: float
-    weighted_table: np.ndarray | None = None
-    weighted_z: float | None = None
-    weighted_p_value_a_better: float | None = None
+    weighted_table: np.ndarray
+    accuracy_a: float
+    accuracy_b: float
+    difference: float
+    se: float
 
 
 def mcnemar_at_threshold(y, p_a, p_b, threshold: float = 0.5, weights=None) -> McNemarResult:
@@ -881,23 +897,30 @@ def mcnemar_at_threshold(y, p_a, p_b, threshold: float = 0.5, weights=None) -> M
     **Weights.** McNemar is a test of *counts*: its null distribution is a binomial in the
     number of discordant rows. Weighted counts (or weighted counts rounded) are not counts: a
     weight of 50 would turn 10 discordant rows into "500" and make a coin-flip look
-    significant, and a weight below 1/2 would round rows away. So the statsmodels test always
-    uses the unweighted counts of the test rows -- a valid test that the two models are equally
-    often right *on rows drawn as the sample draws them*. When the sampler over-represents some
-    strata, the population question differs; for it, with weights, this also reports the
-    design-based analogue: with ``d_i = +1`` (only a right), ``-1`` (only b right) or 0 and
-    sampling weights ``w_i``::
+    significant, and a weight below 1/2 would round rows away. So the McNemar p-values always
+    use the unweighted counts of the test rows -- a valid test that the two models are equally
+    often right *on rows drawn as the sample draws them*.
 
-        z = sum_i w_i d_i / sqrt(sum_i w_i^2 d_i^2)
+    The estimates are the *population's*, like every other metric: with ``d_i = +1`` (only a
+    right), ``-1`` (only b right) or 0, sampling weights ``w_i`` and ``W = sum_i w_i``::
 
-    (Wald test of the population's net discordance, variance under H0 from independent rows;
-    with unit weights ``z^2`` is McNemar's statistic without continuity correction), and its
-    one-sided normal p-value for ``a`` better. Gate on it when the sample is weighted.
+        difference = sum_i w_i d_i / W,     se^2 = sum_i w_i^2 (d_i - difference)^2 / W^2
+
+    the weighted (Hájek) mean and its linearised variance from independent rows. With unit
+    weights that ``se`` is exactly the paired-proportions variance of Nam (1997),
+    ``(n10 + n01) / n^2 - difference^2 / n``; with sampling weights it is larger than treating a
+    row of weight 3 as three rows would make it (weights are not frequency weights, as in
+    :func:`delong_paired`). A non-inferiority margin has no count test, so it is tested with
+    this z: :meth:`non_inferiority`.
     """
     positive = _labels(y)
     n = len(positive)
     a = _scores("p_a", p_a, n)
     b = _scores("p_b", p_b, n)
+    w = _weights(weights, n)
+    total = float(w.sum())
+    if total <= 0:
+        raise ValueError("weights: expected a positive total weight")
     right_a = (a >= threshold) == positive
     right_b = (b >= threshold) == positive
     cells = [right_a & right_b, right_a & ~right_b, ~right_a & right_b, ~right_a & ~right_b]
@@ -912,17 +935,14 @@ def mcnemar_at_threshold(y, p_a, p_b, threshold: float = 0.5, weights=None) -> M
         res = mcnemar(table, exact=exact, correction=True)
         statistic, p_value = float(res.statistic), float(res.pvalue)
         p_one = float(sps.binomtest(n10, discordant, 0.5, alternative="greater").pvalue)
-    weighted_table = weighted_z = weighted_p = None
-    if weights is not None:
-        w = _weights(weights, n)
-        weighted_table = np.array([[w[cells[0]].sum(), w[cells[1]].sum()], [w[cells[2]].sum(), w[cells[3]].sum()]])
-        d = cells[1].astype(float) - cells[2].astype(float)
-        scale = math.sqrt(float(np.sum((w * d) ** 2)))
-        weighted_z = _safe_z(float(np.dot(w, d)), scale)
-        weighted_p = float(sps.norm.sf(weighted_z)) if scale > 0 else 1.0
+    weighted_table = np.array([[w[cells[0]].sum(), w[cells[1]].sum()], [w[cells[2]].sum(), w[cells[3]].sum()]])
+    d = cells[1].astype(float) - cells[2].astype(float)
+    difference = float(np.dot(w, d)) / total
+    se = math.sqrt(float(np.sum((w * (d - difference)) ** 2))) / total
     return McNemarResult(threshold=float(threshold), table=table, discordant=discordant, exact=exact,
-                         statistic=statistic, p_value=p_value, p_value_a_better=p_one,
-                         weighted_table=weighted_table, weighted_z=weighted_z, weighted_p_value_a_better=weighted_p)
+                         statistic=statistic, p_value=p_value, p_value_a_better=p_one, weighted_table=weighted_table,
+                         accuracy_a=float(np.dot(w, right_a)) / total, accuracy_b=float(np.dot(w, right_b)) / total,
+                         difference=difference, se=se)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -966,9 +986,11 @@ class FoldConsistency:
     """Does the challenger win across backtest folds?
 
     ``wins`` / ``losses`` / ``ties`` count folds with improvement > 0, < 0, == 0;
-    ``win_fraction = wins / n_folds``. ``p_value`` is one-sided (H0: the improvement is not
-    positive in distribution) from ``test``. ``min_folds`` is the fewest non-tied folds with
-    which that test can reach ``alpha``; ``reachable`` says whether this many folds can.
+    ``win_fraction = (wins + ties / 2) / n_folds``: a tied fold (the same recipe retrained on the
+    same rows scores the same) is no evidence either way, so it is half a win, not a loss.
+    ``p_value`` is one-sided (H0: the improvement is not positive in distribution) from
+    ``test``. ``min_folds`` is the fewest non-tied folds with which that test can reach
+    ``alpha``; ``reachable`` says whether this many folds can.
     ``passed``: ``win_fraction >= min_win_fraction`` and ``p_value <= alpha``.
     """
 
@@ -1032,7 +1054,7 @@ def fold_consistency(diffs: Sequence[float], min_win_fraction: float = 0.5, alph
             method = "asymptotic"
         p = float(sps.wilcoxon(nonzero, alternative="greater", zero_method="wilcox", method=method).pvalue)
     min_folds = min_folds_for(alpha, one_sided=True)
-    win_fraction = wins / len(d)
+    win_fraction = (wins + 0.5 * ties) / len(d)
     return FoldConsistency(n_folds=len(d), wins=wins, losses=losses, ties=ties, win_fraction=win_fraction, test=test,
                            p_value=p, alpha=alpha, min_win_fraction=min_win_fraction, min_folds=min_folds,
                            reachable=len(nonzero) >= min_folds,

@@ -9,7 +9,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ml_tasks.evaluate import CHAMPION_COLUMN
-from ml_tasks.gate import accuracy_test, paired_test, run_gate, threshold_checks
+from ml_tasks import stats
+from ml_tasks.gate import (accuracy_test, apply_holm, consistency_check, paired_test, paired_tests, run_gate,
+                           slice_checks, threshold_checks)
 from ml_tasks.manifests import BacktestManifest, EvaluationManifest, ModelScores, RunPlan
 from ml_tasks.metrics import compute_metrics, weighted_roc_auc
 from ml_tasks.spec import ComparisonSpec, ModelSpec
@@ -70,15 +72,37 @@ def test_each_metric_gets_its_test_and_holm_adjusts_the_family(demo_spec, tmp_pa
     assert tests["roc_auc"].test.startswith("DeLong")
     assert tests["log_loss"].test.startswith("paired Poisson bootstrap") and tests["pr_auc"].test.startswith("paired")
     assert "discordant" in tests["accuracy"].test
-    tested = [c for c in gate.checks if c.p_adjusted is not None]  # the promotion family (slices guard harm)
+    tested = [c for c in gate.checks if c.p_adjusted is not None]
+    assert tested == [c for c in gate.checks if c.family == "promotion"]
     assert {c.name for c in tested} >= {c.name for c in tests.values()}
     assert all(c.p_adjusted >= c.p_value for c in tested)
-    assert all(c.p_adjusted is None for c in gate.checks if c.name.startswith("slice:"))
+    assert all(c.p_adjusted is None for c in gate.checks if c.family != "promotion")  # slices guard harm
     # Holm: the smallest p is multiplied by the family size (capped at 1).
     smallest = min(tested, key=lambda c: c.p_value)
     assert smallest.p_adjusted == pytest.approx(min(1.0, smallest.p_value * len(tested)))
     assert gate.verdict == "PASS", [c.reason for c in gate.checks if not c.passed]
     assert all(c.ci_low <= c.difference <= c.ci_high for c in tests.values())
+
+
+def test_bootstrap_metrics_share_one_bootstrap_with_the_results_of_separate_ones(demo_spec, monkeypatch):
+    spec = gate_spec(demo_spec, bootstrap_replicates=200)
+    frame = simulated(gap=0.2)
+    comparisons = [ComparisonSpec(metric="log_loss", margin=0.01), ComparisonSpec(metric="brier", mode="superior"),
+                   ComparisonSpec(metric="log_loss", mode="superior"), ComparisonSpec(metric="pr_auc", margin=0.02),
+                   ComparisonSpec(metric="roc_auc", margin=0.01)]
+    names = [f"c{i}:{c.metric}" for i, c in enumerate(comparisons)]
+    args = (frame.label.to_numpy(), frame.p_gbm.to_numpy(), frame.p_lr.to_numpy(), frame.weight.to_numpy(), "champion")
+    calls = []
+    shared = stats.paired_bootstrap_many
+    monkeypatch.setattr(stats, "paired_bootstrap_many", lambda metrics, *a, **k: calls.append(metrics) or shared(metrics, *a, **k))
+    together = paired_tests(comparisons, names, spec.acceptance, *args)
+    assert calls == [["log_loss", "brier", "pr_auc"]]                    # one call, each metric once
+    assert [c.name for c in together] == names and all(c.family == "promotion" for c in together)
+    for comparison, name, check in zip(comparisons, names, together):
+        alone = paired_test(comparison, spec.acceptance, *args, name)
+        assert check.p_value == alone.p_value, name                        # seeded: the same replicates
+        assert (check.difference, check.ci_low, check.ci_high) == pytest.approx(
+            (alone.difference, alone.ci_low, alone.ci_high), abs=1e-12)
 
 
 def test_non_inferiority_passes_within_the_margin_and_fails_beyond_it(demo_spec):
@@ -114,6 +138,24 @@ def test_accuracy_uses_mcnemar_for_superiority_and_a_paired_z_with_a_margin():
     assert test.startswith("paired z") and p_margin < 0.05  # identical models are within any margin
 
 
+def test_accuracy_is_weighted_like_every_other_metric_but_mcnemar_counts_rows():
+    frame = simulated(n=4_000, gap=0.5)
+    y, a, b, w = (frame[c].to_numpy() for c in ("label", "p_gbm", "p_lr", "weight"))
+    weighted = accuracy_test(y, a, b, 0.3, 0.01, 0.05, w)
+    rep = np.repeat(np.arange(len(y)), w.astype(int))        # weight 3 = the row three times
+    repeated = accuracy_test(y[rep], a[rep], b[rep], 0.3, 0.01, 0.05)
+    assert weighted[:3] == pytest.approx(repeated[:3], abs=1e-12)         # accuracies and their difference
+    plain = accuracy_test(y, a, b, 0.3, 0.01, 0.05)
+    assert weighted[0] != pytest.approx(plain[0], abs=1e-6)                 # the weights matter
+    assert weighted[0] == pytest.approx(np.average((a >= 0.3) == y, weights=w))
+    # The interval is that of a weighted sample, wider than repeated rows would pretend.
+    assert weighted[4] - weighted[3] > repeated[4] - repeated[3]
+    doubled = accuracy_test(y, a, b, 0.3, 0.01, 0.05, 2.0 * w)
+    assert doubled == pytest.approx(weighted)                               # only relative weights count
+    # Superiority is McNemar on row counts: the weights do not change its p-value.
+    assert accuracy_test(y, a, b, 0.3, 0.0, 0.05, w)[5] == accuracy_test(y, a, b, 0.3, 0.0, 0.05)[5]
+
+
 def test_small_slices_are_listed_not_tested_and_simpson_is_flagged(demo_spec, tmp_path):
     frame = simulated(n=20_000, gap=0.3)
     spec = gate_spec(demo_spec, slices={"columns": ["channel"], "min_size": 2_000, "margin": 0.03})
@@ -135,6 +177,13 @@ def test_small_slices_are_listed_not_tested_and_simpson_is_flagged(demo_spec, tm
     gate = gate_on(spec, paradox, tmp_path / "paradox")
     assert all(r["difference"] > 0 for r in gate.slices if r["tested"])
     assert gate.simpson_warning is not None and "every slice" in gate.simpson_warning
+    harms = [c for c in gate.checks if c.family == "harm"]
+    assert {c.name for c in harms} == {"slice:channel=web:roc_auc", "slice:channel=branch:roc_auc"}
+    assert all("in channel=" in c.reason for c in harms)
+    # The overall difference comes from the caller's own comparison when it has one.
+    computed = slice_checks(spec, paradox, "p_gbm", "p_lr", "champion")
+    assert computed[2] == gate.simpson_warning
+    assert slice_checks(spec, paradox, "p_gbm", "p_lr", "champion", overall=+0.01)[2] is None
 
 
 def test_fold_wins_and_guardrails_and_no_champion_means_beating_the_baseline(demo_spec, tmp_path):
@@ -148,12 +197,29 @@ def test_fold_wins_and_guardrails_and_no_champion_means_beating_the_baseline(dem
     checks = {c.name: c for c in gate.checks}
     wins = checks["backtest:roc_auc:wins"]
     assert wins.challenger == 0.375 and not wins.passed and "wins 1 and ties 1 of 4 backtest folds" in wins.reason
+    assert wins.family is None and wins.condition_met is False and wins.p_adjusted is None
     assert not checks["guardrail:latency_ms_per_1k"].passed and not checks["guardrail:latency_ms_per_1k:ratio"].passed
     assert gate.verdict == "FAIL"
 
     first = gate_on(gate_spec(demo_spec), simulated(gap=0.4), tmp_path / "first", champion=False)
     baseline = next(c for c in first.checks if c.name.startswith("baseline:"))
     assert baseline.name == "baseline:roc_auc:superior" and baseline.passed and "baseline lr" in baseline.reason
+
+
+def test_a_required_fold_test_joins_the_family_and_still_needs_its_win_fraction(demo_spec):
+    raw = demo_spec.model_dump()
+    raw["backtest"]["folds"] = 6
+    spec = gate_spec(ModelSpec.model_validate(raw),
+                     backtest={"metric": "roc_auc", "require_significance": True, "min_win_fraction": 1.0})
+    # Five wins and a tie: the sign test (ties dropped) gives 1/32, but 5.5 of 6 is below 100%.
+    backtest = BacktestManifest(folds=6, metric="roc_auc", staleness={}, uri="b", per_fold={
+        "gbm": {str(f): {"roc_auc": 0.72 if f == 0 else 0.73} for f in range(6)},
+        "champion": {str(f): {"roc_auc": 0.72} for f in range(6)}})
+    check = consistency_check(spec, backtest, "gbm", "champion", "champion v1")
+    assert check.family == "promotion" and check.p_value == pytest.approx(1 / 32)
+    assert check.challenger == pytest.approx(5.5 / 6) and check.condition_met is False
+    [held] = apply_holm([check], alpha=0.05)
+    assert held.p_adjusted == pytest.approx(1 / 32) and "passes alpha" in held.reason and not held.passed
 
 
 def test_thresholds_check_min_and_max(demo_spec):

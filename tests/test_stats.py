@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 
 from ml_tasks import stats
 from ml_tasks.calibrate import equal_mass_bins, expected_calibration_error
-from ml_tasks.metrics import EPS
+from ml_tasks.metrics import EPS, tie_groups
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,29 +68,45 @@ def binormal(rng, n, auc_a, auc_b, prevalence=0.3, rho=0.5):
     return y, mu_a * y + e_a, mu_b * y + e_b
 
 
+def latent_pair(rng, n, prevalence, separation, noise_a, noise_b):
+    """Labels and two correlated scores: a shared latent ``separation * y + N(0, 1)`` plus each
+    model's own noise ``noise_k * N(0, 1)``; the less noisy model is the better one."""
+    y = (rng.random(n) < prevalence).astype(int)
+    latent = separation * y + rng.normal(size=n)
+    return y, latent + noise_a * rng.normal(size=n), latent + noise_b * rng.normal(size=n)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 def equally_good(rng, n, prevalence=0.3):
     """Two models equally good in every metric: the same signal plus independent noise of equal variance."""
-    y = (rng.random(n) < prevalence).astype(int)
-    signal = 1.2 * y + rng.normal(size=n) - 1.5
-    p_a = 1.0 / (1.0 + np.exp(-(signal + 0.8 * rng.normal(size=n))))
-    p_b = 1.0 / (1.0 + np.exp(-(signal + 0.8 * rng.normal(size=n))))
-    return y, p_a, p_b
+    y, a, b = latent_pair(rng, n, prevalence, separation=1.2, noise_a=0.8, noise_b=0.8)
+    return y, sigmoid(a - 1.5), sigmoid(b - 1.5)
 
 
 @pytest.fixture(scope="module")
 def tied_data():
-    rng = np.random.default_rng(7)
-    n = 700
-    y = (rng.random(n) < 0.35).astype(int)
-    lat = rng.normal(size=n) + 0.9 * y
-    a = np.round(lat + 0.6 * rng.normal(size=n), 1)      # many ties, within and across classes
-    b = np.round(lat + 0.9 * rng.normal(size=n), 2)
-    return y, a, b
+    y, a, b = latent_pair(np.random.default_rng(7), 700, prevalence=0.35, separation=0.9, noise_a=0.6, noise_b=0.9)
+    return y, np.round(a, 1), np.round(b, 2)                 # many ties, within and across classes
 
 
 # ---------------------------------------------------------------------------------------------
 # DeLong
 # ---------------------------------------------------------------------------------------------
+
+def test_tie_groups_sort_stably_and_group_equal_scores():
+    scores = np.array([0.3, 0.1, 0.3, 0.2, 0.1])
+    up = tie_groups(scores)
+    np.testing.assert_array_equal(up.order, [1, 4, 3, 0, 2])
+    np.testing.assert_array_equal(up.starts, [0, 2, 3])
+    np.testing.assert_array_equal(up.group, [0, 0, 1, 2, 2])
+    down = tie_groups(scores, descending=True)
+    np.testing.assert_array_equal(down.order, [0, 2, 3, 1, 4])
+    np.testing.assert_array_equal(down.group, [0, 0, 1, 2, 2])
+    assert len(tie_groups(np.zeros(0)).starts) == 0
+
 
 def test_delong_matches_slow_reference_unweighted(tied_data):
     y, a, b = tied_data
@@ -257,13 +273,11 @@ def test_delong_input_errors():
 @pytest.fixture(scope="module")
 def scored():
     rng = np.random.default_rng(1)
-    n = 3000
-    y = (rng.random(n) < 0.2).astype(int)
-    lat = rng.normal(size=n) + 1.0 * y
-    p_a = np.round(1 / (1 + np.exp(-(lat + 0.7 * rng.normal(size=n) - 1.5))), 2)    # ties
-    p_b = 1 / (1 + np.exp(-(lat + 0.9 * rng.normal(size=n) - 1.5)))
+    y, a, b = latent_pair(rng, 3000, prevalence=0.2, separation=1.0, noise_a=0.7, noise_b=0.9)
+    p_a = np.round(sigmoid(a - 1.5), 2)                                               # ties
+    p_b = sigmoid(b - 1.5)
     p_b[:3] = [0.0, 1.0, 1e-9]                                                        # clipped
-    w = rng.choice([1.0, 2.5, 7.0], size=n)
+    w = rng.choice([1.0, 2.5, 7.0], size=len(y))
     w[5:10] = 0.0
     return y, p_a, p_b, w
 
@@ -319,6 +333,9 @@ def test_bootstrap_direction_difference_and_tests(scored):
             assert p == pytest.approx((1 + np.sum(bar + d - r.improvement >= r.improvement)) / 301)
         assert r.p_non_inferiority <= r.p_superiority
         assert r.superior == (r.p_superiority <= 0.1)
+        # Any margin from the same replicates: the gate tests several comparisons of one metric so.
+        assert (r.p_value(), r.p_value(0.02)) == (r.p_superiority, r.p_non_inferiority)
+        assert r.p_value(0.05) <= r.p_non_inferiority
 
 
 def test_bootstrap_is_reproducible_and_shared_across_metrics(scored):
@@ -410,18 +427,35 @@ def test_mcnemar_matches_statsmodels(table):
     assert r.statistic == pytest.approx(reference.statistic)
     assert r.p_value == pytest.approx(reference.pvalue)
     assert r.p_value_a_better == pytest.approx(sps.binom.sf(table[0][1] - 1, r.discordant, 0.5))
-    assert r.weighted_z is None
+    # Without weights the estimates are the plain ones, and se is Nam's paired-proportions SE.
+    n, d = len(y), (table[0][1] - table[1][0]) / len(y)
+    assert r.difference == pytest.approx(d) and r.accuracy_a - r.accuracy_b == pytest.approx(d)
+    assert r.accuracy_a == pytest.approx((table[0][0] + table[0][1]) / n)
+    assert r.se == pytest.approx(math.sqrt((table[0][1] + table[1][0]) / n**2 - d**2 / n))
+    np.testing.assert_array_equal(r.weighted_table, table)
 
 
-def test_mcnemar_weighted_uses_counts_and_reports_the_design_based_test():
+def test_mcnemar_weighted_counts_for_the_test_and_weights_for_the_estimates():
     table = [[300, 60], [35, 200]]
     y, p_a, p_b = _decisions(table)
-    unit = stats.mcnemar_at_threshold(y, p_a, p_b, weights=np.ones(len(y)))
-    assert unit.weighted_z == pytest.approx((60 - 35) / math.sqrt(95))     # z^2: McNemar without correction
+    unit = stats.mcnemar_at_threshold(y, p_a, p_b)
     heavy = stats.mcnemar_at_threshold(y, p_a, p_b, weights=np.full(len(y), 50.0))
-    assert heavy.p_value == unit.p_value                                    # counts, not weighted counts
-    assert heavy.weighted_z == pytest.approx(unit.weighted_z)               # scale-free
+    assert heavy.p_value == unit.p_value and heavy.p_value_a_better == unit.p_value_a_better   # counts
+    assert (heavy.difference, heavy.se) == pytest.approx((unit.difference, unit.se))          # scale-free
     np.testing.assert_allclose(heavy.weighted_table, 50.0 * np.array(table))
+    # Integer weights: the estimates of repeated rows; the SE of a weighted sample, not of sum(w) rows.
+    w = np.random.default_rng(4).integers(1, 4, size=len(y))
+    weighted = stats.mcnemar_at_threshold(y, p_a, p_b, weights=w)
+    rep = np.repeat(np.arange(len(y)), w)
+    repeated = stats.mcnemar_at_threshold(y[rep], p_a[rep], p_b[rep])
+    assert (weighted.accuracy_a, weighted.accuracy_b) == pytest.approx((repeated.accuracy_a, repeated.accuracy_b))
+    assert weighted.difference == pytest.approx(repeated.difference)
+    assert weighted.p_value == unit.p_value
+    assert weighted.se > 1.2 * repeated.se
+    ni = weighted.non_inferiority(0.02, alpha=0.05)
+    assert ni.z == pytest.approx((weighted.difference + 0.02) / weighted.se)
+    with pytest.raises(ValueError, match="total weight"):
+        stats.mcnemar_at_threshold(y, p_a, p_b, weights=np.zeros(len(y)))
 
 
 def test_holm_uses_holm_not_holm_sidak():
@@ -453,6 +487,7 @@ def test_sign_and_wilcoxon_with_five_folds_all_positive():
 def test_fold_consistency_losses_ties_and_unreachable_alpha():
     r = stats.fold_consistency([0.01, -0.02, 0.0, 0.03, 0.012], min_win_fraction=0.5, test="sign")
     assert (r.wins, r.losses, r.ties) == (3, 1, 1)
+    assert r.win_fraction == pytest.approx(3.5 / 5)                        # a tie is half a win
     assert r.p_value == pytest.approx(sps.binom.sf(2, 4, 0.5))              # ties dropped: 3 of 4
     assert not r.passed
     w = stats.fold_consistency([0.01, -0.02, 0.0, 0.03, 0.012], test="wilcoxon")
