@@ -119,10 +119,10 @@ def build_retrain_dag(spec_path: Path) -> DAG:
             return pipeline.gate(run_plan, evaluation, backtest)
 
         @task
-        def register(run_plan: dict, validation_manifest: dict, evaluation: dict, gate_manifest: dict) -> dict:
+        def register(run_plan: dict, validation_manifest: dict, gate_manifest: dict) -> dict:
             from ml_tasks import pipeline
 
-            return pipeline.register(run_plan, validation_manifest, evaluation, gate_manifest)
+            return pipeline.register(run_plan, validation_manifest, gate_manifest)
 
         @task
         def report(run_plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest,
@@ -146,7 +146,7 @@ def build_retrain_dag(spec_path: Path) -> DAG:
         backtested = backtest_summary(run_plan, folds.output, trained.output)
         evaluation = evaluate(run_plan, splits, trained.output)
         verdict = gate(run_plan, evaluation, backtested)
-        registration = register(run_plan, checked, evaluation, verdict)
+        registration = register(run_plan, checked, verdict)
         report(run_plan, checked, sampled, splits, evaluation, verdict, registration, backtested)
     return dag
 

@@ -24,7 +24,7 @@ _INPUTS = {
     "sample": ["validation"],
     "split": ["sample"],
     "gate": ["evaluation", "backtest"],
-    "register": ["validation", "evaluation", "gate"],
+    "register": ["validation", "gate"],
     "report": ["validation", "sample", "split", "evaluation", "gate", "registration"],
 }
 

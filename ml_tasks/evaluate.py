@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml_tasks.manifests import EvaluationManifest, ModelScores, RunPlan, SplitManifest, TrainResult
+from ml_tasks.manifests import EvaluationManifest, ModelRef, ModelScores, RunPlan, SplitManifest, TrainResult
 from ml_tasks.metrics import compute_metrics
 from ml_tasks.models import feature_frame
 from ml_tasks.registry import get_champion
@@ -114,12 +114,12 @@ def evaluate_candidates(
     predictions_uri = f"{plan.run_prefix}/predictions.parquet"
     store.write_frame(predictions_uri, predictions)
     manifest = EvaluationManifest(
-        challenger=challenger.candidate, challenger_run_id=challenger.mlflow_run_id,
-        challenger_model_uri=challenger.model_uri, candidates=scores, champion=champion_scores,
+        challenger=challenger.candidate, candidates=scores, champion=champion_scores,
         champion_version=champion.version if champion else None, predictions_uri=predictions_uri,
         test_rows=len(test), uri=f"{plan.run_prefix}/evaluation.json", serving_costs=costs,
         champion_note=champion_note,
-        models={r.candidate: {"run_id": r.mlflow_run_id, "model_uri": r.model_uri} for r in results},
+        models={r.candidate: ModelRef(candidate=r.candidate, run_id=r.mlflow_run_id, model_uri=r.model_uri)
+                for r in results},
     )
     store.write_json(manifest.uri, manifest.to_xcom())
     return manifest

@@ -287,11 +287,9 @@ def run_gate(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, sto
                        f"the baseline {spec.baseline_name} is put forward instead")
             challenger, checks, slice_rows, simpson = spec.baseline_name, [note, *fallback], [], None
     verdict = "PASS" if all(c.passed for c in checks) else "FAIL"
-    model = evaluation.models.get(challenger, {})
     manifest = GateManifest(verdict=verdict, challenger=challenger, champion_version=evaluation.champion_version,
                             checks=checks, uri=f"{plan.run_prefix}/gate.json", slices=slice_rows, simpson_warning=simpson,
-                            challenger_run_id=model.get("run_id") or evaluation.challenger_run_id,
-                            challenger_model_uri=model.get("model_uri") or evaluation.challenger_model_uri)
+                            challenger_model=evaluation.models[challenger])
     store.write_json(manifest.uri, manifest.to_xcom())
     return manifest
 

@@ -184,10 +184,17 @@ class ModelScores(Manifest):
     metrics: dict[str, float]
 
 
+class ModelRef(Manifest):
+    """A trained candidate as MLflow holds it: what registration turns into a model version."""
+
+    candidate: str
+    run_id: str
+    model_uri: str
+
+
 class EvaluationManifest(Manifest):
+    #: The candidate that won on validation: the gate's first choice.
     challenger: str
-    challenger_run_id: str
-    challenger_model_uri: str
     candidates: list[ModelScores]
     champion: ModelScores | None
     champion_version: str | None
@@ -198,8 +205,9 @@ class EvaluationManifest(Manifest):
     serving_costs: dict[str, dict[str, float]] = {}
     #: Why the registered champion is not compared with (it was trained by this very run).
     champion_note: str | None = None
-    #: Every candidate's MLflow run and model: the gate may put the baseline forward instead.
-    models: dict[str, dict[str, str]] = {}
+    #: Every candidate's MLflow run and model, by candidate name: the gate may put the baseline
+    #: forward instead of the challenger.
+    models: dict[str, ModelRef]
 
 
 class GateCheck(Manifest):
@@ -238,9 +246,9 @@ class GateManifest(Manifest):
     #: Per-slice comparison rows for the report, and a Simpson's-paradox warning if the slices disagree.
     slices: list[dict] = []
     simpson_warning: str | None = None
-    #: The model put forward for registration (the challenger, or the baseline it fell back to).
-    challenger_run_id: str | None = None
-    challenger_model_uri: str | None = None
+    #: The model put forward for registration: the challenger, or the baseline the gate fell back
+    #: to. The one place registration (automatic or manual) and the report read it from.
+    challenger_model: ModelRef
 
     @property
     def failing_reasons(self) -> list[str]:

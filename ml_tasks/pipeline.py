@@ -145,13 +145,13 @@ def gate(plan: dict, evaluation: dict, backtest: dict | None = None) -> dict:
                     BacktestManifest.model_validate(backtest) if backtest else None).to_xcom()
 
 
-def register(plan: dict, validation_manifest: dict, evaluation: dict, gate_manifest: dict) -> dict:
+def register(plan: dict, validation_manifest: dict, gate_manifest: dict) -> dict:
     from ml_tasks.registry import register_challenger
     from ml_tasks.report import report_uris
 
     run_plan, ctx = _plan(plan)
     registration = register_challenger(
-        ctx.spec, run_plan, EvaluationManifest.model_validate(evaluation), GateManifest.model_validate(gate_manifest),
+        ctx.spec, run_plan, GateManifest.model_validate(gate_manifest),
         ValidationManifest.model_validate(validation_manifest).snapshot_id, report_uris(run_plan)[0], ctx.settings,
     )
     ctx.store.write_json(f"{run_plan.run_prefix}/registration.json", registration.to_xcom())
@@ -176,7 +176,7 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
         _test_reliability(ctx, evaluation_manifest, gate_result.challenger),
     )
     written = write_report(content, run_plan, ctx.store, ctx.settings,
-                           gate_result.challenger_run_id or evaluation_manifest.challenger_run_id,
+                           gate_result.challenger_model.run_id,
                            ctx.spec.acceptance.alpha)
     if written.verdict == "FAIL":
         from ml_tasks.notify import gate_failed, load_notify_settings, notify
@@ -187,20 +187,23 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
 
 
 def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dict:
-    """Promote the challenger of an earlier run (found by its run key) after human review."""
+    """Promote the model an earlier run's gate put forward (found by its run key) after human review.
+
+    That is the gate's choice, not the validation winner: after a fallback it is the baseline.
+    """
     from ml_tasks.registry import RegistryActionError, promote_run
     from ml_tasks.report import report_uris
 
     ctx = context_for(spec_path)
     prefix = ctx.store.uri("runs", ctx.spec.name, run_key)
-    needed = {name: f"{prefix}/{name}.json" for name in ("plan", "evaluation", "validation")}
+    needed = {name: f"{prefix}/{name}.json" for name in ("plan", "gate", "validation")}
     missing = [uri for uri in needed.values() if not ctx.store.exists(uri)]
     if missing:
         raise RegistryActionError(f"parameter 'run_key': run {run_key!r} of model {ctx.spec.name!r} has no "
-                                  f"{', '.join(missing)}; expected a run that reached the evaluate stage")
+                                  f"{', '.join(missing)}; expected a run that reached the gate stage")
     run_plan = RunPlan.model_validate(ctx.store.read_json(needed["plan"]))
     validation = ValidationManifest.model_validate(ctx.store.read_json(needed["validation"]))
-    registration = promote_run(ctx.spec, run_plan, EvaluationManifest.model_validate(ctx.store.read_json(needed["evaluation"])),
+    registration = promote_run(ctx.spec, run_plan, GateManifest.model_validate(ctx.store.read_json(needed["gate"])),
                                validation.snapshot_id, report_uris(run_plan)[0], reason, requested_by, ctx.settings)
     return registration.to_xcom()
 
@@ -277,6 +280,6 @@ def run_all(spec_path: str, as_of: datetime | str, **plan_options) -> dict:
     backtest = backtest_summary(plan, folds, results)
     evaluation = evaluate(plan, split_manifest, results)
     gate_manifest = gate(plan, evaluation, backtest)
-    registration = register(plan, validation_manifest, evaluation, gate_manifest)
+    registration = register(plan, validation_manifest, gate_manifest)
     return report(plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest, registration,
                   backtest)

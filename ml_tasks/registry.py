@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ml_tasks.manifests import EvaluationManifest, GateManifest, RegistrationManifest, RunPlan
+from ml_tasks.manifests import GateManifest, ModelRef, RegistrationManifest, RunPlan
 from ml_tasks.settings import Settings, code_version
 from ml_tasks.spec import ModelSpec
 from ml_tasks.tracking import client
@@ -46,7 +46,7 @@ def idempotency_key(plan: RunPlan, snapshot_id: str) -> str:
 
 
 def register_challenger(
-    spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, gate: GateManifest, snapshot_id: str,
+    spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str,
     report_uri: str, settings: Settings,
 ) -> RegistrationManifest:
     """Register the challenger and make it champion, only if the gate passed and this is no dry run.
@@ -77,13 +77,7 @@ def register_challenger(
         "refit.candidate": gate.challenger, "refit.verdict": gate.verdict, "refit.report_uri": report_uri,
         "refit.code_version": code_version(),
     }
-    # The gate may have put the baseline forward instead of the validation winner.
-    model_uri = gate.challenger_model_uri or evaluation.challenger_model_uri
-    version = mlflow_client.create_model_version(
-        name=name, source=model_uri, run_id=gate.challenger_run_id or evaluation.challenger_run_id, tags=tags,
-        model_id=model_uri.removeprefix("models:/"),
-    )
-    new_version = str(version.version)
+    new_version = _create_version(mlflow_client, name, gate.challenger_model, tags)
     if current_version is not None:
         mlflow_client.set_registered_model_alias(name, PREVIOUS, current_version)
     mlflow_client.set_registered_model_alias(name, CHAMPION, new_version)
@@ -118,9 +112,17 @@ class RegistryActionError(RuntimeError):
     """A manual promotion or rollback cannot be done; the message says what is missing."""
 
 
-def promote_run(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, snapshot_id: str, report_uri: str,
+def _create_version(mlflow_client, name: str, model: ModelRef, tags: dict[str, str]) -> str:
+    # The gate may have put the baseline forward instead of the validation winner: register
+    # what it put forward, never evaluation.challenger.
+    version = mlflow_client.create_model_version(name=name, source=model.model_uri, run_id=model.run_id, tags=tags,
+                                                 model_id=model.model_uri.removeprefix("models:/"))
+    return str(version.version)
+
+
+def promote_run(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str, report_uri: str,
                 reason: str, requested_by: str, settings: Settings) -> RegistrationManifest:
-    """Promote a run's challenger after human review, whatever its gate said.
+    """Promote the model a run's gate put forward after human review, whatever its verdict.
 
     The reason and the person are recorded as tags of the version (and the version keeps the
     run's idempotency key, so promoting twice does not register twice). Aliases move in the
@@ -137,12 +139,10 @@ def promote_run(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, 
         tags = {
             "refit.idempotency_key": key, "refit.snapshot_id": snapshot_id, "refit.spec_hash": plan.spec_hash,
             "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key, "refit.as_of": plan.as_of.isoformat(),
-            "refit.candidate": evaluation.challenger, "refit.report_uri": report_uri,
+            "refit.candidate": gate.challenger, "refit.report_uri": report_uri,
             "refit.code_version": code_version(), "refit.verdict": "promoted manually",
         }
-        existing = str(mlflow_client.create_model_version(
-            name=name, source=evaluation.challenger_model_uri, run_id=evaluation.challenger_run_id, tags=tags,
-            model_id=evaluation.challenger_model_uri.removeprefix("models:/")).version)
+        existing = _create_version(mlflow_client, name, gate.challenger_model, tags)
     mlflow_client.set_model_version_tag(name, existing, "refit.manual_promotion_reason", reason)
     mlflow_client.set_model_version_tag(name, existing, "refit.promoted_by", requested_by)
     if current is not None and current.version == existing:

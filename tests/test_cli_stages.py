@@ -54,7 +54,8 @@ def test_each_stage_runs_alone_from_the_plan_and_the_trainer_logs_a_loadable_mod
     assert np.all((probabilities["probability"] > 0) & (probabilities["probability"] < 1))
 
 
-def test_dry_run_gates_and_reports_but_never_registers(warehouse_env):
+def test_dry_run_gates_and_reports_but_never_registers_until_a_reviewer_promotes_what_the_gate_put_forward(
+        warehouse_env):
     report = cli("run", "--model", MODEL, "--as-of", "2024-03-01", "--dry-run")
     content = json.loads(Path(report["json_uri"]).read_text())
     assert content["plan"]["dry_run"] is True
@@ -71,3 +72,12 @@ def test_dry_run_gates_and_reports_but_never_registers(warehouse_env):
     status = subprocess.run([sys.executable, "-m", "ml_tasks", "status", "--model", MODEL], capture_output=True,
                             text=True, env=os.environ, check=True).stdout
     assert "champion: none yet" in status and "dry run" in status
+
+    # A reviewer's promotion registers the model the gate put forward (after a fallback that is
+    # the baseline, not the validation winner), with the run's lineage.
+    put_forward = content["gate"]["challenger_model"]
+    promoted = cli("promote", "--model", MODEL, "--run-key", content["plan"]["run_key"], "--reason",
+                   "reviewed the dry run's report")
+    version = client.get_model_version(MODEL, promoted["version"])
+    assert (version.run_id, version.source) == (put_forward["run_id"], put_forward["model_uri"])
+    assert version.tags["refit.candidate"] == content["gate"]["challenger"] == put_forward["candidate"]

@@ -12,7 +12,7 @@ from ml_tasks.evaluate import CHAMPION_COLUMN
 from ml_tasks import stats
 from ml_tasks.gate import (accuracy_test, apply_holm, consistency_check, paired_test, paired_tests, run_gate,
                            slice_checks, threshold_checks)
-from ml_tasks.manifests import BacktestManifest, EvaluationManifest, ModelScores, RunPlan
+from ml_tasks.manifests import BacktestManifest, EvaluationManifest, ModelRef, ModelScores, RunPlan
 from ml_tasks.metrics import compute_metrics, weighted_roc_auc
 from ml_tasks.spec import ComparisonSpec, ModelSpec
 from ml_tasks.storage import ArtifactStore
@@ -43,11 +43,11 @@ def gate_on(spec, frame, tmp_path, champion=True, costs=None, backtest=None):
     store.write_frame(uri, frame)
     scores = [ModelScores(name=n, metrics=compute_metrics(frame.label, frame[f"p_{n}"], frame.weight)) for n in ("lr", "gbm")]
     evaluation = EvaluationManifest(
-        challenger="gbm", challenger_run_id="r", challenger_model_uri="models:/m-1", candidates=scores,
+        challenger="gbm", candidates=scores,
         champion=ModelScores(name="champion v1", metrics=scores[0].metrics) if champion else None,
         champion_version="1" if champion else None, predictions_uri=uri, test_rows=len(frame), uri="x",
         serving_costs=costs or {},
-        models={n: {"run_id": f"run-{n}", "model_uri": f"models:/{n}-1"} for n in ("lr", "gbm")},
+        models={n: ModelRef(candidate=n, run_id=f"run-{n}", model_uri=f"models:/{n}-1") for n in ("lr", "gbm")},
     )
     plan = RunPlan(model="m", spec_path="s", spec_hash="h", as_of="2024-03-01", window_start="2023-03-01",
                    sample_size=1, candidates=["lr", "gbm"], dry_run=False, dag_run_id="d", run_key="k",
@@ -241,4 +241,4 @@ def test_without_a_champion_a_candidate_that_cannot_beat_the_baseline_gives_way_
     # The note shows the two test scores it chose between, not a placeholder.
     assert fallback.challenger == pytest.approx(compute_metrics(frame.label, frame.p_lr, frame.weight)["roc_auc"])
     assert fallback.reference == pytest.approx(compute_metrics(frame.label, frame.p_gbm, frame.weight)["roc_auc"])
-    assert gate.challenger_model_uri == "models:/lr-1"
+    assert gate.challenger_model == ModelRef(candidate="lr", run_id="run-lr", model_uri="models:/lr-1")
