@@ -124,7 +124,7 @@ class LightGBMCandidate(Candidate):
         # over a bare lightgbm.train (bench/bench_lightgbm.py keeps it under 10 %).
         columns = {name: X[name].astype("float64") for name in self.numeric}
         for name in self.categorical:
-            columns[name] = _frozen_categorical(X[name], self.categories_[name])
+            columns[name] = frozen_categorical(X[name], self.categories_[name])
         return pd.DataFrame(columns, index=X.index)
 
     def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None):
@@ -162,9 +162,13 @@ class LightGBMCandidate(Candidate):
         return self._two_columns(self.booster_.predict(self._dataset_frame(X), num_iteration=self.best_iteration_))
 
 
-def _frozen_categorical(values: pd.Series, categories: list[str]) -> pd.Categorical:
+def frozen_categorical(values: pd.Series, categories: list[str]) -> pd.Categorical:
     """``values`` coded against categories frozen at fit time: an unseen value becomes missing,
-    not a new code. Factorising first maps each distinct value once, not each row."""
+    not a new code. Factorising first maps each distinct value once, not each row.
+
+    Values are compared as text (``str``); ``.codes`` is the position in ``categories``, -1 for a
+    missing or unseen value. Shared by the LightGBM and PyTorch candidates.
+    """
     codes, uniques = pd.factorize(values)
     positions = pd.Index(categories).get_indexer(pd.Index(uniques).astype(str))
     mapped = np.where(codes >= 0, positions[np.maximum(codes, 0)] if len(positions) else -1, -1)

@@ -25,7 +25,13 @@ from ml_tasks.demo_data import DemoWarehouseSettings, generate_tables
 from ml_tasks.models import PriorCandidate, build_candidate, feature_frame
 from ml_tasks.settings import REPO_ROOT
 from ml_tasks.spec import CandidateSpec, FeaturesSpec
-from ml_tasks.torch_mlp import CHECKPOINT_NAME, TorchMLPCandidate, TrainingCheckError, load_checkpoint
+from ml_tasks.torch_mlp import (
+    CHECKPOINT_NAME,
+    TorchMLPCandidate,
+    TrainingCheckError,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 FEATURES = FeaturesSpec(
     numeric=["age", "income", "employment_years", "amount", "term_months", "credit_score", "existing_debt",
@@ -172,6 +178,9 @@ def test_unseen_and_missing_categories_share_index_zero_and_predict():
     missing.loc[missing.index[0], "amount"] = np.inf
     codes = model.encoder_.transform(unseen)[1]
     assert (codes == 0).all() and (model.encoder_.transform(missing)[1] == 0).all()
+    known = model.encoder_.transform(Xt)[1]
+    for j, name in enumerate(FEATURES.categorical):  # a known value is its 1-based place in the vocabulary
+        assert np.array_equal(known[:, j], pd.Index(model.encoder_.vocab[name]).get_indexer(Xt[name]) + 1)
     assert np.isfinite(model.predict_proba(missing)).all()
     numeric_only = unseen.copy()
     numeric_only[FEATURES.categorical] = None
@@ -210,10 +219,11 @@ def test_a_learning_rate_far_too_low_fails_the_fit_check():
 RESUME_PARAMS = {**FAST, "max_epochs": 8, "patience": 8, "one_batch_check": False}
 
 
-def train_for_resume_test(checkpoint_dir: str) -> TorchMLPCandidate:
+def train_for_resume_test(checkpoint_dir: str, on_checkpoint=None) -> TorchMLPCandidate:
     """The run the resume test kills and repeats (also run in a child process)."""
     (X, y), (Xv, yv), _ = time_split(30_000)
     model = TorchMLPCandidate(FEATURES, RESUME_PARAMS, seed=4, checkpoint_dir=checkpoint_dir)
+    model.on_checkpoint = on_checkpoint
     return model.fit(X, y, None, Xv, yv, None)
 
 
@@ -236,7 +246,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     killed_at = _checkpoint_epoch(folder)
     assert 1 <= killed_at < RESUME_PARAMS["max_epochs"]
 
-    resumed = train_for_resume_test(str(folder))
+    # Every checkpoint saved is handed on as it is written (the trainer uploads it to S3).
+    handed_on = []
+    resumed = train_for_resume_test(str(folder), lambda path: handed_on.append((path, load_checkpoint(folder)["epoch"])))
+    assert handed_on == [(folder / CHECKPOINT_NAME, epoch) for epoch in range(killed_at + 1, RESUME_PARAMS["max_epochs"] + 1)]
+    assert pickle.loads(pickle.dumps(resumed)).on_checkpoint is None
     assert resumed.resumed_from_epoch_ == killed_at
     assert [r["epoch"] for r in resumed.history_] == list(range(1, RESUME_PARAMS["max_epochs"] + 1))
     assert load_checkpoint(folder)["finished"] and not list(folder.glob("*.tmp"))
@@ -253,12 +267,24 @@ def _checkpoint_epoch(folder: Path) -> int:
     return load_checkpoint(folder)["epoch"]
 
 
-def test_a_finished_run_is_reused_and_a_checkpoint_of_other_data_is_not(tmp_path):
+def test_a_finished_run_is_reused_and_a_checkpoint_of_other_data_or_format_is_not(tmp_path, caplog):
+    save_checkpoint(tmp_path, {"format": 1, "fingerprint": "from-an-older-release", "epoch": 1, "finished": True})
+    numpy_state = np.random.get_state()
     first = fit({"max_epochs": 1}, checkpoint_dir=tmp_path)
+    assert first.resumed_from_epoch_ is None and "its format is 1" in caplog.text
+    # Training draws nothing from numpy's global generator, so the checkpoint does not carry it.
+    assert _same_numpy_state(np.random.get_state(), numpy_state)
+    assert set(load_checkpoint(tmp_path)["rng"]) == {"torch", "cuda", "shuffle"}
     again = fit({"max_epochs": 1}, checkpoint_dir=tmp_path)
     assert again.resumed_from_epoch_ == 1 and again.check_ == first.check_  # not trained or checked again
+    streamed = fit({"max_epochs": 1, "resident": False}, checkpoint_dir=tmp_path)
+    assert streamed.resumed_from_epoch_ == 1  # where the same batches come from is not in the fingerprint
     other = fit({"max_epochs": 1}, rows=12_001, checkpoint_dir=tmp_path)
     assert other.resumed_from_epoch_ is None
+
+
+def _same_numpy_state(a: tuple, b: tuple) -> bool:
+    return all(np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y for x, y in zip(a, b, strict=True))
 
 
 def test_warm_start_from_the_champion_starts_from_a_lower_validation_loss():
@@ -280,9 +306,31 @@ def test_warm_start_from_the_champion_starts_from_a_lower_validation_loss():
     assert warm.encoder_.vocab["purpose"] == champion.encoder_.vocab["purpose"] + ["solar_panels"]
     assert "embeddings.1.weight" in warm.warm_started_ and "head.weight" in warm.warm_started_
     assert warm.warm_start_from is None  # the champion is not pickled inside the challenger
-    via_argument = TorchMLPCandidate(FEATURES, params).fit(X_new, y[new], None, X.iloc[valid], y[valid], None,
-                                                           init_from=champion)
-    assert via_argument.initial_valid_loss_ == warm.initial_valid_loss_
+    via_constructor = TorchMLPCandidate(FEATURES, params, warm_start_from=champion)
+    via_constructor.fit(X_new, y[new], None, X.iloc[valid], y[valid], None)
+    assert via_constructor.initial_valid_loss_ == warm.initial_valid_loss_
+
+
+def test_a_checkpoint_is_resumed_only_by_a_retry_from_the_same_champion(tmp_path, caplog):
+    X, y = demo_rows(24_000)
+    old, new, valid = slice(0, 8_000), slice(8_000, 12_000), slice(12_000, 15_000)
+    params = {**FAST, "max_epochs": 1, "one_batch_check": False}
+    champion_a, champion_b = (TorchMLPCandidate(FEATURES, params, seed=seed).fit(X.iloc[old], y[old], None,
+                                                                                 X.iloc[valid], y[valid], None)
+                              for seed in (1, 2))
+
+    def retrain(champion):
+        model = TorchMLPCandidate(FEATURES, params, checkpoint_dir=tmp_path, warm_start_from=champion)
+        return model.fit(X.iloc[new], y[new], None, X.iloc[valid], y[valid], None)
+
+    assert retrain(champion_a).resumed_from_epoch_ is None
+    reloaded_a = pickle.loads(pickle.dumps(champion_a))  # a retry loads the champion again in a new process
+    assert retrain(reloaded_a).resumed_from_epoch_ == 1
+    caplog.clear()
+    from_b = retrain(champion_b)
+    assert from_b.resumed_from_epoch_ is None and from_b.warm_started_  # B's run, not A's resumed
+    assert "warm-start champion" in caplog.text
+    assert retrain(None).resumed_from_epoch_ is None  # nor does a run from scratch resume a warm start
 
 
 def test_warm_start_refuses_a_champion_of_another_family_or_other_features():
@@ -291,8 +339,9 @@ def test_warm_start_refuses_a_champion_of_another_family_or_other_features():
     assert "other features" in other_features.can_warm_start_from(model)
     assert "'prior' model" in TorchMLPCandidate(FEATURES, FAST).can_warm_start_from(PriorCandidate(FEATURES))
     (X, y), (Xv, yv), _ = time_split(12_000)
+    other_features.warm_start_from = model
     with pytest.raises(ValueError, match="cannot warm start .*other features"):
-        other_features.fit(X, y, None, Xv, yv, None, init_from=model)
+        other_features.fit(X, y, None, Xv, yv, None)
 
 
 def test_pickles_with_the_network_on_the_cpu():
