@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,14 +74,15 @@ def train_candidate(
     champion, warm_note = _warm_start_source(spec, candidate_spec, settings)
     metric = spec.selection_metric
     started = time.perf_counter()
-    with _checkpoints(store, plan, candidate_name) as checkpoint_root:
+    with checkpoint_folder(store, plan, candidate_name) as checkpoints:
         def fit_and_score(params: dict, rows: np.ndarray | None = None, trial: int = 0) -> tuple[Candidate, float]:
             model = build_candidate(candidate_spec.model_copy(update={"params": params}), spec.features,
                                     seed=spec.sampling.seed)
             if champion is not None:
                 model.warm_start_from = champion
-            if checkpoint_root is not None and hasattr(model, "checkpoint_dir") and rows is None:
-                model.checkpoint_dir = str(checkpoint_root / f"trial-{trial}")
+            if hasattr(model, "checkpoint_dir") and rows is None:
+                model.checkpoint_dir = str(checkpoints.path / f"trial-{trial}")
+                model.on_checkpoint = checkpoints.sync
             X, y, w = ((data.X_train, data.y_train, data.w_train) if rows is None else
                        (data.X_train.iloc[rows], data.y_train[rows], data.w_train[rows]))
             model.fit(X, y, w, data.X_valid, data.y_valid, data.w_valid)
@@ -232,24 +234,48 @@ def _warm_start_source(spec: ModelSpec, candidate: CandidateSpec, settings: Sett
     return fitted, f"continued from champion v{champion.version}"
 
 
-@contextmanager
-def _checkpoints(store: ArtifactStore, plan: RunPlan, candidate: str) -> Iterator[Path | None]:
-    """A local folder for per-epoch checkpoints that survives the trainer being killed.
+@dataclass(frozen=True)
+class CheckpointFolder:
+    """Where a trainer writes per-epoch checkpoints, and how each one reaches the artifact store.
 
-    On a local artifact store it is the store's own folder; on S3 the checkpoints live in a
-    local folder inside the run's store prefix only as long as the trainer runs (a container
-    restart on another host starts the candidate again).
+    ``path`` is a local folder; ``sync`` (None on a local store, which ``path`` already is) uploads
+    a checkpoint the model has just saved under ``path`` to the same place under the store.
+    """
+
+    path: Path
+    sync: Callable[[Path], None] | None = None
+
+
+@contextmanager
+def checkpoint_folder(store: ArtifactStore, plan: RunPlan, candidate: str) -> Iterator[CheckpointFolder]:
+    """Per-epoch checkpoints in the artifact store, so a killed trainer resumes when retried.
+
+    On a local store the checkpoints are written straight into the store's folder. On S3 the
+    trainer writes to a local folder and every saved checkpoint is uploaded to the run's prefix;
+    a retried trainer (another container, maybe another host) first downloads what is there.
+    Each upload is one whole object, so a trainer killed mid-upload leaves the previous epoch's.
     """
     uri = f"{plan.run_prefix}/train/{candidate}/checkpoints"
     if not store.is_s3:
         path = Path(uri)
         path.mkdir(parents=True, exist_ok=True)
-        yield path
-    else:
-        import tempfile
+        yield CheckpointFolder(path)
+        return
+    import shutil
+    import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="refit-checkpoints-") as folder:
-            yield Path(folder)
+    with tempfile.TemporaryDirectory(prefix="refit-checkpoints-") as folder:
+        root = Path(folder)
+        for saved in store.list(uri):
+            local = root / saved.removeprefix(f"{uri}/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with store.local_copy(saved) as downloaded:
+                shutil.copyfile(downloaded, local)
+
+        def upload(path: Path) -> None:
+            store.put_file(path, f"{uri}/{path.relative_to(root).as_posix()}")
+
+        yield CheckpointFolder(root, upload)
 
 
 def _plain(params: dict) -> dict:

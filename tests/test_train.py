@@ -166,3 +166,22 @@ def test_train_stage_tunes_logs_a_learning_curve_and_warm_starts_from_the_regist
     baseline = train_candidate(spec, later, SplitManifest.model_validate(split), "logistic_baseline",
                                store_from_settings(load_settings()), load_settings())
     assert baseline.warm_start == "family 'logistic_regression' always trains from scratch: trained from scratch"
+
+
+def test_checkpoints_reach_the_artifact_store_so_a_retry_on_another_host_resumes(any_store):
+    from ml_tasks.manifests import RunPlan
+    from ml_tasks.train import checkpoint_folder
+
+    plan = RunPlan(model="m", spec_path="s", spec_hash="h", as_of="2024-03-01", window_start="2023-03-01",
+                   run_key="20240301T000000-abcdef12", run_prefix=any_store.uri("runs", "m", "20240301T000000-abcdef12"),
+                   dag_run_id="manual", dry_run=False, sample_size=100, candidates=["mlp"])
+    with checkpoint_folder(any_store, plan, "mlp") as first:
+        saved = first.path / "trial-0" / "checkpoint.pt"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(b"epoch 3")
+        if first.sync is not None:
+            first.sync(saved)
+    # A retried trainer gets a folder of its own (a fresh container) holding what was saved.
+    with checkpoint_folder(any_store, plan, "mlp") as retry:
+        assert (retry.path / "trial-0" / "checkpoint.pt").read_bytes() == b"epoch 3"
+        assert (retry.sync is None) == (not any_store.is_s3)
