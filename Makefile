@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 # (v1, client only) to validate the deployed stack's compose file offline.
 SYSTEM_PACKAGES := chromium chromium-driver docker-compose
 
-.PHONY: setup system-deps demo test real-services lock clean
+.PHONY: setup system-deps demo test real-services gpu-wheels lock clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,18 @@ test: setup system-deps
 # scheduler and dag-processor on PostgreSQL; the DAG triggered through the REST API.
 real-services: setup
 	$(BIN)/python -m pytest tests/test_real_services.py -v $(PYTEST_ARGS)
+
+# Wheels the GPU machine lacks (its Python 3.12 image has torch, numpy, pandas, scikit-learn and
+# pytest, not pydantic or SQLAlchemy), pinned to the lock, for bench/gpu_check.sh: carry .whl with it.
+GPU_WHEELS := pydantic pydantic-core annotated-types typing-inspection typing-extensions sqlalchemy
+gpu-wheels: setup
+	rm -rf .whl && mkdir -p .whl
+	for p in $(GPU_WHEELS); do \
+	  v=$$(grep -iE "^$$(echo $$p | sed 's/[-_]/[-_]/g')==" requirements.lock | cut -d= -f3); \
+	  $(BIN)/pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	    --platform manylinux2014_x86_64 -d .whl "$$p==$$v" || exit 1; \
+	done
 
 # Re-resolve the lock from requirements.txt in a scratch venv.
 lock:
