@@ -29,6 +29,9 @@ fi
 } 2>&1 | tee "$OUT/device.txt"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
   || { echo "torch sees no CUDA device: nothing to check"; exit 1; }
+# Fail in seconds, not after the tests start, if the image lacks what they import.
+"$PY" -c "import pydantic, sqlalchemy, yaml, cloudpickle, sklearn, pandas, pytest, ml_tasks.torch_mlp" \
+  || { echo "a package the trainer's tests import is missing: add it to GPU_WHEELS in the Makefile"; exit 1; }
 
 status=0
 timeout 150 "$PY" -m pytest tests/test_torch_mlp.py -q -p no:cacheprovider -o addopts="-ra" 2>&1 \

@@ -120,20 +120,26 @@ def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: fl
 
     From :func:`stats.mcnemar_at_threshold`. The accuracies, their difference and its interval
     (two-sided ``1 - 2 alpha``) are weighted by ``weights``, like every other metric of the gate,
-    so they estimate the population's accuracy. With no margin the p-value is McNemar's test
-    (exact binomial on the discordant pairs, one-sided): a test of *counts*, so it counts each
-    test row once whatever its weight (weighted counts would make a coin-flip look significant
-    under large weights). With a margin, which no count test expresses, it is the Wald z-test of
-    non-inferiority ``(d + margin) / se`` on the weighted difference ``d`` with its
-    design-based standard error (Nam's 1997 paired z-test when the weights are equal).
+    so they estimate the population's accuracy. With no margin and equal weights the p-value is
+    McNemar's test (exact binomial on the discordant pairs, one-sided), exact for small counts.
+    McNemar is a test of *counts*: under unequal weights it tests whether the models are equally
+    often right on the *sample's* rows, which is not the weighted difference shown (a challenger
+    right more often on down-weighted rows would pass while worse in the population), so then
+    the weighted z-test ``d / se`` decides, as it does with a margin, which no count test
+    expresses: ``(d + margin) / se`` on the weighted difference ``d`` with its design-based
+    standard error (Nam's 1997 paired z-test when the weights are equal).
     """
     result = stats.mcnemar_at_threshold(y, p_a, p_b, threshold, weights)
     only_a, only_b = int(result.table[0, 1]), int(result.table[1, 0])
     low, high = result.ci(2 * alpha)
-    if margin == 0.0:
+    equal_weights = weights is None or np.ptp(weights) <= 1e-12 * float(np.max(np.abs(weights)))
+    if margin == 0.0 and equal_weights:
         p_value = result.p_value_a_better
         # p_value_a_better is always the exact binomial, whatever statsmodels' two-sided test used.
         test = f"McNemar (exact one-sided binomial; {only_a} vs {only_b} discordant rows)"
+    elif margin == 0.0:
+        p_value = result.superiority(alpha).p_value
+        test = f"weighted z on the accuracy difference ({only_a} vs {only_b} discordant rows; unequal weights)"
     else:
         p_value = result.non_inferiority(margin, alpha).p_value
         test = f"paired z on discordant pairs ({only_a} vs {only_b} rows, weighted)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class Manifest(BaseModel):
@@ -209,6 +209,20 @@ class EvaluationManifest(Manifest):
     #: forward instead of the challenger.
     models: dict[str, ModelRef]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_release(cls, data):
+        """Read an evaluation.json of an earlier release (the winner's run and model as two
+        fields, ``models`` without names), so its runs can still be gated and promoted."""
+        if not isinstance(data, dict) or "challenger_run_id" not in data:
+            return data
+        data = dict(data)
+        run_id, model_uri = data.pop("challenger_run_id"), data.pop("challenger_model_uri", None)
+        models = {name: {"candidate": name, **ref} for name, ref in (data.get("models") or {}).items()}
+        models.setdefault(data.get("challenger"), {"candidate": data.get("challenger"), "run_id": run_id,
+                                                   "model_uri": model_uri})
+        return {**data, "models": models}
+
 
 class GateCheck(Manifest):
     """One line of the gate: enough to explain the outcome without opening anything else."""
@@ -249,6 +263,17 @@ class GateManifest(Manifest):
     #: The model put forward for registration: the challenger, or the baseline the gate fell back
     #: to. The one place registration (automatic or manual) and the report read it from.
     challenger_model: ModelRef
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_release(cls, data):
+        """Read a gate.json of an earlier release (the model put forward as two fields)."""
+        if not isinstance(data, dict) or "challenger_model" in data or "challenger_run_id" not in data:
+            return data
+        data = dict(data)
+        run_id, model_uri = data.pop("challenger_run_id"), data.pop("challenger_model_uri", None)
+        return {**data, "challenger_model": {"candidate": data.get("challenger"), "run_id": run_id,
+                                             "model_uri": model_uri}}
 
     @property
     def failing_reasons(self) -> list[str]:

@@ -201,10 +201,18 @@ def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dic
     if missing:
         raise RegistryActionError(f"parameter 'run_key': run {run_key!r} of model {ctx.spec.name!r} has no "
                                   f"{', '.join(missing)}; expected a run that reached the gate stage")
-    run_plan = RunPlan.model_validate(ctx.store.read_json(needed["plan"]))
-    validation = ValidationManifest.model_validate(ctx.store.read_json(needed["validation"]))
-    registration = promote_run(ctx.spec, run_plan, GateManifest.model_validate(ctx.store.read_json(needed["gate"])),
-                               validation.snapshot_id, report_uris(run_plan)[0], reason, requested_by, ctx.settings)
+    from pydantic import ValidationError
+
+    manifests = {}
+    for (name, uri), kind in zip(needed.items(), (RunPlan, GateManifest, ValidationManifest), strict=True):
+        try:
+            manifests[name] = kind.model_validate(ctx.store.read_json(uri))
+        except ValidationError as exc:
+            raise RegistryActionError(f"parameter 'run_key': {uri} of run {run_key!r} is not a {name} manifest this "
+                                      f"release can read: {exc}") from exc
+    run_plan = manifests["plan"]
+    registration = promote_run(ctx.spec, run_plan, manifests["gate"], manifests["validation"].snapshot_id,
+                               report_uris(run_plan)[0], reason, requested_by, ctx.settings)
     return registration.to_xcom()
 
 
@@ -217,7 +225,8 @@ def registry_action(spec_path: str, action: str, run_key: str | None, reason: st
     if action != "promote":
         raise RegistryActionError(f"parameter 'action': expected 'promote' or 'rollback', got {action!r}")
     if not run_key:
-        raise RegistryActionError("parameter 'run_key': promote needs the run key of the run whose challenger to promote")
+        raise RegistryActionError("parameter 'run_key': promote needs the run key of the run whose gated model to "
+                                  "promote")
     return promote(spec_path, run_key, reason, requested_by)
 
 

@@ -961,7 +961,7 @@ def holm(p_values: Mapping[str, float], alpha: float = 0.05) -> dict[str, HolmDe
     largest ``k`` with ``p_(i) <= alpha / (m - i + 1)`` for every ``i <= k``. Equivalently the
     adjusted p-value ``max_{j <= i} min(1, (m - j + 1) p_(j))`` is compared with ``alpha``
     (Holm 1979). Valid under any dependence between the checks, which is what a gate with
-    several metrics and slices on the same rows has.
+    several metrics compared on the same rows has.
 
     Uses ``multipletests(..., method="holm")``: its default, ``'hs'``, is Holm–Šidák, which is
     slightly more powerful but assumes independent or positively dependent tests.

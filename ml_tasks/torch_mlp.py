@@ -117,7 +117,8 @@ leaves out ``device`` and ``resident``: they choose where the same steps run, no
 (both data paths yield the same batches), and the checkpoint holds CPU tensors, so a run
 resumed on another device continues the same training (on CUDA only the last bits differ, as
 between any two CUDA runs). The trainer (``ml_tasks.train``) sets ``checkpoint_dir`` to a folder
-under the run's artifact prefix.
+under the run's artifact prefix (on S3, a local folder whose checkpoints ``on_checkpoint``
+uploads there as they are saved).
 
 Warm start
 ----------
@@ -889,7 +890,7 @@ class TorchMLPCandidate(Candidate):
             if self.checkpoint_dir is not None:
                 saved_path = save_checkpoint(self.checkpoint_dir, self._checkpoint(fingerprint, epoch, finished,
                                                                                    optimizer, stopper, shuffle, device))
-                if self.on_checkpoint is not None:
+                if getattr(self, "on_checkpoint", None) is not None:  # absent from earlier pickles
                     self.on_checkpoint(saved_path)
         model.load_state_dict(stopper.best_state)
         model.eval()

@@ -253,7 +253,9 @@ def checkpoint_folder(store: ArtifactStore, plan: RunPlan, candidate: str) -> It
     On a local store the checkpoints are written straight into the store's folder. On S3 the
     trainer writes to a local folder and every saved checkpoint is uploaded to the run's prefix;
     a retried trainer (another container, maybe another host) first downloads what is there.
-    Each upload is one whole object, so a trainer killed mid-upload leaves the previous epoch's.
+    Each upload is one whole object, so a trainer killed mid-upload leaves the previous epoch's;
+    an upload that fails is logged and training goes on. Only families that checkpoint (the
+    network) use the folder.
     """
     uri = f"{plan.run_prefix}/train/{candidate}/checkpoints"
     if not store.is_s3:
@@ -273,7 +275,12 @@ def checkpoint_folder(store: ArtifactStore, plan: RunPlan, candidate: str) -> It
                 shutil.copyfile(downloaded, local)
 
         def upload(path: Path) -> None:
-            store.put_file(path, f"{uri}/{path.relative_to(root).as_posix()}")
+            target = f"{uri}/{path.relative_to(root).as_posix()}"
+            try:
+                store.put_file(path, target)
+            except Exception as exc:  # a checkpoint only saves time on a retry: never fail training for it
+                log.warning("checkpoint %s not uploaded to %s (%s); a retry would start from the last one "
+                            "that was", path.name, target, exc)
 
         yield CheckpointFolder(root, upload)
 

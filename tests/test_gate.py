@@ -152,8 +152,19 @@ def test_accuracy_is_weighted_like_every_other_metric_but_mcnemar_counts_rows():
     assert weighted[4] - weighted[3] > repeated[4] - repeated[3]
     doubled = accuracy_test(y, a, b, 0.3, 0.01, 0.05, 2.0 * w)
     assert doubled == pytest.approx(weighted)                               # only relative weights count
-    # Superiority is McNemar on row counts: the weights do not change its p-value.
-    assert accuracy_test(y, a, b, 0.3, 0.0, 0.05, w)[5] == accuracy_test(y, a, b, 0.3, 0.0, 0.05)[5]
+    # Equal weights, whatever their scale, keep McNemar's count test for superiority.
+    assert accuracy_test(y, a, b, 0.3, 0.0, 0.05, np.full(len(y), 3.0))[5:] == accuracy_test(y, a, b, 0.3, 0.0, 0.05)[5:]
+
+
+def test_accuracy_superiority_under_unequal_weights_tests_the_weighted_difference():
+    y = np.r_[np.ones(1000), np.zeros(1000)]
+    a = np.r_[np.ones(1000), np.ones(300), np.zeros(700)]   # right on every positive, wrong on 300 negatives
+    b = np.r_[np.ones(400), np.zeros(600), np.zeros(1000)]  # right on 400 positives and on every negative
+    w = np.where(y == 1, 1.0, 4.0)                            # negatives were sampled at a quarter of their rate
+    _, _, difference, _, high, p_value, test = accuracy_test(y, a, b, 0.5, 0.0, 0.05, w)
+    assert difference < 0 and high < 0 and p_value > 0.5 and test.startswith("weighted z")
+    # Row by row the challenger is ahead (600 against 300 discordant rows): McNemar would pass it.
+    assert accuracy_test(y, a, b, 0.5, 0.0, 0.05)[5] < 1e-6
 
 
 def test_small_slices_are_listed_not_tested_and_simpson_is_flagged(demo_spec, tmp_path):
@@ -242,3 +253,19 @@ def test_without_a_champion_a_candidate_that_cannot_beat_the_baseline_gives_way_
     assert fallback.challenger == pytest.approx(compute_metrics(frame.label, frame.p_lr, frame.weight)["roc_auc"])
     assert fallback.reference == pytest.approx(compute_metrics(frame.label, frame.p_gbm, frame.weight)["roc_auc"])
     assert gate.challenger_model == ModelRef(candidate="lr", run_id="run-lr", model_uri="models:/lr-1")
+
+
+def test_manifests_of_an_earlier_release_still_load_so_their_runs_can_be_promoted():
+    from ml_tasks.manifests import GateManifest
+
+    earlier_evaluation = {
+        "challenger": "gbm", "challenger_run_id": "run-gbm", "challenger_model_uri": "models:/m-gbm",
+        "candidates": [], "champion": None, "champion_version": None, "predictions_uri": "p", "test_rows": 1,
+        "uri": "e", "models": {"lr": {"run_id": "run-lr", "model_uri": "models:/m-lr"},
+                               "gbm": {"run_id": "run-gbm", "model_uri": "models:/m-gbm"}}}
+    evaluation = EvaluationManifest.model_validate(earlier_evaluation)
+    assert evaluation.models["lr"] == ModelRef(candidate="lr", run_id="run-lr", model_uri="models:/m-lr")
+    assert EvaluationManifest.model_validate({**earlier_evaluation, "models": {}}).models["gbm"].run_id == "run-gbm"
+    gate = GateManifest.model_validate({"verdict": "FAIL", "challenger": "lr", "champion_version": None, "checks": [],
+                                        "uri": "g", "challenger_run_id": "run-lr", "challenger_model_uri": "models:/m-lr"})
+    assert gate.challenger_model == evaluation.models["lr"]

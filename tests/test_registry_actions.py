@@ -80,10 +80,11 @@ def test_promote_a_rejected_challenger_then_roll_back_and_forward(refit_home, st
     assert aliases(refit_home) == {"champion": "2", "previous": "1"}
 
 
-def test_promote_needs_a_run_that_was_evaluated(refit_home, strict_include):
+def test_promote_needs_a_run_that_was_gated(refit_home, strict_include):
     done = cli("promote", "--model", MODEL, "--run-key", "20240101T000000-deadbeef", "--reason",
                "this run does not exist", check=False)
     assert done.returncode != 0 and "parameter 'run_key'" in done.stderr and "20240101T000000-deadbeef" in done.stderr
+    assert "reached the gate stage" in done.stderr
 
 
 def test_rollback_without_a_previous_version_is_refused(refit_home, strict_include):
