@@ -60,12 +60,12 @@ def backtest_jobs(spec: ModelSpec, plan: RunPlan, settings: Settings) -> list[di
 def champion_recipe(spec: ModelSpec, settings: Settings) -> dict | None:
     """The champion's ``{"family", "params", "version"}`` from its MLflow run, or None."""
     from ml_tasks.registry import get_champion
-    from ml_tasks.tracking import client
+    from ml_tasks.tracking import use_store
 
     champion = get_champion(settings, spec.registry_name)
     if champion is None or champion.run_id is None:
         return None
-    recipe = client(settings).get_run(champion.run_id).data.tags.get("refit.recipe")
+    recipe = use_store(settings).get_run(champion.run_id).data.tags.get("refit.recipe")
     if recipe is None:
         return None  # registered before recipes were recorded: nothing to retrain
     return {**json.loads(recipe), "version": champion.version}
@@ -179,9 +179,9 @@ def _log_to_candidate_runs(settings: Settings, per_fold: dict, train_results: li
     """Per-fold metrics into each candidate's MLflow run (step = fold), beside its validation metrics."""
     from mlflow.entities import Metric
 
-    from ml_tasks.tracking import client
+    from ml_tasks.tracking import use_store
 
-    mlflow_client = client(settings)
+    mlflow_client = use_store(settings)
     now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
     for trained in train_results:
         folds = per_fold.get(trained.candidate, {})

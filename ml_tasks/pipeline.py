@@ -254,11 +254,11 @@ def _test_reliability(ctx: StageContext, evaluation: EvaluationManifest, challen
 def _champion_drift(ctx: StageContext, evaluation: EvaluationManifest, validation: ValidationManifest) -> dict | None:
     """PSI of each feature between the champion's training snapshot and this run's."""
     from ml_tasks.drift import feature_drift
-    from ml_tasks.tracking import client
+    from ml_tasks.tracking import use_store
 
     if evaluation.champion_version is None:
         return None
-    tags = client(ctx.settings).get_model_version(ctx.spec.registry_name, evaluation.champion_version).tags
+    tags = use_store(ctx.settings).get_model_version(ctx.spec.registry_name, evaluation.champion_version).tags
     snapshot_id = tags.get("refit.snapshot_id")
     uri = ctx.store.uri("snapshots", ctx.spec.name, snapshot_id, "data.parquet") if snapshot_id else None
     if uri is None or not ctx.store.exists(uri):

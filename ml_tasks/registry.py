@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ml_tasks.manifests import GateManifest, ModelRef, RegistrationManifest, RunPlan
 from ml_tasks.settings import Settings, code_version
 from ml_tasks.spec import ModelSpec
-from ml_tasks.tracking import client
+from ml_tasks.tracking import use_store
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -30,7 +30,7 @@ def get_champion(settings: Settings, registry_name: str) -> ChampionInfo | None:
     """The version behind the ``champion`` alias, or None when there is none yet."""
     from mlflow.exceptions import MlflowException
 
-    mlflow_client = client(settings)
+    mlflow_client = use_store(settings)
     try:
         version = mlflow_client.get_model_version_by_alias(registry_name, CHAMPION)
     except MlflowException as exc:
@@ -64,7 +64,7 @@ def register_challenger(
     if plan.dry_run:
         return RegistrationManifest(registry_name=name, action="skipped_dry_run", version=None,
                                     champion_version=current_version, previous_version=None)
-    mlflow_client = client(settings)
+    mlflow_client = use_store(settings)
     key = idempotency_key(plan, snapshot_id)
     existing = _version_with_key(mlflow_client, name, key)
     if existing is not None:
@@ -130,7 +130,7 @@ def promote_run(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id:
     """
     reason = _required_reason(reason)
     name = spec.registry_name
-    mlflow_client = client(settings)
+    mlflow_client = use_store(settings)
     current = get_champion(settings, name)
     key = idempotency_key(plan, snapshot_id)
     existing = _version_with_key(mlflow_client, name, key)
@@ -162,7 +162,7 @@ def rollback(spec: ModelSpec, reason: str, requested_by: str, settings: Settings
 
     reason = _required_reason(reason)
     name = spec.registry_name
-    mlflow_client = client(settings)
+    mlflow_client = use_store(settings)
     current = get_champion(settings, name)
     try:
         previous = str(mlflow_client.get_model_version_by_alias(name, PREVIOUS).version)

@@ -138,9 +138,9 @@ def gate_result_of(content: dict, manifest: ReportManifest, plan: RunPlan, mlflo
 def _log_to_mlflow(settings: Settings, run_id: str, html: str, content: dict) -> str:
     """Attach the report to the challenger's run; returns the run's experiment id, recorded so the
     UI's link to the run needs no MLflow call when clicked."""
-    from ml_tasks.tracking import client
+    from ml_tasks.tracking import use_store
 
-    mlflow_client = client(settings)
+    mlflow_client = use_store(settings)
     with tempfile.TemporaryDirectory(prefix="refit-report-") as folder:
         path = Path(folder) / "gating_report.html"
         path.write_text(html)

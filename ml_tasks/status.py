@@ -28,10 +28,10 @@ def model_status(spec: ModelSpec, settings: Settings, store: ArtifactStore) -> d
 def _previous_version(settings: Settings, registry_name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
-    from ml_tasks.tracking import client
+    from ml_tasks.tracking import use_store
 
     try:
-        return str(client(settings).get_model_version_by_alias(registry_name, PREVIOUS).version)
+        return str(use_store(settings).get_model_version_by_alias(registry_name, PREVIOUS).version)
     except MlflowException:
         return None
 

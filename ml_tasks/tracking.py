@@ -38,8 +38,7 @@ def setup_experiment(settings: Settings, spec: ModelSpec) -> str:
     """Point mlflow at the configured store and return the model's experiment id."""
     import mlflow
 
-    ensure_local_folders(settings)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    use_store(settings)
     name = experiment_name(spec)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
@@ -55,10 +54,12 @@ def setup_experiment(settings: Settings, spec: ModelSpec) -> str:
         return experiment.experiment_id
 
 
-def client(settings: Settings):
-    """A client of the configured store, which also becomes this process's default store.
+def use_store(settings: Settings):
+    """Make the configured store this process's MLflow store, and return a client of it.
 
-    The registry resolves a model version's source (``models:/m-…``) through MLflow's *default*
+    The name says the side effect: every stage of a process uses one store (its settings'), so
+    pointing MLflow's default at it each time is idempotent, and what ``mlflow.*`` calls made
+    afterwards (logging, loading, registering) reach. The registry resolves a model version's source (``models:/m-…``) through MLflow's *default*
     client, not this one: without the default pointing at the same store, registering from a
     fresh process (``python -m ml_tasks promote``) looks for the logged model in ``./mlruns``.
     """
@@ -84,5 +85,5 @@ def mlflow_ui_url(settings: Settings, run_id: str, env: dict | None = None,
         settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith(("http://", "https://")) else None)
     if base is None:
         return None
-    experiment_id = experiment_id or client(settings).get_run(run_id).info.experiment_id
+    experiment_id = experiment_id or use_store(settings).get_run(run_id).info.experiment_id
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

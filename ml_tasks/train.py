@@ -39,7 +39,7 @@ from ml_tasks.sample import WEIGHT
 from ml_tasks.settings import Settings
 from ml_tasks.spec import HIGHER_IS_BETTER, CandidateSpec, ModelSpec
 from ml_tasks.storage import ArtifactStore
-from ml_tasks.tracking import client, model_requirements, setup_experiment
+from ml_tasks.tracking import model_requirements, setup_experiment, use_store
 from ml_tasks.tuning import TuningResult, learning_curve, tune
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def _finished_result(plan: RunPlan, candidate: str, store: ArtifactStore, settin
         return None
     result = TrainResult.model_validate(store.read_json(uri))
     try:
-        status = client(settings).get_run(result.mlflow_run_id).info.status
+        status = use_store(settings).get_run(result.mlflow_run_id).info.status
     except Exception:
         return None  # the tracking store was reset: train again
     return result.model_copy(update={"reused": True}) if status == "FINISHED" else None
