@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import pandas as pd
 
+from ml_tasks.resources import trainer_threads
 from ml_tasks.spec import CandidateSpec, FeaturesSpec
 
 MISSING = "<missing>"
@@ -139,7 +140,7 @@ class LightGBMCandidate(Candidate):
         rounds = int(params.pop("num_boost_round", 500))
         stopping = int(params.pop("early_stopping_rounds", 50))
         params.update(objective="binary", seed=self.seed, deterministic=True, verbosity=-1,
-                      num_threads=int(params.get("num_threads", 2)))
+                      num_threads=int(params.get("num_threads") or trainer_threads()))
         train = lgb.Dataset(self._dataset_frame(X), label=np.asarray(y), weight=sample_weight,
                             categorical_feature=self.categorical, free_raw_data=False)
         valid_sets, callbacks = [], []

@@ -373,6 +373,9 @@ class AcceptanceSpec(_Strict):
 class TrainerSpec(_Strict):
     image: str = "refit-trainer:latest"
     gpus: int = Field(default=0, ge=0, le=16)
+    #: CPU threads per trainer process (REFIT_TRAINER_THREADS); None: all the CPUs the process
+    #: may use. Set it to cores / trainers-per-worker when mapped tasks share a worker.
+    cpus: int | None = Field(default=None, ge=1, le=1024)
 
 
 class ModelSpec(_Strict):

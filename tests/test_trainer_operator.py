@@ -213,6 +213,17 @@ def test_docker_mode_needs_remote_stores_and_requests_no_gpu_when_the_spec_has_n
     cpu_spec = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"gpus": 0})})
     kwargs = docker_trainer_kwargs(cpu_spec, env={**PUBLIC, "REFIT_DOCKER_URL": "unix://var/run/docker.sock"})
     assert "device_requests" not in kwargs and kwargs["docker_url"] == "unix://var/run/docker.sock"
+    assert "REFIT_TRAINER_THREADS" not in kwargs["environment"]  # no budget: every CPU the container gets
+
+
+def test_the_specs_cpu_budget_reaches_the_trainer_in_both_modes(spec):
+    from airflow.sdk import DAG
+
+    budgeted = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"cpus": 3})})
+    assert docker_trainer_kwargs(budgeted, env=PUBLIC)["environment"]["REFIT_TRAINER_THREADS"] == "3"
+    with DAG("trainer_threads", schedule=None):
+        mapped = trainer_task(budgeted, env={}, task_id="train", plan=PLAN, split=SPLIT).expand(candidate=CANDIDATES)
+    assert mapped.partial_kwargs["threads"] == 3
 
 
 # --- embedded mode: the same command in a local process, end to end -------------------------------

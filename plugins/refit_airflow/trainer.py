@@ -33,6 +33,8 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 from docker.types import DeviceRequest
 
+from ml_tasks.resources import THREADS_SETTING
+
 if TYPE_CHECKING:
     from ml_tasks.spec import ModelSpec
 
@@ -86,22 +88,25 @@ class TrainerOperator(BaseOperator):
     plan : the run plan manifest (usually the plan task's XCom).
     split : the split manifest (its ``uri`` is handed to the trainer).
     candidate : candidate name from the spec; mapped over with ``.expand(candidate=...)``.
+    threads : the trainer's CPU thread budget (the spec's ``trainer.cpus``; None: every CPU the
+        worker lets it use), handed over as ``REFIT_TRAINER_THREADS``.
     """
 
     template_fields: Sequence[str] = ("plan", "split", "candidate", "fold")
     ui_color = "#f3e5f5"
 
-    def __init__(self, *, plan, candidate, split=None, fold=None, **kwargs) -> None:
+    def __init__(self, *, plan, candidate, split=None, fold=None, threads: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.split = split
         self.candidate = candidate
         self.fold = fold
+        self.threads = threads
 
     def execute(self, context) -> dict:
         command = trainer_command(self.plan, (self.split or {}).get("uri"), self.candidate, fold=self.fold)
         self.log.info("Running trainer: %s", " ".join(command))
-        env = {**os.environ, "MLFLOW_CONFIGURE_LOGGING": "false"}
+        env = {**os.environ, "MLFLOW_CONFIGURE_LOGGING": "false", **thread_environment(self.threads)}
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         lines: list[str] = []
         assert process.stdout is not None
@@ -188,11 +193,16 @@ def docker_trainer_kwargs(spec: ModelSpec, env: Mapping[str, str] | None = None)
         "network_mode": env.get("REFIT_DOCKER_NETWORK") or None,
         "environment": {**{name: env[name] for name in PUBLIC_SETTINGS if env.get(name)},
                         # mlflow's logging set-up would otherwise reformat the lines the task log shows.
-                        "MLFLOW_CONFIGURE_LOGGING": "false"},
+                        "MLFLOW_CONFIGURE_LOGGING": "false", **thread_environment(spec.trainer.cpus)},
     }
     if spec.trainer.gpus:
         kwargs["device_requests"] = [DeviceRequest(count=spec.trainer.gpus, capabilities=[["gpu"]])]
     return kwargs
+
+
+def thread_environment(threads: int | None) -> dict[str, str]:
+    """``REFIT_TRAINER_THREADS`` for a trainer given a thread budget (nothing without one)."""
+    return {THREADS_SETTING: str(threads)} if threads else {}
 
 
 def trainer_task(spec: ModelSpec, mode: str | None = None, env: Mapping[str, str] | None = None, **partial_kwargs):
@@ -204,4 +214,4 @@ def trainer_task(spec: ModelSpec, mode: str | None = None, env: Mapping[str, str
     mode = trainer_mode({"REFIT_TRAINER_MODE": mode}) if mode else trainer_mode(env)
     if mode == "docker":
         return DockerTrainerOperator.partial(**docker_trainer_kwargs(spec, env), **partial_kwargs)
-    return TrainerOperator.partial(**partial_kwargs)
+    return TrainerOperator.partial(threads=spec.trainer.cpus, **partial_kwargs)
