@@ -125,7 +125,8 @@ def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: fl
     McNemar is a test of *counts*: under unequal weights it tests whether the models are equally
     often right on the *sample's* rows, which is not the weighted difference shown (a challenger
     right more often on down-weighted rows would pass while worse in the population), so then
-    the weighted z-test ``d / se`` decides, as it does with a margin, which no count test
+    the weighted z-test ``d / se`` decides (never below McNemar's exact p when fewer than
+    ``stats.MCNEMAR_EXACT_BELOW`` rows are discordant), as it does with a margin, which no count test
     expresses: ``(d + margin) / se`` on the weighted difference ``d`` with its design-based
     standard error (Nam's 1997 paired z-test when the weights are equal).
     """
@@ -138,7 +139,11 @@ def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: fl
         # p_value_a_better is always the exact binomial, whatever statsmodels' two-sided test used.
         test = f"McNemar (exact one-sided binomial; {only_a} vs {only_b} discordant rows)"
     elif margin == 0.0:
+        # The z-test's normal approximation is far too kind with a handful of discordant rows
+        # (3 of 3 for the challenger gives p = 0.04); McNemar's exact p is the floor there.
         p_value = result.superiority(alpha).p_value
+        if result.discordant < stats.MCNEMAR_EXACT_BELOW:
+            p_value = max(p_value, result.p_value_a_better)
         test = f"weighted z on the accuracy difference ({only_a} vs {only_b} discordant rows; unequal weights)"
     else:
         p_value = result.non_inferiority(margin, alpha).p_value

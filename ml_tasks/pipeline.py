@@ -201,13 +201,11 @@ def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dic
     if missing:
         raise RegistryActionError(f"parameter 'run_key': run {run_key!r} of model {ctx.spec.name!r} has no "
                                   f"{', '.join(missing)}; expected a run that reached the gate stage")
-    from pydantic import ValidationError
-
     manifests = {}
     for (name, uri), kind in zip(needed.items(), (RunPlan, GateManifest, ValidationManifest), strict=True):
         try:
             manifests[name] = kind.model_validate(ctx.store.read_json(uri))
-        except ValidationError as exc:
+        except ValueError as exc:  # pydantic's ValidationError, or JSON cut short
             raise RegistryActionError(f"parameter 'run_key': {uri} of run {run_key!r} is not a {name} manifest this "
                                       f"release can read: {exc}") from exc
     run_plan = manifests["plan"]

@@ -529,8 +529,12 @@ def query_texts(spec: ModelSpec, include_dir: Path) -> str:
 
 
 def spec_hash(spec: ModelSpec, query_text: str) -> str:
-    """Content hash of the spec and its SQL: a change to either is a new recipe."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True) + "\n" + query_text
+    """Content hash of the spec and its SQL: a change to either is a new recipe.
+
+    Unset optional fields (None) are left out, so a release that adds an optional field does not
+    give every interval a new run key (which would make a re-run after the upgrade a new run).
+    """
+    canonical = json.dumps(spec.model_dump(mode="json", exclude_none=True), sort_keys=True) + "\n" + query_text
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

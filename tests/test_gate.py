@@ -167,6 +167,15 @@ def test_accuracy_superiority_under_unequal_weights_tests_the_weighted_differenc
     assert accuracy_test(y, a, b, 0.5, 0.0, 0.05)[5] < 1e-6
 
 
+def test_a_handful_of_discordant_rows_never_passes_accuracy_superiority_under_weights():
+    y = np.r_[np.ones(500), np.zeros(500)]
+    b = np.r_[np.full(497, 0.9), np.full(3, 0.1), np.full(500, 0.1)]  # wrong on 3 positives
+    a = np.r_[np.full(500, 0.9), np.full(500, 0.1)]                  # right everywhere
+    w = np.where(y == 1, 1.0, 4.0)
+    *_, p_value, test = accuracy_test(y, a, b, 0.5, 0.0, 0.05, w)
+    assert test.startswith("weighted z") and p_value == pytest.approx(0.125)  # exact McNemar: 3 of 3 at 1/2
+
+
 def test_small_slices_are_listed_not_tested_and_simpson_is_flagged(demo_spec, tmp_path):
     frame = simulated(n=20_000, gap=0.3)
     spec = gate_spec(demo_spec, slices={"columns": ["channel"], "min_size": 2_000, "margin": 0.03})

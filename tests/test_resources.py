@@ -8,41 +8,64 @@ import sys
 
 import pytest
 
-from ml_tasks.resources import POOL_SETTINGS, available_cpus, limit_thread_pools, trainer_threads
+from ml_tasks.resources import POOL_SETTINGS, available_cpus, cgroup_cpu_limit, limit_thread_pools, trainer_threads
 from ml_tasks.settings import REPO_ROOT
+
+
+def cgroups(tmp_path, path: str, quotas: dict[str, str]) -> dict:
+    """A cgroup v2 tree under ``tmp_path`` (``quotas``: folder -> cpu.max) and this process in ``path``."""
+    root = tmp_path / "cgroup"
+    for folder, quota in quotas.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "cpu.max").write_text(quota + "\n")
+    (tmp_path / "self").write_text(f"0::{path}\n")
+    return {"cgroup_root": root, "self_cgroup": tmp_path / "self"}
 
 
 def test_a_cgroup_quota_caps_the_cpus_and_an_unlimited_one_does_not(tmp_path):
     cores = len(os.sched_getaffinity(0))
-    quota = tmp_path / "cpu.max"
-    quota.write_text("50000 100000\n")  # half a CPU: one thread, never zero
-    assert available_cpus(quota) == 1
-    quota.write_text("max 100000\n")
-    assert available_cpus(quota) == cores
-    assert available_cpus(tmp_path / "missing") == cores  # cgroup v1 or no cgroup file
+    assert available_cpus(**cgroups(tmp_path / "a", "/", {"": "50000 100000"})) == 1  # half a CPU: one thread
+    assert available_cpus(**cgroups(tmp_path / "b", "/", {"": "max 100000"})) == cores
+    assert available_cpus(tmp_path / "missing", tmp_path / "missing") == cores  # no cgroup v2 at all
+
+
+def test_the_tightest_quota_on_the_way_up_from_the_processs_own_cgroup_counts(tmp_path):
+    tree = cgroups(tmp_path, "/system.slice/trainer.service",
+                   {"": "max 100000", "system.slice": "100000 100000", "system.slice/trainer.service": "max 100000"})
+    assert cgroup_cpu_limit(**tree) == 1
+    odd = cgroups(tmp_path / "odd", "/x", {"": "max 100000", "x": "lots 100000"})
+    assert cgroup_cpu_limit(**odd) is None  # an unknown value is no limit, not a crash
 
 
 def test_the_setting_wins_and_a_bad_one_is_named(tmp_path):
-    assert trainer_threads({"REFIT_TRAINER_THREADS": "3"}, tmp_path / "missing") == 3
-    assert trainer_threads({}, tmp_path / "missing") == len(os.sched_getaffinity(0))
+    nothing = {"cgroup_root": tmp_path / "missing", "self_cgroup": tmp_path / "missing"}
+    assert trainer_threads({"REFIT_TRAINER_THREADS": "3"}, **nothing) == 3
+    assert trainer_threads({}, **nothing) == len(os.sched_getaffinity(0))
     for bad in ("0", "-2", "two"):
         with pytest.raises(ValueError, match=f"REFIT_TRAINER_THREADS='{bad}': expected a positive number"):
             trainer_threads({"REFIT_TRAINER_THREADS": bad})
 
 
-def test_pools_get_the_budget_unless_already_sized():
-    env = {"REFIT_TRAINER_THREADS": "1", "OMP_NUM_THREADS": "4"}
-    assert limit_thread_pools(env) == 1
-    assert env["OMP_NUM_THREADS"] == "4" and all(env[name] == "1" for name in POOL_SETTINGS[1:])
+def test_an_explicit_budget_overrides_inherited_pool_sizes_and_none_keeps_them():
+    inherited = {"REFIT_TRAINER_THREADS": "1", "OMP_NUM_THREADS": "4"}
+    assert limit_thread_pools(inherited) == 1
+    assert all(inherited[name] == "1" for name in POOL_SETTINGS)
+    sized_by_hand = {"OMP_NUM_THREADS": "4"}
+    limit_thread_pools(sized_by_hand)
+    assert sized_by_hand["OMP_NUM_THREADS"] == "4" and sized_by_hand["OPENBLAS_NUM_THREADS"].isdigit()
 
 
 def test_torch_in_a_trainer_process_starts_with_the_budget():
     code = ("from ml_tasks.resources import limit_thread_pools; limit_thread_pools(); "
             "import torch; print(torch.get_num_threads())")
-    env = {k: v for k, v in os.environ.items() if k not in POOL_SETTINGS} | {"REFIT_TRAINER_THREADS": "1"}
+    # The parent's own pool sizes (a worker's, or a CLI process's) must not win over the budget.
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "REFIT_TRAINER_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "1"
+    bad = subprocess.run([sys.executable, "-m", "ml_tasks", "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "REFIT_TRAINER_THREADS": "many"}, timeout=120)
+    assert bad.returncode != 0 and "REFIT_TRAINER_THREADS='many'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_lightgbm_trains_with_the_budget_unless_the_spec_sets_its_threads(monkeypatch):

@@ -74,3 +74,7 @@ def test_spec_hash_changes_with_spec_or_query(demo_spec):
     assert base != spec_hash(demo_spec, "SELECT 2")
     other = demo_spec.model_copy(update={"selection_metric": "log_loss"})
     assert base != spec_hash(other, "SELECT 1")
+    # Unset optional fields are left out of the hash (so adding one does not change run keys);
+    # setting one is a new recipe.
+    budgeted = demo_spec.model_copy(update={"trainer": demo_spec.trainer.model_copy(update={"cpus": 4})})
+    assert spec_hash(budgeted, "SELECT 1") != base
