@@ -528,13 +528,22 @@ def query_texts(spec: ModelSpec, include_dir: Path) -> str:
     return "\n".join(query_path(spec, include_dir, f).read_text() for f in spec.source.query_files)
 
 
-def spec_hash(spec: ModelSpec, query_text: str) -> str:
-    """Content hash of the spec and its SQL: a change to either is a new recipe.
+#: Fields added after specs were first hashed, as paths: left out of the hash while unset, so an
+#: upgrade does not give every interval a new run key (a re-run of an interval that already has
+#: a champion would then be a new run, and could register the same model again).
+ADDED_FIELDS = (("trainer", "cpus"),)
 
-    Unset optional fields (None) are left out, so a release that adds an optional field does not
-    give every interval a new run key (which would make a re-run after the upgrade a new run).
-    """
-    canonical = json.dumps(spec.model_dump(mode="json", exclude_none=True), sort_keys=True) + "\n" + query_text
+
+def spec_hash(spec: ModelSpec, query_text: str) -> str:
+    """Content hash of the spec and its SQL: a change to either is a new recipe."""
+    dumped = spec.model_dump(mode="json")
+    for *parents, name in ADDED_FIELDS:
+        holder = dumped
+        for key in parents:
+            holder = holder[key]
+        if holder.get(name) is None:
+            del holder[name]
+    canonical = json.dumps(dumped, sort_keys=True) + "\n" + query_text
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 
 import pytest
 import yaml
@@ -74,7 +76,11 @@ def test_spec_hash_changes_with_spec_or_query(demo_spec):
     assert base != spec_hash(demo_spec, "SELECT 2")
     other = demo_spec.model_copy(update={"selection_metric": "log_loss"})
     assert base != spec_hash(other, "SELECT 1")
-    # Unset optional fields are left out of the hash (so adding one does not change run keys);
-    # setting one is a new recipe.
+    # A field added later hashes, while unset, exactly as before it existed (run keys survive the
+    # upgrade); setting it is a new recipe.
+    before = demo_spec.model_dump(mode="json")
+    del before["trainer"]["cpus"]
+    canonical = json.dumps(before, sort_keys=True) + "\nSELECT 1"
+    assert base == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     budgeted = demo_spec.model_copy(update={"trainer": demo_spec.trainer.model_copy(update={"cpus": 4})})
     assert spec_hash(budgeted, "SELECT 1") != base
