@@ -120,31 +120,19 @@ def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: fl
 
     From :func:`stats.mcnemar_at_threshold`. The accuracies, their difference and its interval
     (two-sided ``1 - 2 alpha``) are weighted by ``weights``, like every other metric of the gate,
-    so they estimate the population's accuracy. With no margin and equal weights the p-value is
-    McNemar's test (exact binomial on the discordant pairs, one-sided), exact for small counts.
-    McNemar is a test of *counts*: under unequal weights it tests whether the models are equally
-    often right on the *sample's* rows, which is not the weighted difference shown (a challenger
-    right more often on down-weighted rows would pass while worse in the population), so then
-    the weighted z-test ``d / se`` decides (never below McNemar's exact p when fewer than
-    ``stats.MCNEMAR_EXACT_BELOW`` rows are discordant), as it does with a margin, which no count test
-    expresses: ``(d + margin) / se`` on the weighted difference ``d`` with its design-based
-    standard error (Nam's 1997 paired z-test when the weights are equal).
+    so they estimate the population's accuracy. With no margin the p-value is
+    :meth:`~ml_tasks.stats.McNemarResult.p_value_superior`: McNemar's exact count test under
+    equal weights, else the weighted z-test (floored at McNemar's exact p for few discordant
+    rows). A margin has no count test: ``(d + margin) / se`` on the weighted difference ``d``
+    with its design-based standard error (Nam's 1997 paired z-test when the weights are equal).
     """
     result = stats.mcnemar_at_threshold(y, p_a, p_b, threshold, weights)
     only_a, only_b = int(result.table[0, 1]), int(result.table[1, 0])
     low, high = result.ci(2 * alpha)
-    equal_weights = weights is None or np.ptp(weights) <= 1e-12 * float(np.max(np.abs(weights)))
-    if margin == 0.0 and equal_weights:
-        p_value = result.p_value_a_better
-        # p_value_a_better is always the exact binomial, whatever statsmodels' two-sided test used.
-        test = f"McNemar (exact one-sided binomial; {only_a} vs {only_b} discordant rows)"
-    elif margin == 0.0:
-        # The z-test's normal approximation is far too kind with a handful of discordant rows
-        # (3 of 3 for the challenger gives p = 0.04); McNemar's exact p is the floor there.
-        p_value = result.superiority(alpha).p_value
-        if result.discordant < stats.MCNEMAR_EXACT_BELOW:
-            p_value = max(p_value, result.p_value_a_better)
-        test = f"weighted z on the accuracy difference ({only_a} vs {only_b} discordant rows; unequal weights)"
+    if margin == 0.0:
+        p_value = result.p_value_superior(alpha)
+        test = (f"McNemar (exact one-sided binomial; {only_a} vs {only_b} discordant rows)" if result.equal_weights
+                else f"weighted z on the accuracy difference ({only_a} vs {only_b} discordant rows; unequal weights)")
     else:
         p_value = result.non_inferiority(margin, alpha).p_value
         test = f"paired z on discordant pairs ({only_a} vs {only_b} rows, weighted)"
@@ -298,7 +286,7 @@ def run_gate(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, sto
                        f"the baseline {spec.baseline_name} is put forward instead")
             challenger, checks, slice_rows, simpson = spec.baseline_name, [note, *fallback], [], None
     verdict = "PASS" if all(c.passed for c in checks) else "FAIL"
-    manifest = GateManifest(verdict=verdict, challenger=challenger, champion_version=evaluation.champion_version,
+    manifest = GateManifest(verdict=verdict, champion_version=evaluation.champion_version,
                             checks=checks, uri=f"{plan.run_prefix}/gate.json", slices=slice_rows, simpson_warning=simpson,
                             challenger_model=evaluation.models[challenger])
     store.write_json(manifest.uri, manifest.to_xcom())

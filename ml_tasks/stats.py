@@ -13,7 +13,7 @@ shared by the two models and cancels in their difference.
 :func:`paired_bootstrap_many`  several metrics on the same replicates (what the gate runs)
 :func:`mcnemar_at_threshold`   discordant decisions at one threshold (statsmodels' McNemar) and
                                the weighted accuracy difference
-:func:`holm`                   Holm's step-down correction across many checks (metrics, slices)
+:func:`holm`                   Holm's step-down correction across many checks (the metrics compared)
 :func:`fold_consistency`       does the challenger win across backtest folds? (sign / Wilcoxon)
 :func:`min_folds_for`          the fewest folds with which such a test can ever pass
 :func:`simpson_pattern`        better overall but worse in every slice (or the reverse)
@@ -866,7 +866,8 @@ class McNemarResult(_WaldDifference):
     1/2)). ``weighted_table``, ``accuracy_a``, ``accuracy_b``, ``difference = accuracy_a -
     accuracy_b`` and its ``se`` are the population estimates under the sampling weights (unit
     weights when none are given); ``ci``, ``non_inferiority`` and ``superiority`` are Wald
-    intervals and z-tests on that difference. See :func:`mcnemar_at_threshold`.
+    intervals and z-tests on that difference, and :meth:`p_value_superior` is the one-sided
+    superiority p-value to gate on. See :func:`mcnemar_at_threshold`.
     """
 
     threshold: float
@@ -881,6 +882,23 @@ class McNemarResult(_WaldDifference):
     accuracy_b: float
     difference: float
     se: float
+    #: Whether every row had the same weight (then the counts and the estimates agree).
+    equal_weights: bool
+
+    def p_value_superior(self, alpha: float = 0.05) -> float:
+        """One-sided p of H0 "a is not more accurate than b", for the difference this reports.
+
+        Equal weights: McNemar's exact count test (:attr:`p_value_a_better`). Unequal weights:
+        counts answer another question (which model is right more often on the *sample's* rows;
+        a model right more often on down-weighted rows would pass while worse in the population),
+        so the weighted z-test decides; with fewer than :data:`MCNEMAR_EXACT_BELOW` discordant
+        rows its normal approximation is far too kind (3 of 3 gives p = 0.04), and McNemar's exact
+        p is its floor.
+        """
+        if self.equal_weights:
+            return self.p_value_a_better
+        p = self.superiority(alpha).p_value
+        return max(p, self.p_value_a_better) if self.discordant < MCNEMAR_EXACT_BELOW else p
 
 
 def mcnemar_at_threshold(y, p_a, p_b, threshold: float = 0.5, weights=None) -> McNemarResult:
@@ -942,7 +960,7 @@ def mcnemar_at_threshold(y, p_a, p_b, threshold: float = 0.5, weights=None) -> M
     return McNemarResult(threshold=float(threshold), table=table, discordant=discordant, exact=exact,
                          statistic=statistic, p_value=p_value, p_value_a_better=p_one, weighted_table=weighted_table,
                          accuracy_a=float(np.dot(w, right_a)) / total, accuracy_b=float(np.dot(w, right_b)) / total,
-                         difference=difference, se=se)
+                         difference=difference, se=se, equal_weights=bool(np.ptp(w) <= 1e-12 * float(np.max(w))))
 
 
 # ---------------------------------------------------------------------------------------------
