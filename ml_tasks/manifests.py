@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
 
 class Manifest(BaseModel):
@@ -253,7 +253,6 @@ class GateCheck(Manifest):
 
 class GateManifest(Manifest):
     verdict: Literal["PASS", "FAIL"]
-    challenger: str
     champion_version: str | None
     checks: list[GateCheck]
     uri: str
@@ -264,16 +263,25 @@ class GateManifest(Manifest):
     #: to. The one place registration (automatic or manual) and the report read it from.
     challenger_model: ModelRef
 
+    @computed_field
+    @property
+    def challenger(self) -> str:
+        """The candidate put forward (``challenger_model.candidate``); in the JSON for its readers."""
+        return self.challenger_model.candidate
+
     @model_validator(mode="before")
     @classmethod
-    def _earlier_release(cls, data):
-        """Read a gate.json of an earlier release (the model put forward as two fields)."""
-        if not isinstance(data, dict) or "challenger_model" in data or "challenger_run_id" not in data:
+    def _stored(cls, data):
+        """Read a stored gate.json: ``challenger`` is derived, not read back; a gate.json of an
+        earlier release has the model put forward as two fields."""
+        if not isinstance(data, dict):
             return data
         data = dict(data)
-        run_id, model_uri = data.pop("challenger_run_id"), data.pop("challenger_model_uri", None)
-        return {**data, "challenger_model": {"candidate": data.get("challenger"), "run_id": run_id,
-                                             "model_uri": model_uri}}
+        challenger = data.pop("challenger", None)
+        if "challenger_model" not in data and "challenger_run_id" in data:
+            data["challenger_model"] = {"candidate": challenger, "run_id": data.pop("challenger_run_id"),
+                                        "model_uri": data.pop("challenger_model_uri", None)}
+        return data
 
     @property
     def failing_reasons(self) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ml_tasks.manifests import GateManifest, ModelRef, RegistrationManifest, RunPlan
+from ml_tasks.manifests import GateManifest, RegistrationManifest, RunPlan
 from ml_tasks.settings import Settings, code_version
 from ml_tasks.spec import ModelSpec
 from ml_tasks.tracking import use_store
@@ -70,17 +70,8 @@ def register_challenger(
     if existing is not None:
         return RegistrationManifest(registry_name=name, action="already_registered", version=existing,
                                     champion_version=current_version, previous_version=None)
-    _ensure_registered_model(mlflow_client, spec)
-    tags = {
-        "refit.idempotency_key": key, "refit.snapshot_id": snapshot_id, "refit.spec_hash": plan.spec_hash,
-        "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key, "refit.as_of": plan.as_of.isoformat(),
-        "refit.candidate": gate.challenger, "refit.verdict": gate.verdict, "refit.report_uri": report_uri,
-        "refit.code_version": code_version(),
-    }
-    new_version = _create_version(mlflow_client, name, gate.challenger_model, tags)
-    if current_version is not None:
-        mlflow_client.set_registered_model_alias(name, PREVIOUS, current_version)
-    mlflow_client.set_registered_model_alias(name, CHAMPION, new_version)
+    new_version = _create_version(mlflow_client, spec, plan, gate, snapshot_id, report_uri, gate.verdict)
+    _make_champion(mlflow_client, name, new_version, current_version)
     return RegistrationManifest(registry_name=name, action="registered", version=new_version,
                                 champion_version=new_version, previous_version=current_version)
 
@@ -112,12 +103,29 @@ class RegistryActionError(RuntimeError):
     """A manual promotion or rollback cannot be done; the message says what is missing."""
 
 
-def _create_version(mlflow_client, name: str, model: ModelRef, tags: dict[str, str]) -> str:
-    # The gate may have put the baseline forward instead of the validation winner: register
-    # what it put forward, never evaluation.challenger.
-    version = mlflow_client.create_model_version(name=name, source=model.model_uri, run_id=model.run_id, tags=tags,
-                                                 model_id=model.model_uri.removeprefix("models:/"))
+def _create_version(mlflow_client, spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str,
+                    report_uri: str, verdict: str) -> str:
+    """A new version of the model the gate put forward (the challenger, or the baseline it fell
+    back to: never evaluation's validation winner), tagged with the run's lineage and its
+    idempotency key."""
+    _ensure_registered_model(mlflow_client, spec)
+    model = gate.challenger_model
+    tags = {
+        "refit.idempotency_key": idempotency_key(plan, snapshot_id), "refit.snapshot_id": snapshot_id,
+        "refit.spec_hash": plan.spec_hash, "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key,
+        "refit.as_of": plan.as_of.isoformat(), "refit.candidate": model.candidate, "refit.verdict": verdict,
+        "refit.report_uri": report_uri, "refit.code_version": code_version(),
+    }
+    version = mlflow_client.create_model_version(name=spec.registry_name, source=model.model_uri, run_id=model.run_id,
+                                                 tags=tags, model_id=model.model_uri.removeprefix("models:/"))
     return str(version.version)
+
+
+def _make_champion(mlflow_client, name: str, version: str, current_version: str | None) -> None:
+    # ``previous`` first, ``champion`` last: a failure in between leaves the old champion serving.
+    if current_version is not None:
+        mlflow_client.set_registered_model_alias(name, PREVIOUS, current_version)
+    mlflow_client.set_registered_model_alias(name, CHAMPION, version)
 
 
 def promote_run(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str, report_uri: str,
@@ -135,22 +143,13 @@ def promote_run(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id:
     key = idempotency_key(plan, snapshot_id)
     existing = _version_with_key(mlflow_client, name, key)
     if existing is None:
-        _ensure_registered_model(mlflow_client, spec)
-        tags = {
-            "refit.idempotency_key": key, "refit.snapshot_id": snapshot_id, "refit.spec_hash": plan.spec_hash,
-            "refit.dag_run_id": plan.dag_run_id, "refit.run_key": plan.run_key, "refit.as_of": plan.as_of.isoformat(),
-            "refit.candidate": gate.challenger, "refit.report_uri": report_uri,
-            "refit.code_version": code_version(), "refit.verdict": "promoted manually",
-        }
-        existing = _create_version(mlflow_client, name, gate.challenger_model, tags)
+        existing = _create_version(mlflow_client, spec, plan, gate, snapshot_id, report_uri, "promoted manually")
     mlflow_client.set_model_version_tag(name, existing, "refit.manual_promotion_reason", reason)
     mlflow_client.set_model_version_tag(name, existing, "refit.promoted_by", requested_by)
     if current is not None and current.version == existing:
         return RegistrationManifest(registry_name=name, action="already_registered", version=existing,
                                     champion_version=existing, previous_version=None)
-    if current is not None:
-        mlflow_client.set_registered_model_alias(name, PREVIOUS, current.version)
-    mlflow_client.set_registered_model_alias(name, CHAMPION, existing)
+    _make_champion(mlflow_client, name, existing, current.version if current else None)
     return RegistrationManifest(registry_name=name, action="promoted_manually", version=existing,
                                 champion_version=existing, previous_version=current.version if current else None)
 
@@ -173,8 +172,7 @@ def rollback(spec: ModelSpec, reason: str, requested_by: str, settings: Settings
                                   f"found champion={current.version if current else None}, previous={previous}")
     mlflow_client.set_model_version_tag(name, current.version, "refit.rolled_back_reason", reason)
     mlflow_client.set_model_version_tag(name, current.version, "refit.rolled_back_by", requested_by)
-    mlflow_client.set_registered_model_alias(name, PREVIOUS, current.version)
-    mlflow_client.set_registered_model_alias(name, CHAMPION, previous)
+    _make_champion(mlflow_client, name, previous, current.version)
     return RegistrationManifest(registry_name=name, action="rolled_back", version=previous,
                                 champion_version=previous, previous_version=current.version)
 
