@@ -135,13 +135,20 @@ class ArtifactStore:
                 raise StoreError(f"artifact {uri} does not exist")
             yield path
             return
-        if not self.exists(uri):
-            raise StoreError(f"artifact {uri} does not exist")
         with tempfile.TemporaryDirectory(prefix="refit-") as folder:
             path = Path(folder) / Path(uri).name
+            self.download(uri, path)
+            yield path
+
+    def download(self, uri: str, path: Path) -> None:
+        """Copy ``uri`` to the local file ``path`` (which the caller owns and keeps)."""
+        if not self.exists(uri):
+            raise StoreError(f"artifact {uri} does not exist")
+        if self.is_s3:
             bucket, key = self._bucket_key(uri)
             self.s3.download_file(bucket, key, str(path))
-            yield path
+        else:
+            shutil.copyfile(self._local(uri), path)
 
     def delete(self, uri: str) -> None:
         """Remove ``uri`` if it exists."""

@@ -58,10 +58,11 @@ def use_store(settings: Settings):
     """Make the configured store this process's MLflow store, and return a client of it.
 
     The name says the side effect: every stage of a process uses one store (its settings'), so
-    pointing MLflow's default at it each time is idempotent, and what ``mlflow.*`` calls made
-    afterwards (logging, loading, registering) reach. The registry resolves a model version's source (``models:/m-…``) through MLflow's *default*
-    client, not this one: without the default pointing at the same store, registering from a
-    fresh process (``python -m ml_tasks promote``) looks for the logged model in ``./mlruns``.
+    pointing MLflow's default at it each time is idempotent, and it is what ``mlflow.*`` calls
+    made afterwards (logging, loading, registering) reach. The registry resolves a model
+    version's source (``models:/m-…``) through MLflow's *default* client, not this one: without
+    the default pointing at the same store, registering from a fresh process
+    (``python -m ml_tasks promote``) looks for the logged model in ``./mlruns``.
     """
     import mlflow
     from mlflow import MlflowClient

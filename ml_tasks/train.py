@@ -263,7 +263,6 @@ def checkpoint_folder(store: ArtifactStore, plan: RunPlan, candidate: str) -> It
         path.mkdir(parents=True, exist_ok=True)
         yield CheckpointFolder(path)
         return
-    import shutil
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="refit-checkpoints-") as folder:
@@ -271,8 +270,7 @@ def checkpoint_folder(store: ArtifactStore, plan: RunPlan, candidate: str) -> It
         for saved in store.list(uri):
             local = root / saved.removeprefix(f"{uri}/")
             local.parent.mkdir(parents=True, exist_ok=True)
-            with store.local_copy(saved) as downloaded:
-                shutil.copyfile(downloaded, local)
+            store.download(saved, local)
 
         def upload(path: Path) -> None:
             target = f"{uri}/{path.relative_to(root).as_posix()}"
