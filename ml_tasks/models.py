@@ -56,6 +56,12 @@ class Candidate(ABC):
             return "the champion was trained on other features"
         return None
 
+    def _take_warm_start(self) -> Candidate | None:
+        """The fitted model ``fit`` continues from (unwrapped from its calibrator), cleared from
+        ``self`` so the champion is never pickled inside the challenger."""
+        champion, self.warm_start_from = self.warm_start_from, None
+        return getattr(champion, "candidate", champion)
+
     @abstractmethod
     def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> Candidate: ...
 
@@ -131,8 +137,7 @@ class LightGBMCandidate(Candidate):
     def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None):
         import lightgbm as lgb
 
-        champion, self.warm_start_from = self.warm_start_from, None  # never pickle the champion inside
-        champion = getattr(champion, "candidate", champion)  # continue the model under its calibrator
+        champion = self._take_warm_start()
         # Warm start keeps the champion's category codes, or its trees would split on other values.
         self.categories_ = (dict(champion.categories_) if champion is not None else
                             {n: sorted(X[n].dropna().astype(str).unique().tolist()) for n in self.categorical})

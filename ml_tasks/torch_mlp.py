@@ -806,8 +806,7 @@ class TorchMLPCandidate(Candidate):
     def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> TorchMLPCandidate:
         """Train on ``(X, y)``, early-stopping on the validation rows when given; fine-tune from
         ``warm_start_from`` when it is set (module docstring, "Warm start")."""
-        champion, self.warm_start_from = self.warm_start_from, None  # never pickle the champion inside
-        champion = getattr(champion, "candidate", champion)  # fine-tune the model under its calibrator
+        champion = self._take_warm_start()
         device = resolve_device(self.config.device)
         cuda_devices = [device.index] if device.type == "cuda" else []
         if device.type == "cuda":
