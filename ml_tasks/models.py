@@ -140,7 +140,7 @@ class LightGBMCandidate(Candidate):
         champion = self._take_warm_start()
         # Warm start keeps the champion's category codes, or its trees would split on other values.
         self.categories_ = (dict(champion.categories_) if champion is not None else
-                            {n: sorted(X[n].dropna().astype(str).unique().tolist()) for n in self.categorical})
+                            {n: category_vocabulary(X[n]) for n in self.categorical})
         params = {self._RENAMED.get(k, k): v for k, v in self.params.items()}
         rounds = int(params.pop("num_boost_round", 500))
         stopping = int(params.pop("early_stopping_rounds", 50))
@@ -166,6 +166,13 @@ class LightGBMCandidate(Candidate):
 
     def predict_proba(self, X):
         return self._two_columns(self.booster_.predict(self._dataset_frame(X), num_iteration=self.best_iteration_))
+
+
+def category_vocabulary(values: pd.Series) -> list[str]:
+    """The distinct non-missing values of a column as sorted text: the categories to freeze at fit
+    time, compared as :func:`frozen_categorical` compares them (``str`` of each distinct value,
+    found by factorising, so each distinct value is converted once, not each row)."""
+    return sorted(set(pd.Index(pd.factorize(values)[1]).astype(str)))
 
 
 def frozen_categorical(values: pd.Series, categories: list[str]) -> pd.Categorical:

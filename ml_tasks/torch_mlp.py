@@ -38,7 +38,8 @@ Numerics are float64 and may hold NaN (or inf, treated as missing): each column 
 its training median, then standardised with the training mean and standard deviation.
 Categoricals are text or None: each column's vocabulary is frozen from the training rows and a
 value maps to its 1-based position; a missing or unseen value maps to index 0 (the codes of
-:func:`ml_tasks.models.frozen_categorical`, which the LightGBM candidate uses too, plus one).
+:func:`ml_tasks.models.frozen_categorical` over :func:`~ml_tasks.models.category_vocabulary`,
+which the LightGBM candidate uses too, plus one).
 Row 0 of every embedding starts at zero, so a value never seen in training (when training had
 no missing values to teach row 0) contributes nothing rather than noise. Every transform is fitted on the
 training rows only; the validation rows only steer early stopping.
@@ -172,7 +173,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml_tasks.metrics import weighted_roc_auc
-from ml_tasks.models import Candidate, frozen_categorical
+from ml_tasks.models import Candidate, category_vocabulary, frozen_categorical
 from ml_tasks.spec import FeaturesSpec
 
 log = logging.getLogger(__name__)
@@ -330,7 +331,7 @@ class FeatureEncoder:
         imputed = np.where(np.isnan(raw), medians, raw)
         stds = imputed.std(axis=0)
         stds[~(stds > 0)] = 1.0  # a constant column is centred, not blown up
-        vocab = {name: _categories(X[name]) for name in categorical}
+        vocab = {name: category_vocabulary(X[name]) for name in categorical}
         return cls(list(numeric), list(categorical), medians.tolist(), imputed.mean(axis=0).tolist(),
                    stds.tolist(), vocab)
 
@@ -339,7 +340,7 @@ class FeatureEncoder:
         vocab = {}
         for name, known in self.vocab.items():
             seen = set(known)
-            vocab[name] = known + [v for v in _categories(X[name]) if v not in seen]
+            vocab[name] = known + [v for v in category_vocabulary(X[name]) if v not in seen]
         return FeatureEncoder(self.numeric, self.categorical, self.medians, self.means, self.stds, vocab)
 
     @property
@@ -365,12 +366,6 @@ def _numeric_matrix(X: pd.DataFrame, columns: list[str]) -> np.ndarray:
         return np.zeros((len(X), 0))
     raw = X[columns].to_numpy(dtype="float64", na_value=np.nan)
     return np.where(np.isfinite(raw), raw, np.nan)  # inf is as unusable to a network as a gap
-
-
-def _categories(column: pd.Series) -> list[str]:
-    """The column's distinct non-missing values as sorted text, compared as
-    :func:`~ml_tasks.models.frozen_categorical` compares them (``str`` of each distinct value)."""
-    return sorted(set(pd.Index(pd.factorize(column)[1]).astype(str)))
 
 
 # ---------------------------------------------------------------------------------------------
