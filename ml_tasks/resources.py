@@ -81,6 +81,11 @@ def trainer_threads(env: Mapping[str, str] | None = None, **cgroup) -> int:
     return threads
 
 
+def thread_environment(threads: int | None) -> dict[str, str]:
+    """The environment that hands a trainer process a thread budget (nothing without one)."""
+    return {THREADS_SETTING: str(threads)} if threads else {}
+
+
 def limit_thread_pools(env: MutableMapping[str, str] | None = None, **cgroup) -> int:
     """Size the OpenMP/BLAS pools to :func:`trainer_threads`; returns the budget.
 

@@ -33,7 +33,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 from docker.types import DeviceRequest
 
-from ml_tasks.resources import THREADS_SETTING
+from ml_tasks.resources import thread_environment
 
 if TYPE_CHECKING:
     from ml_tasks.spec import ModelSpec
@@ -198,11 +198,6 @@ def docker_trainer_kwargs(spec: ModelSpec, env: Mapping[str, str] | None = None)
     if spec.trainer.gpus:
         kwargs["device_requests"] = [DeviceRequest(count=spec.trainer.gpus, capabilities=[["gpu"]])]
     return kwargs
-
-
-def thread_environment(threads: int | None) -> dict[str, str]:
-    """``REFIT_TRAINER_THREADS`` for a trainer given a thread budget (nothing without one)."""
-    return {THREADS_SETTING: str(threads)} if threads else {}
 
 
 def trainer_task(spec: ModelSpec, mode: str | None = None, env: Mapping[str, str] | None = None, **partial_kwargs):
