@@ -36,7 +36,7 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python -m ml_tasks demo
+	PYTHONPATH=plugins $(BIN)/python -m refit_airflow.demo
 
 test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -44,7 +44,7 @@ test: setup system-deps
 # The deployed-mode run on local processes: MLflow server, moto S3, Airflow api-server,
 # scheduler and dag-processor on PostgreSQL; the DAG triggered through the REST API.
 real-services: setup
-	$(BIN)/python -m pytest tests/test_real_services.py -v $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/e2e/test_real_services.py -v $(PYTEST_ARGS)
 
 # Wheels the GPU machine lacks (its Python 3.12 image has torch, numpy, pandas, scikit-learn and
 # pytest, not pydantic or SQLAlchemy), pinned to the lock, for bench/gpu_check.sh: carry .whl with it.

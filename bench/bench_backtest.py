@@ -10,7 +10,7 @@ each time from a fresh copy of the run folder (jobs are idempotent, so a copy th
 holds fold results would do nothing):
 
 ``sequential``
-    every job in this one process, one after another (``ml_tasks.backtest.run_fold``);
+    every job in this one process, one after another (``ml_tasks.training.backtest.run_fold``);
 ``parallel``
     every job as the trainer command (``python -m ml_tasks train --fold N``) in a pool of
     ``--workers`` processes, which is what Airflow's mapped ``backtest`` tasks do on workers
@@ -62,7 +62,7 @@ def prepare(workdir: Path, rows: int) -> dict:
     spec_file.write_text(yaml.safe_dump(spec))
     os.environ.update(env(workdir))
     from ml_tasks import pipeline
-    from ml_tasks.demo_data import build_demo_warehouse
+    from ml_tasks.data.demo_warehouse import build_demo_warehouse
 
     started = time.perf_counter()
     build_demo_warehouse(f"sqlite:///{workdir / 'warehouse.db'}", rows=rows, seed=42)

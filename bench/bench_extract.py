@@ -1,4 +1,4 @@
-"""Extraction benchmark: ml_tasks.extract_engines.stream_query against the usual ways out of PostgreSQL.
+"""Extraction benchmark: ml_tasks.io.warehouse.stream_query against the usual ways out of PostgreSQL.
 
     .venv/bin/python bench/bench_extract.py [--rows 5000000] [--rounds 3] [--batch-rows 131072]
 
@@ -134,7 +134,7 @@ def ensure_table(rows: int, admin_url: str = ADMIN_URL, rebuild: bool = False) -
                 cached = conn.execute(text("SELECT rows, layout FROM bench_meta")).first()
         if not rebuild and cached is not None and tuple(cached) == (rows, LAYOUT_VERSION):
             return url
-        from ml_tasks.demo_data import build_demo_warehouse
+        from ml_tasks.data.demo_warehouse import build_demo_warehouse
 
         started = time.perf_counter()
         print(f"setup: generating {rows:,} demo applications into database {BENCH_DB} ...", flush=True)
@@ -177,14 +177,14 @@ def describe_table(url: str) -> dict:
 
 def literal_query(url: str) -> str:
     """QUERY with its parameters quoted by psycopg, for the readers that cannot bind them."""
-    from ml_tasks.extract_engines import _psycopg_connect, _with_literals
+    from ml_tasks.io.warehouse import _psycopg_connect, _with_literals
 
     with _psycopg_connect(url) as conn:
         return _with_literals(conn, QUERY, PARAMS)
 
 
 def libpq_uri(url: str) -> str:
-    from ml_tasks.extract_engines import _adbc_uri
+    from ml_tasks.io.warehouse import _adbc_uri
 
     return _adbc_uri(url)
 
@@ -211,7 +211,7 @@ def run_method(method: str, url: str, batch_rows: int) -> dict:
     import pyarrow as pa  # noqa: F401
     import pyarrow.parquet as pq
 
-    from ml_tasks.extract_engines import stream_query
+    from ml_tasks.io.warehouse import stream_query
 
     idle_mb = peak_rss_mb()
     rows = 0
@@ -257,7 +257,7 @@ def run_method(method: str, url: str, batch_rows: int) -> dict:
     elif method == "extract_snapshot":
         with tempfile.TemporaryDirectory(prefix="refit-bench-") as folder:
             spec, plan, store, include = bench_spec(url, Path(folder))
-            from ml_tasks.extract import extract_snapshot
+            from ml_tasks.data.extract import extract_snapshot
 
             started = time.perf_counter()
             rows = extract_snapshot(spec, plan, store, url, include, chunk_rows=batch_rows).rows
@@ -265,7 +265,7 @@ def run_method(method: str, url: str, batch_rows: int) -> dict:
     elif method.startswith("raw COPY"):
         fmt = method.split()[-1]
         sql = literal_query(url)
-        from ml_tasks.extract_engines import _copy_target, _psycopg_connect
+        from ml_tasks.io.warehouse import _copy_target, _psycopg_connect
 
         started = time.perf_counter()
         with _psycopg_connect(url) as conn, open(os.devnull, "wb") as sink:
@@ -287,9 +287,9 @@ def bench_spec(url: str, folder: Path):
     """A model spec, run plan and artifact store for ``bench_rows``, as the extract task gets them."""
     from sqlalchemy import create_engine, text
 
-    from ml_tasks.plan import make_plan
-    from ml_tasks.spec import ModelSpec
-    from ml_tasks.storage import ArtifactStore
+    from ml_tasks.core.plan import make_plan
+    from ml_tasks.core.spec import ModelSpec
+    from ml_tasks.io.store import ArtifactStore
 
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -310,7 +310,7 @@ def bench_spec(url: str, folder: Path):
         "candidates": [{"name": "prior", "family": "prior"}],
     })
     store = ArtifactStore(str(folder / "artifacts"))
-    plan = make_plan(spec, include / "bench.yaml", include, store, newest.replace(microsecond=0) + timedelta(days=1))
+    plan = make_plan(spec, include / "bench.yaml", include, store.layout, newest.replace(microsecond=0) + timedelta(days=1))
     return spec, plan, store, include
 
 
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_method(args.child, args.url, args.batch_rows)))
         return 0
 
-    from ml_tasks.extract_engines import available_engines
+    from ml_tasks.io.warehouse import available_engines
 
     url = ensure_table(args.rows, args.admin_url, args.rebuild)
     info = describe_table(url)

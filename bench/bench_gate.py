@@ -63,7 +63,7 @@ def rss_mib() -> tuple[float, float]:
 
 
 def run_gate(rows: int, replicates: int) -> dict:
-    from ml_tasks import stats
+    from ml_tasks.evaluation import stats
 
     y, p_a, p_b, w = make_data(rows)
     start_rss, _ = rss_mib()
@@ -86,8 +86,8 @@ def run_loop(rows: int, replicates: int, loop_replicates: int) -> dict:
     import numpy as np
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
 
-    from ml_tasks import stats
-    from ml_tasks.metrics import EPS
+    from ml_tasks.evaluation import stats
+    from ml_tasks.evaluation.metrics import EPS
 
     y, p_a, p_b, w = make_data(rows)
     a, b = np.clip(p_a, EPS, 1 - EPS), np.clip(p_b, EPS, 1 - EPS)

@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import lightgbm as lgb
 
+    from ml_tasks.core.spec import FeaturesSpec
     from ml_tasks.models import LightGBMCandidate
-    from ml_tasks.spec import FeaturesSpec
 
     X, y = make_frame(args.rows, 1)
     X_valid, y_valid = make_frame(args.rows // 5, 2)

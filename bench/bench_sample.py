@@ -21,7 +21,7 @@ subprocess so its peak RSS is its own:
     ``SELECT * FROM read_parquet(...) USING SAMPLE reservoir(N ROWS)`` fetched as an Arrow
     table, with DuckDB's default thread count (printed).
 ``sampler``
-    ``ml_tasks.reservoir.reservoir_sample_parquet`` stratified by ``defaulted x channel``,
+    ``ml_tasks.data.reservoir.reservoir_sample_parquet`` stratified by ``defaulted x channel``,
     proportional allocation with a floor, quotas known up front (the pipeline has the counts).
 ``count+sampler``
     The same plus the counting pass (``count_strata_parquet``, strata columns only) for when
@@ -215,7 +215,7 @@ def method_duckdb(path: str, sample: int, quotas_file: str) -> dict:
 
 
 def _sample(path: str, quotas: dict, started: tuple[float, float], base: float, counted: bool) -> dict:
-    from ml_tasks.reservoir import reservoir_sample_parquet
+    from ml_tasks.data.reservoir import reservoir_sample_parquet
 
     result = reservoir_sample_parquet(path, STRATA, quotas, seed=SEED, batch_rows=BATCH_ROWS)
     seconds, cpu = time.perf_counter() - started[0], _cpu() - started[1]
@@ -234,7 +234,7 @@ def method_sampler(path: str, sample: int, quotas_file: str) -> dict:
     computed them, so this process only samples."""
     import pyarrow  # noqa: F401  (imported before the baseline RSS, like the other methods)
 
-    import ml_tasks.reservoir  # noqa: F401
+    import ml_tasks.data.reservoir  # noqa: F401
 
     quotas = {tuple(key): n for key, n in json.loads(Path(quotas_file).read_text())}
     base = _rss_mib()
@@ -245,7 +245,7 @@ def method_count_sampler(path: str, sample: int, quotas_file: str) -> dict:
     """Counts not known: count the strata (strata columns only), allocate, then sample."""
     import pyarrow  # noqa: F401
 
-    from ml_tasks.reservoir import allocate, count_strata_parquet
+    from ml_tasks.data.reservoir import allocate, count_strata_parquet
 
     base = _rss_mib()
     started = (time.perf_counter(), _cpu())
@@ -259,7 +259,7 @@ METHODS = {"scan": method_scan, "scan-streamed": method_scan_streamed, "duckdb":
 
 def write_quotas(path: Path, sample: int) -> Path:
     """Count the strata and allocate once, in this process, for the ``sampler`` children."""
-    from ml_tasks.reservoir import allocate, count_strata_parquet
+    from ml_tasks.data.reservoir import allocate, count_strata_parquet
 
     quotas = allocate(count_strata_parquet(path, STRATA, batch_rows=BATCH_ROWS), sample, floor=FLOOR)
     out = path.with_name(f"{path.stem}-quotas-{sample}.json")

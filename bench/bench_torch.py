@@ -23,7 +23,7 @@ reach it differs:
     the same plain step. Nothing else happens per step.
 ``c trainer``
     What ``TorchMLPCandidate.fit`` runs per epoch: ``train_epoch(make_train_step(...),
-    resident_batches(...))`` with ``make_optimizer`` from ``ml_tasks.torch_mlp`` (weighted loss,
+    resident_batches(...))`` with ``make_optimizer`` from ``ml_tasks.models.network`` (weighted loss,
     loss kept on the device, ragged last batch dropped, fused AdamW on CUDA).
 ``c trainer-streamed``
     The same with ``streamed_batches``, the path for training sets that do not fit on the GPU
@@ -62,8 +62,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from ml_tasks.spec import FeaturesSpec  # noqa: E402
-from ml_tasks.torch_mlp import (  # noqa: E402
+from ml_tasks.core.spec import FeaturesSpec  # noqa: E402
+from ml_tasks.models.network import (  # noqa: E402
     TabularMLP,
     TensorData,
     TorchMLPCandidate,

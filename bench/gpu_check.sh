@@ -30,11 +30,11 @@ fi
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
   || { echo "torch sees no CUDA device: nothing to check"; exit 1; }
 # Fail in seconds, not after the tests start, if the image lacks what they import.
-"$PY" -c "import pydantic, sqlalchemy, yaml, cloudpickle, sklearn, pandas, pytest, ml_tasks.torch_mlp" \
+"$PY" -c "import pydantic, sqlalchemy, yaml, cloudpickle, sklearn, pandas, pytest, ml_tasks.models.network" \
   || { echo "a package the trainer's tests import is missing: add it to GPU_WHEELS in the Makefile"; exit 1; }
 
 status=0
-timeout 150 "$PY" -m pytest tests/test_torch_mlp.py -q -p no:cacheprovider -o addopts="-ra" 2>&1 \
+timeout 150 "$PY" -m pytest tests/models/test_network.py -q -p no:cacheprovider -o addopts="-ra" 2>&1 \
   | tee "$OUT/test_torch_mlp.txt" || status=1
 timeout 400 "$PY" bench/bench_torch.py --device cuda 2>&1 | tee "$OUT/bench_torch_cuda.txt" || status=1
 exit $status

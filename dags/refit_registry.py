@@ -12,11 +12,11 @@ import os
 from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
-from refit_airflow.callbacks import notify_task_failure
 
-from ml_tasks.dag_ids import registry_dag_id
-from ml_tasks.settings import load_settings
-from ml_tasks.spec import discover_specs, load_spec
+from ml_tasks.core.settings import load_settings
+from ml_tasks.core.spec import discover_specs, load_spec
+from refit_airflow.callbacks import notify_task_failure
+from refit_airflow.dag_ids import registry_dag_id
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 

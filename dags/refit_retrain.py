@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
+
+from ml_tasks.core.settings import load_settings
+from ml_tasks.core.spec import ModelSpec, discover_specs, load_spec
 from refit_airflow.callbacks import notify_task_failure
 from refit_airflow.connections import warehouse_url
+from refit_airflow.dag_ids import retrain_dag_id
 from refit_airflow.trainer import trainer_task
-
-from ml_tasks.dag_ids import retrain_dag_id
-from ml_tasks.settings import load_settings
-from ml_tasks.spec import ModelSpec, discover_specs, load_spec
 
 # mlflow's logging set-up otherwise replaces the handlers of Airflow's task logs.
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")

@@ -1,4 +1,4 @@
-from ml_tasks.resources import limit_thread_pools
+from ml_tasks.core.resources import limit_thread_pools
 
 # Before numpy, torch and LightGBM are imported: their thread pools are sized once, at import.
 try:

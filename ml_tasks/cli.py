@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from ml_tasks import pipeline
-from ml_tasks.settings import load_settings
-from ml_tasks.storage import store_from_settings
+from ml_tasks.core.artifacts import RunArtifacts
+from ml_tasks.core.settings import load_settings
+from ml_tasks.io.store import store_from_settings
 
 # Manifests a stage reads, by file name under the run's folder.
 _INPUTS = {
@@ -88,9 +89,6 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="champion and last run of a model")
     status.add_argument("--model", required=True)
     status.add_argument("--json", action="store_true")
-
-    demo = commands.add_parser("demo", help="build the warehouse and run the retrain DAG twice with Airflow")
-    demo.add_argument("--dates", nargs="+", default=None, help="logical dates of the runs")
     return parser
 
 
@@ -98,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command
     if command == "demo-data":
-        from ml_tasks.demo_data import build_demo_warehouse
-        from ml_tasks.settings import ensure_local_folders
+        from ml_tasks.core.settings import ensure_local_folders
+        from ml_tasks.data.demo_warehouse import build_demo_warehouse
 
         settings = load_settings()
         ensure_local_folders(settings)
@@ -113,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     elif command in _INPUTS:
         store = store_from_settings(load_settings())
         plan = store.read_json(args.plan)
-        inputs = [store.read_json(f"{plan['run_prefix']}/{name}.json") for name in _INPUTS[command]]
+        run = RunArtifacts(plan["run_prefix"])
+        inputs = [store.read_json(run.manifest(name)) for name in _INPUTS[command]]
         _emit(getattr(pipeline, command)(plan, *inputs))
     elif command == "train":
         store = store_from_settings(load_settings())
@@ -121,35 +120,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.fold is not None:
             _emit(pipeline.backtest_fold(plan, args.candidate, args.fold))
         else:
-            split = store.read_json(args.split or f"{plan['run_prefix']}/split.json")
+            split = store.read_json(args.split or RunArtifacts(plan["run_prefix"]).split)
             _emit(pipeline.train(plan, split, args.candidate))
     elif command == "backtest":
         store = store_from_settings(load_settings())
         plan = store.read_json(args.plan)
-        results = [store.read_json(uri) for uri in store.list(f"{plan['run_prefix']}/backtest", suffix=".json")
-                   if "/fold-" in uri]
-        trained = [store.read_json(f"{plan['run_prefix']}/train/{name}.json") for name in plan["candidates"]]
+        run = RunArtifacts(plan["run_prefix"])
+        results = [store.read_json(uri) for uri in store.list(run.backtest_folds, suffix=".json")
+                   if run.is_fold_result(uri)]
+        trained = [store.read_json(run.train_result(name)) for name in plan["candidates"]]
         _emit(pipeline.backtest_summary(plan, results, trained))
     elif command == "evaluate":
         store = store_from_settings(load_settings())
         plan = store.read_json(args.plan)
-        uris = args.results or [f"{plan['run_prefix']}/train/{name}.json" for name in plan["candidates"]]
+        run = RunArtifacts(plan["run_prefix"])
+        uris = args.results or [run.train_result(name) for name in plan["candidates"]]
         results = [store.read_json(uri) for uri in uris]
-        _emit(pipeline.evaluate(plan, store.read_json(f"{plan['run_prefix']}/split.json"), results))
+        _emit(pipeline.evaluate(plan, store.read_json(run.split), results))
     elif command == "promote":
         _emit(pipeline.promote(str(_spec_path(args.model)), args.run_key, args.reason, args.by))
     elif command == "rollback":
         _emit(pipeline.rollback(str(_spec_path(args.model)), args.reason, args.by))
     elif command == "status":
-        from ml_tasks.status import format_status, model_status
+        from ml_tasks.reporting.status import format_status, model_status
 
         ctx = pipeline.context_for(_spec_path(args.model))
         status = model_status(ctx.spec, ctx.settings, ctx.store)
         print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
-    elif command == "demo":
-        from ml_tasks.demo import run_demo
-
-        return run_demo(args.dates)
     return 0
 
 

@@ -12,13 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ml_tasks.manifests import (
-    BacktestManifest, EvaluationManifest, GateManifest, RegistrationManifest, RunPlan, SampleManifest, SnapshotManifest,
-    SplitManifest, TrainResult, ValidationManifest,
+from ml_tasks.core.manifests import (
+    BacktestManifest,
+    EvaluationManifest,
+    GateManifest,
+    RegistrationManifest,
+    RunPlan,
+    SampleManifest,
+    SnapshotManifest,
+    SplitManifest,
+    TrainResult,
+    ValidationManifest,
 )
-from ml_tasks.settings import Settings, load_settings
-from ml_tasks.spec import ModelSpec, load_spec
-from ml_tasks.storage import ArtifactStore, store_from_settings
+from ml_tasks.core.settings import Settings, load_settings
+from ml_tasks.core.spec import ModelSpec, load_spec
+from ml_tasks.io.store import ArtifactStore, store_from_settings
 
 
 @dataclass(frozen=True)
@@ -50,53 +58,53 @@ def _plan(plan: dict) -> tuple[RunPlan, StageContext]:
 
 def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = None,
              candidates: list[str] | None = None, dry_run: bool = False, dag_run_id: str = "cli") -> dict:
-    from ml_tasks.notify import load_notify_settings
-    from ml_tasks.plan import make_plan
+    from ml_tasks.core.plan import make_plan
+    from ml_tasks.reporting.notify import load_notify_settings
 
     ctx = context_for(spec_path)
     # A bad notification setting stops the run here, naming the variable, not after the gate.
     load_notify_settings(ctx.settings.home)
-    plan = make_plan(ctx.spec, Path(spec_path), ctx.settings.include_dir, ctx.store, as_of,
+    plan = make_plan(ctx.spec, Path(spec_path), ctx.settings.include_dir, ctx.store.layout, as_of,
                      sample_size=sample_size, candidates=candidates, dry_run=dry_run, dag_run_id=dag_run_id)
-    ctx.store.write_json(f"{plan.run_prefix}/plan.json", plan.to_xcom())
+    ctx.store.write_json(plan.artifacts.plan, plan.to_xcom())
     return plan.to_xcom()
 
 
 def extract(plan: dict, warehouse_url: str | None = None) -> dict:
     """``warehouse_url`` comes from the deployment (an Airflow connection) and wins; embedded
     mode falls back to the spec's URL, then REFIT_WAREHOUSE_URL."""
-    from ml_tasks.extract import extract_snapshot
+    from ml_tasks.data.extract import extract_snapshot
 
     run_plan, ctx = _plan(plan)
     url = warehouse_url or ctx.spec.source.warehouse_url or ctx.settings.warehouse_url
     snapshot = extract_snapshot(ctx.spec, run_plan, ctx.store, url, ctx.settings.include_dir)
-    ctx.store.write_json(f"{run_plan.run_prefix}/snapshot.json", snapshot.to_xcom())
+    ctx.store.write_json(run_plan.artifacts.snapshot, snapshot.to_xcom())
     return snapshot.to_xcom()
 
 
 def validate(plan: dict, snapshot: dict) -> dict:
-    from ml_tasks.validate import run_validation
+    from ml_tasks.data.validate import run_validation
 
     run_plan, ctx = _plan(plan)
     return run_validation(ctx.spec, run_plan, SnapshotManifest.model_validate(snapshot), ctx.store).to_xcom()
 
 
 def sample(plan: dict, validation_manifest: dict) -> dict:
-    from ml_tasks.sample import run_sampling
+    from ml_tasks.data.sample import run_sampling
 
     run_plan, ctx = _plan(plan)
     return run_sampling(ctx.spec, run_plan, ValidationManifest.model_validate(validation_manifest), ctx.store).to_xcom()
 
 
 def split(plan: dict, sample_manifest: dict) -> dict:
-    from ml_tasks.split import run_split
+    from ml_tasks.data.split import run_split
 
     run_plan, ctx = _plan(plan)
     return run_split(ctx.spec, run_plan, SampleManifest.model_validate(sample_manifest), ctx.store).to_xcom()
 
 
 def train(plan: dict, split_manifest: dict, candidate: str) -> dict:
-    from ml_tasks.train import train_candidate
+    from ml_tasks.training.train import train_candidate
 
     run_plan, ctx = _plan(plan)
     result = train_candidate(ctx.spec, run_plan, SplitManifest.model_validate(split_manifest), candidate,
@@ -106,22 +114,22 @@ def train(plan: dict, split_manifest: dict, candidate: str) -> dict:
 
 def backtest_jobs(plan: dict) -> list[dict]:
     """The mapped backtest tasks' arguments: one ``{"candidate", "fold"}`` each."""
-    from ml_tasks.backtest import backtest_jobs as jobs
+    from ml_tasks.training.backtest import backtest_jobs as jobs
 
     run_plan, ctx = _plan(plan)
     return jobs(ctx.spec, run_plan, ctx.settings)
 
 
 def backtest_fold(plan: dict, candidate: str, fold: int) -> dict:
-    from ml_tasks.backtest import run_fold
+    from ml_tasks.training.backtest import run_fold
 
     run_plan, ctx = _plan(plan)
     return run_fold(ctx.spec, run_plan, candidate, int(fold), ctx.store, ctx.settings).to_xcom()
 
 
 def backtest_summary(plan: dict, results: list[dict], train_results: list[dict]) -> dict:
-    from ml_tasks.backtest import summarize_backtest
-    from ml_tasks.manifests import FoldResult
+    from ml_tasks.core.manifests import FoldResult
+    from ml_tasks.training.backtest import summarize_backtest
 
     run_plan, ctx = _plan(plan)
     return summarize_backtest(ctx.spec, run_plan, [FoldResult.model_validate(r) for r in results], ctx.store,
@@ -129,7 +137,7 @@ def backtest_summary(plan: dict, results: list[dict], train_results: list[dict])
 
 
 def evaluate(plan: dict, split_manifest: dict, results: list[dict]) -> dict:
-    from ml_tasks.evaluate import evaluate_candidates
+    from ml_tasks.gating.evaluate import evaluate_candidates
 
     run_plan, ctx = _plan(plan)
     trained = [TrainResult.model_validate(r) for r in results]
@@ -138,7 +146,7 @@ def evaluate(plan: dict, split_manifest: dict, results: list[dict]) -> dict:
 
 
 def gate(plan: dict, evaluation: dict, backtest: dict | None = None) -> dict:
-    from ml_tasks.gate import run_gate
+    from ml_tasks.gating.gate import run_gate
 
     run_plan, ctx = _plan(plan)
     return run_gate(ctx.spec, run_plan, EvaluationManifest.model_validate(evaluation), ctx.store,
@@ -146,21 +154,20 @@ def gate(plan: dict, evaluation: dict, backtest: dict | None = None) -> dict:
 
 
 def register(plan: dict, validation_manifest: dict, gate_manifest: dict) -> dict:
-    from ml_tasks.registry import register_challenger
-    from ml_tasks.report import report_uris
+    from ml_tasks.registry.versions import register_challenger
 
     run_plan, ctx = _plan(plan)
     registration = register_challenger(
         ctx.spec, run_plan, GateManifest.model_validate(gate_manifest),
-        ValidationManifest.model_validate(validation_manifest).snapshot_id, report_uris(run_plan)[0], ctx.settings,
+        ValidationManifest.model_validate(validation_manifest).snapshot_id, run_plan.artifacts.report_html, ctx.settings,
     )
-    ctx.store.write_json(f"{run_plan.run_prefix}/registration.json", registration.to_xcom())
+    ctx.store.write_json(run_plan.artifacts.registration, registration.to_xcom())
     return registration.to_xcom()
 
 
 def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_manifest: dict, evaluation: dict,
            gate_manifest: dict, registration: dict, backtest: dict | None = None) -> dict:
-    from ml_tasks.report import build_report, write_report
+    from ml_tasks.reporting.report import build_report, write_report
 
     run_plan, ctx = _plan(plan)
     evaluation_manifest = EvaluationManifest.model_validate(evaluation)
@@ -179,7 +186,7 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
                            gate_result.challenger_model.run_id,
                            ctx.spec.acceptance.alpha)
     if written.verdict == "FAIL":
-        from ml_tasks.notify import gate_failed, load_notify_settings, notify
+        from ml_tasks.reporting.notify import gate_failed, load_notify_settings, notify
 
         notify(gate_failed(run_plan.model, content, run_plan.dag_run_id, written.html_uri),
                load_notify_settings(ctx.settings.home))
@@ -191,12 +198,11 @@ def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dic
 
     That is the gate's choice, not the validation winner: after a fallback it is the baseline.
     """
-    from ml_tasks.registry import RegistryActionError, promote_run
-    from ml_tasks.report import report_uris
+    from ml_tasks.registry.versions import RegistryActionError, promote_run
 
     ctx = context_for(spec_path)
-    prefix = ctx.store.uri("runs", ctx.spec.name, run_key)
-    needed = {name: f"{prefix}/{name}.json" for name in ("plan", "gate", "validation")}
+    run = ctx.store.layout.run(ctx.spec.name, run_key)
+    needed = {name: run.manifest(name) for name in ("plan", "gate", "validation")}
     missing = [uri for uri in needed.values() if not ctx.store.exists(uri)]
     if missing:
         raise RegistryActionError(f"parameter 'run_key': run {run_key!r} of model {ctx.spec.name!r} has no "
@@ -210,13 +216,13 @@ def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dic
                                       f"release can read: {exc}") from exc
     run_plan = manifests["plan"]
     registration = promote_run(ctx.spec, run_plan, manifests["gate"], manifests["validation"].snapshot_id,
-                               report_uris(run_plan)[0], reason, requested_by, ctx.settings)
+                               run_plan.artifacts.report_html, reason, requested_by, ctx.settings)
     return registration.to_xcom()
 
 
 def registry_action(spec_path: str, action: str, run_key: str | None, reason: str, requested_by: str) -> dict:
     """The manual registry DAG's one task: ``promote`` a run's challenger or ``rollback``."""
-    from ml_tasks.registry import RegistryActionError
+    from ml_tasks.registry.versions import RegistryActionError
 
     if action == "rollback":
         return rollback(spec_path, reason, requested_by)
@@ -230,7 +236,7 @@ def registry_action(spec_path: str, action: str, run_key: str | None, reason: st
 
 def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
     """Move ``champion`` back to ``previous``."""
-    from ml_tasks.registry import rollback as registry_rollback
+    from ml_tasks.registry.versions import rollback as registry_rollback
 
     ctx = context_for(spec_path)
     return registry_rollback(ctx.spec, reason, requested_by, ctx.settings).to_xcom()
@@ -238,8 +244,8 @@ def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
 
 def _test_reliability(ctx: StageContext, evaluation: EvaluationManifest, challenger: str) -> bytes:
     """Reliability of the challenger and the champion on the same test rows."""
-    from ml_tasks.calibrate import reliability_diagram_png
-    from ml_tasks.evaluate import CHAMPION_COLUMN
+    from ml_tasks.core.columns import CHAMPION_COLUMN
+    from ml_tasks.evaluation.charts import reliability_diagram_png
 
     frame = ctx.store.read_frame(evaluation.predictions_uri)
     y, w = frame["label"].to_numpy(), frame["weight"].to_numpy()
@@ -251,14 +257,14 @@ def _test_reliability(ctx: StageContext, evaluation: EvaluationManifest, challen
 
 def _champion_drift(ctx: StageContext, evaluation: EvaluationManifest, validation: ValidationManifest) -> dict | None:
     """PSI of each feature between the champion's training snapshot and this run's."""
-    from ml_tasks.drift import feature_drift
-    from ml_tasks.tracking import use_store
+    from ml_tasks.data.drift import feature_drift
+    from ml_tasks.registry.tracking import use_store
 
     if evaluation.champion_version is None:
         return None
     tags = use_store(ctx.settings).get_model_version(ctx.spec.registry_name, evaluation.champion_version).tags
     snapshot_id = tags.get("refit.snapshot_id")
-    uri = ctx.store.uri("snapshots", ctx.spec.name, snapshot_id, "data.parquet") if snapshot_id else None
+    uri = ctx.store.layout.snapshot_data(ctx.spec.name, snapshot_id) if snapshot_id else None
     if uri is None or not ctx.store.exists(uri):
         return None
     features = ctx.spec.features.all
@@ -269,7 +275,7 @@ def _champion_drift(ctx: StageContext, evaluation: EvaluationManifest, validatio
 
 def _challenger_calibration(plan: RunPlan, store: ArtifactStore, challenger: str) -> tuple[dict | None, bytes | None]:
     """The challenger's calibration summary and reliability diagram, from its train result."""
-    uri = f"{plan.run_prefix}/train/{challenger}.json"
+    uri = plan.artifacts.train_result(challenger)
     calibration = TrainResult.model_validate(store.read_json(uri)).calibration if store.exists(uri) else {}
     png_uri = calibration.get("reliability_uri")
     return (calibration or None), (store.read_bytes(png_uri) if png_uri and store.exists(png_uri) else None)

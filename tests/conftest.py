@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from ml_tasks.settings import REPO_ROOT, Settings, load_settings
-from ml_tasks.spec import ModelSpec, load_spec
+from ml_tasks.core.settings import REPO_ROOT, Settings, load_settings
+from ml_tasks.core.spec import ModelSpec, load_spec
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+# The Airflow side (refit_airflow) is imported from plugins/, as Airflow's plugin manager does.
+if str(REPO_ROOT / "plugins") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
 DEMO_SPEC = REPO_ROOT / "include" / "models" / "credit_default.yaml"
 TINY_ROWS = 8_000
@@ -38,7 +42,7 @@ def refit_home(tmp_path, monkeypatch) -> Settings:
 @pytest.fixture(scope="session")
 def tiny_warehouse_url(tmp_path_factory) -> str:
     """A seeded demo warehouse small enough for unit tests (built once per session)."""
-    from ml_tasks.demo_data import build_demo_warehouse
+    from ml_tasks.data.demo_warehouse import build_demo_warehouse
 
     url = f"sqlite:///{tmp_path_factory.mktemp('warehouse') / 'warehouse.db'}"
     build_demo_warehouse(url, rows=TINY_ROWS, seed=11)
@@ -98,7 +102,7 @@ def postgres_url():
 @pytest.fixture(params=["folder", "s3"])
 def any_store(request, tmp_path, monkeypatch):
     """An artifact store on a local folder, then on a real S3 API (moto's server on a free port)."""
-    from ml_tasks.storage import ArtifactStore
+    from ml_tasks.io.store import ArtifactStore
 
     if request.param == "folder":
         yield ArtifactStore(str(tmp_path / "artifacts"))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from ml_tasks.extract import ExtractError, commit_snapshot, extract_snapshot
-from ml_tasks.plan import make_plan
-from ml_tasks.spec import load_spec
-from ml_tasks.storage import store_from_settings
-from ml_tasks.validate import DataValidationError, run_validation
+from ml_tasks.core.plan import make_plan
+from ml_tasks.core.spec import load_spec
+from ml_tasks.data.extract import ExtractError, commit_snapshot, extract_snapshot
+from ml_tasks.data.validate import DataValidationError, run_validation
+from ml_tasks.io.store import store_from_settings
 from tests.conftest import DEMO_SPEC
 
 AS_OF = "2024-03-01"
@@ -40,7 +40,7 @@ def damaged(tiny_warehouse_url, tmp_path):
 def extract_and_validate(spec_path: Path, settings, url: str, as_of: str = AS_OF):
     spec = load_spec(spec_path)
     store = store_from_settings(settings)
-    plan = make_plan(spec, spec_path, spec_path.parents[1], store, as_of)
+    plan = make_plan(spec, spec_path, spec_path.parents[1], store.layout, as_of)
     snapshot = extract_snapshot(spec, plan, store, url, spec_path.parents[1])
     return run_validation(spec, plan, snapshot, store), store
 

@@ -44,8 +44,8 @@ def test_each_stage_runs_alone_from_the_plan_and_the_trainer_logs_a_loadable_mod
     import mlflow.pyfunc
     import pandas as pd
 
+    from ml_tasks.core.spec import load_spec
     from ml_tasks.models import feature_frame
-    from ml_tasks.spec import load_spec
 
     spec = load_spec(plan["spec_path"])
     test = pd.read_parquet(split["test"]["uri"])

@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from ml_tasks.extract import ExtractError, extract_snapshot
-from ml_tasks.plan import make_plan
-from ml_tasks.sample import WEIGHT, run_sampling
-from ml_tasks.storage import store_from_settings
-from ml_tasks.validate import DataValidationError, run_validation
+from ml_tasks.core.columns import WEIGHT
+from ml_tasks.core.plan import make_plan
+from ml_tasks.data.extract import ExtractError, extract_snapshot
+from ml_tasks.data.sample import run_sampling
+from ml_tasks.data.validate import DataValidationError, run_validation
+from ml_tasks.io.store import store_from_settings
 from tests.conftest import DEMO_SPEC, TINY_ROWS
 
 
 @pytest.fixture
 def pg_warehouse(postgres_url):
-    from ml_tasks.demo_data import build_demo_warehouse
+    from ml_tasks.data.demo_warehouse import build_demo_warehouse
 
     build_demo_warehouse(postgres_url, rows=TINY_ROWS, seed=11)
     return postgres_url
@@ -25,7 +26,7 @@ def pg_warehouse(postgres_url):
 
 def run(demo_spec, settings, url, as_of="2024-03-01"):
     store = store_from_settings(settings)
-    plan = make_plan(demo_spec, DEMO_SPEC, settings.include_dir, store, as_of, sample_size=2_000)
+    plan = make_plan(demo_spec, DEMO_SPEC, settings.include_dir, store.layout, as_of, sample_size=2_000)
     validation = run_validation(demo_spec, plan, extract_snapshot(demo_spec, plan, store, url, settings.include_dir),
                                 store)
     return validation, run_sampling(demo_spec, plan, validation, store), store

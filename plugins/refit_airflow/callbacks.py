@@ -9,9 +9,9 @@ log = logging.getLogger(__name__)
 
 def notify_task_failure(context) -> None:
     """``on_failure_callback``: runs once the task has used its retries, never on a retry."""
-    from ml_tasks.dag_ids import model_of
-    from ml_tasks.notify import load_notify_settings, notify, task_failed
-    from ml_tasks.settings import load_settings
+    from ml_tasks.core.settings import load_settings
+    from ml_tasks.reporting.notify import load_notify_settings, notify, task_failed
+    from refit_airflow.dag_ids import model_of
 
     ti = context["ti"]
     exception = context.get("exception")

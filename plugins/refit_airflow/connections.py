@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from ml_tasks.settings import sqlalchemy_url
+from ml_tasks.core.settings import sqlalchemy_url
 
 WAREHOUSE_CONN_ID = "warehouse_default"
 

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlparse
 
 from airflow.sdk import BaseOperatorLink
 
-from ml_tasks.dag_ids import retrain_model_of
+from refit_airflow.dag_ids import retrain_model_of
 from refit_airflow.report_view import URL_PREFIX
 
 LINKED_TASKS = frozenset({"gate", "report"})

@@ -31,12 +31,11 @@ def note_text(latest: dict) -> str:
 
 
 def _run_note(dag_run, model: str) -> str | None:
-    from ml_tasks.report import latest_uri
-    from ml_tasks.settings import load_settings
-    from ml_tasks.storage import store_from_settings
+    from ml_tasks.core.settings import load_settings
+    from ml_tasks.io.store import store_from_settings
 
     store = store_from_settings(load_settings())
-    pointer = latest_uri(store, model)
+    pointer = store.layout.latest_report(model)
     if not store.exists(pointer):
         return None
     latest = store.read_json(pointer)
@@ -46,7 +45,7 @@ def _run_note(dag_run, model: str) -> str | None:
 
 
 def _set_note(dag_run) -> None:
-    from ml_tasks.dag_ids import retrain_model_of
+    from refit_airflow.dag_ids import retrain_model_of
 
     model = retrain_model_of(dag_run.dag_id)
     if model is None:

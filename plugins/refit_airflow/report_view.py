@@ -2,7 +2,7 @@
 
 A FastAPI app that the plugin mounts on Airflow's API server under ``/refit``; the UI shows
 it in a frame from the navigation ("Browse → Gate results") and as a "Gate report" tab on
-every DAG run. The pages read only the artifact store (:mod:`ml_tasks.gate_results`), so
+every DAG run. The pages read only the artifact store (:mod:`ml_tasks.reporting.gate_results`), so
 they work the same on a local folder and on S3, and never load a model.
 
 Every page requires an Airflow login with read access to DAG runs: the browser's Airflow
@@ -20,9 +20,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ml_tasks import gate_results
-from ml_tasks.dag_ids import retrain_model_of
-from ml_tasks.gate_results import GateResult
+from ml_tasks.reporting import gate_results
+from ml_tasks.reporting.gate_results import GateResult
+from refit_airflow.dag_ids import retrain_model_of
 
 URL_PREFIX = "/refit"
 LIST_LIMIT = 20
@@ -34,15 +34,15 @@ can_read_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 @lru_cache(maxsize=1)
 def _store():
     # One store (and S3 client) for the server's life: settings come from its environment.
-    from ml_tasks.settings import load_settings
-    from ml_tasks.storage import store_from_settings
+    from ml_tasks.core.settings import load_settings
+    from ml_tasks.io.store import store_from_settings
 
     return store_from_settings(load_settings())
 
 
 @lru_cache(maxsize=1)
 def _templates() -> Environment:
-    from ml_tasks.settings import load_settings
+    from ml_tasks.core.settings import load_settings
 
     return Environment(loader=FileSystemLoader(load_settings().include_dir / "templates"),
                        autoescape=select_autoescape(["html", "j2"]))
@@ -126,8 +126,8 @@ def report_of_dag_run(request: Request, dag_id: str, run_id: str):
 @app.get("/runs/{dag_id}/{run_id}/mlflow", dependencies=[can_read_runs])
 def mlflow_run_of_dag_run(dag_id: str, run_id: str):
     """The challenger's MLflow run (its models, metrics and the logged report)."""
-    from ml_tasks.settings import load_settings
-    from ml_tasks.tracking import mlflow_ui_url
+    from ml_tasks.core.settings import load_settings
+    from ml_tasks.registry.tracking import mlflow_ui_url
 
     model = _model_of(dag_id)
     result = _result(model, dag_run_id=run_id)

@@ -33,10 +33,11 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 from docker.types import DeviceRequest
 
-from ml_tasks.resources import thread_environment
+from ml_tasks.core.artifacts import RunArtifacts
+from ml_tasks.core.resources import thread_environment
 
 if TYPE_CHECKING:
-    from ml_tasks.spec import ModelSpec
+    from ml_tasks.core.spec import ModelSpec
 
 TRAINER_MODES = ("local", "docker")
 #: The Docker API the deployed worker talks to: a socket proxy, so workers never mount the socket.
@@ -60,7 +61,8 @@ def trainer_command(plan: dict, split_uri: str | None, candidate: str, python: s
                     fold: int | None = None) -> list[str]:
     """The command line of the trainer for one candidate (the same inside a container); with
     ``fold`` it trains the candidate's recipe on that backtest fold instead."""
-    command = [python, "-m", "ml_tasks", "train", "--plan", f"{plan['run_prefix']}/plan.json", "--candidate", candidate]
+    command = [python, "-m", "ml_tasks", "train", "--plan", RunArtifacts(plan["run_prefix"]).plan, "--candidate",
+               candidate]
     if split_uri:
         command += ["--split", split_uri]
     if fold is not None:

@@ -1,0 +1,1 @@
+"""The ground every layer stands on: the model spec, settings, manifests, column names and metric directions, run-artifact names, CPU budget and the run plan."""

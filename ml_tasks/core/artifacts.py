@@ -1,0 +1,195 @@
+"""Where every artifact lives in the artifact store: the one module that names them.
+
+A run keeps everything under its folder, ``runs/<model>/<run_key>/`` (the plan's
+``run_prefix``); snapshots are shared by every run of a model and keyed by content; reports
+keep a pointer to each model's latest verdict and a history of all of them::
+
+    runs/<model>/<run_key>/plan.json                   RunArtifacts.plan
+                           snapshot.json               .snapshot
+                           validation.json             .validation
+                           sample.json, sample.parquet .sample, .sample_data
+                           split.json, split/<part>.parquet
+                           train/<candidate>.json      .train_result(candidate)
+                           train/<candidate>/reliability.png, train/<candidate>/checkpoints/
+                           backtest/<candidate>/fold-<n>.json, backtest.json
+                           evaluation.json, predictions.parquet
+                           gate.json, registration.json, report.html, report.json
+    snapshots/<model>/<snapshot_id>/data.parquet, manifest.json
+    staging/<model>/<snapshot_id>/data.parquet         (an extraction not yet validated)
+    reports/<model>/latest.json, reports/<model>/history/<written_at>-<run_key>.json
+
+Stages get these URIs from here and never build a path themselves, so the layout can be read
+(and changed) in one place. The names are those every earlier release wrote: runs and models
+from before a change of this module must still be found.
+
+>>> run = RunArtifacts("s3://refit/artifacts/runs/credit_default/20240901T000000-1a2b3c4d")
+>>> run.gate
+'s3://refit/artifacts/runs/credit_default/20240901T000000-1a2b3c4d/gate.json'
+>>> StoreLayout("/srv/refit").snapshot_data("credit_default", "ab12")
+'/srv/refit/snapshots/credit_default/ab12/data.parquet'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: The manifests a run writes under its folder, by stage (``<name>.json``).
+RUN_MANIFESTS = ("plan", "snapshot", "validation", "sample", "split", "backtest", "evaluation", "gate",
+                 "registration")
+
+
+_HISTORY = "history"
+
+
+def join(root: str, *parts: str) -> str:
+    """``root`` and ``parts`` joined by ``/``, empty parts dropped and each part's slashes trimmed."""
+    return "/".join([root.rstrip("/"), *(part.strip("/") for part in parts if part)])
+
+
+@dataclass(frozen=True)
+class RunArtifacts:
+    """The URIs of one run's artifacts, under its folder ``prefix`` (the plan's ``run_prefix``)."""
+
+    prefix: str
+
+    def manifest(self, stage: str) -> str:
+        """The manifest a stage writes (``<stage>.json``), by its name in :data:`RUN_MANIFESTS`."""
+        if stage not in RUN_MANIFESTS:
+            raise ValueError(f"stage {stage!r}: no manifest of that name; expected one of {list(RUN_MANIFESTS)}")
+        return join(self.prefix, f"{stage}.json")
+
+    @property
+    def plan(self) -> str:
+        return self.manifest("plan")
+
+    @property
+    def snapshot(self) -> str:
+        return self.manifest("snapshot")
+
+    @property
+    def validation(self) -> str:
+        return self.manifest("validation")
+
+    @property
+    def sample(self) -> str:
+        return self.manifest("sample")
+
+    @property
+    def sample_data(self) -> str:
+        return join(self.prefix, "sample.parquet")
+
+    @property
+    def split(self) -> str:
+        return self.manifest("split")
+
+    def split_part(self, part: str) -> str:
+        """Rows of one part of the time split (``train``, ``validation`` or ``test``)."""
+        return join(self.prefix, "split", f"{part}.parquet")
+
+    def train_result(self, candidate: str) -> str:
+        return join(self.prefix, "train", f"{candidate}.json")
+
+    def reliability_chart(self, candidate: str) -> str:
+        """The candidate's reliability diagram before and after calibration."""
+        return join(self.prefix, "train", candidate, "reliability.png")
+
+    def checkpoints(self, candidate: str) -> str:
+        """Folder of the candidate's training checkpoints (a retried trainer resumes from them)."""
+        return join(self.prefix, "train", candidate, "checkpoints")
+
+    @property
+    def backtest_folds(self) -> str:
+        """Folder of every fold result (:meth:`fold_result`) of the run."""
+        return join(self.prefix, "backtest")
+
+    def fold_result(self, candidate: str, fold: int) -> str:
+        return join(self.backtest_folds, candidate, f"fold-{fold}.json")
+
+    @staticmethod
+    def is_fold_result(uri: str) -> bool:
+        """Whether a URI listed under :attr:`backtest_folds` is a fold result."""
+        return "/fold-" in uri and uri.endswith(".json")
+
+    @property
+    def backtest(self) -> str:
+        return self.manifest("backtest")
+
+    @property
+    def evaluation(self) -> str:
+        return self.manifest("evaluation")
+
+    @property
+    def predictions(self) -> str:
+        """Every model's probabilities on the test rows (what the gate tests)."""
+        return join(self.prefix, "predictions.parquet")
+
+    @property
+    def gate(self) -> str:
+        return self.manifest("gate")
+
+    @property
+    def registration(self) -> str:
+        return self.manifest("registration")
+
+    @property
+    def report_html(self) -> str:
+        return join(self.prefix, "report.html")
+
+    @property
+    def report_json(self) -> str:
+        return join(self.prefix, "report.json")
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """The store-wide locations under the artifact store's ``root``: runs, snapshots and reports."""
+
+    root: str
+
+    def run(self, model: str, run_key: str) -> RunArtifacts:
+        """A run's artifacts; its folder is the plan's ``run_prefix``."""
+        return RunArtifacts(join(self.root, "runs", model, run_key))
+
+    def snapshots(self, model: str) -> str:
+        """Folder of every snapshot of ``model``."""
+        return join(self.root, "snapshots", model)
+
+    def snapshot_data(self, model: str, snapshot_id: str) -> str:
+        return join(self.snapshots(model), snapshot_id, "data.parquet")
+
+    def snapshot_manifest(self, model: str, snapshot_id: str) -> str:
+        return join(self.snapshots(model), snapshot_id, "manifest.json")
+
+    def staging_data(self, model: str, snapshot_id: str) -> str:
+        """Where an extraction waits until validation commits it under :meth:`snapshot_data`."""
+        return join(self.root, "staging", model, snapshot_id, "data.parquet")
+
+    @property
+    def reports(self) -> str:
+        return join(self.root, "reports")
+
+    def latest_report(self, model: str) -> str:
+        """The pointer to ``model``'s latest gate result (what ``status`` reads)."""
+        return join(self.reports, model, "latest.json")
+
+    def report_history(self, model: str) -> str:
+        """Folder of ``model``'s gate results, one small entry per report."""
+        return join(self.reports, model, _HISTORY)
+
+    def report_history_entry(self, model: str, written_at: str, run_key: str) -> str:
+        """The history entry of one report: named by the UTC time it was written, then its run key,
+        so that entries sort oldest first by name."""
+        # ISO times sort as text once the separators that differ between writers are dropped.
+        stamp = re.sub(r"[^0-9]", "", written_at)[:14]
+        return join(self.report_history(model), f"{stamp}-{run_key}.json")
+
+    def model_of_history_entry(self, uri: str) -> str | None:
+        """The model whose history holds ``uri`` (a URI under :attr:`reports`), or None for another file."""
+        model, _, rest = uri.removeprefix(self.reports.rstrip("/") + "/").partition("/")
+        return model if rest.startswith(f"{_HISTORY}/") else None
+
+    @staticmethod
+    def is_history_entry_of(uri: str, run_key: str) -> bool:
+        """Whether a history entry's name says it is a report of ``run_key`` (no need to read it)."""
+        return uri.endswith(f"-{run_key}.json")

@@ -1,0 +1,312 @@
+"""Typed manifests that stages hand to each other.
+
+A manifest is small (URIs, counts, hashes, metrics): it travels through Airflow's XCom as a
+JSON dict and is also written next to the stage's output, so any stage can be re-run alone
+from the CLI. Data frames never travel in a manifest.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field, model_validator
+
+from ml_tasks.core.artifacts import RunArtifacts
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_xcom(self) -> dict:
+        """A JSON-safe dict for XCom."""
+        return self.model_dump(mode="json")
+
+
+class RunPlan(Manifest):
+    """What one retraining run does, resolved from the spec, the trigger and its params."""
+
+    model: str
+    spec_path: str
+    spec_hash: str
+    as_of: datetime
+    window_start: datetime
+    sample_size: int
+    candidates: list[str]
+    dry_run: bool
+    dag_run_id: str
+    run_key: str
+    run_prefix: str
+
+    @property
+    def artifacts(self) -> RunArtifacts:
+        """Where each of this run's artifacts lives (under :attr:`run_prefix`)."""
+        return RunArtifacts(self.run_prefix)
+
+
+class StreamExtract(Manifest):
+    """What one source stream contributed to a snapshot."""
+
+    name: str
+    query_file: str
+    weight: float
+    params: dict[str, str]
+    rows: int
+
+
+class StrataCounts(Manifest):
+    """Rows per stratum (``columns``' values, then the count), counted while extracting so the
+    sampler needs only one pass over the snapshot."""
+
+    columns: list[str]
+    counts: list[list]
+
+
+class SnapshotManifest(Manifest):
+    model: str
+    snapshot_id: str
+    uri: str
+    manifest_uri: str
+    rows: int
+    columns: dict[str, str]
+    label_counts: dict[str, int]
+    time_min: datetime
+    time_max: datetime
+    as_of: datetime
+    window_start: datetime
+    query_file: str
+    params: dict[str, str]
+    reused: bool
+    #: Per-stream queries and row counts; the rows' stream is in the ``_stream`` column.
+    streams: list[StreamExtract] = []
+    #: Engine that read the warehouse (``adbc``, ``copy_csv`` or ``sqlalchemy``).
+    engine: str = ""
+    strata: StrataCounts | None = None
+    #: Where the data waits until validation commits it to ``uri``; None once committed.
+    staging_uri: str | None = None
+
+
+class CheckResult(Manifest):
+    name: str
+    passed: bool
+    detail: str
+
+
+class ValidationManifest(Manifest):
+    snapshot_id: str
+    #: The committed snapshot (validation passed), read by the stages after it.
+    snapshot: SnapshotManifest
+    rows: int
+    checks: list[CheckResult]
+    warnings: list[str]
+    uri: str
+
+
+class SampleManifest(Manifest):
+    uri: str
+    rows: int
+    population_rows: int
+    seed: int
+    strata: dict[str, dict[str, float]]
+    label_rate_sample: float
+    label_rate_reweighted: float
+    #: Per stream: target weight, rows drawn for it by the multinomial draw, rows realised.
+    stream_mix: dict[str, dict[str, float]] = {}
+    importance_weight: str | None = None
+    #: Largest number of rows the sampler held at once (bounded by the sample, not the snapshot).
+    peak_buffer_rows: int = 0
+
+
+class SplitPart(Manifest):
+    uri: str
+    rows: int
+    positives: int
+    time_min: datetime
+    time_max: datetime
+
+
+class SplitManifest(Manifest):
+    train: SplitPart
+    validation: SplitPart
+    test: SplitPart
+    #: Leakage the spec allows but the report must show.
+    warnings: list[str] = []
+    uri: str
+
+
+class TrainResult(Manifest):
+    candidate: str
+    family: str
+    mlflow_run_id: str
+    model_uri: str
+    validation_metrics: dict[str, float]
+    train_rows: int
+    fit_seconds: float
+    reused: bool
+    #: The parameters the tuning budget chose, the trials it spent, and the learning curve
+    #: ([training rows, validation score of the selection metric]).
+    params: dict = {}
+    trials: int = 1
+    learning_curve: list[list[float]] = []
+    #: "stateless", or what warm start did ("continued from champion v3", "... trained from scratch").
+    warm_start: str = "stateless"
+    #: The calibration method chosen, its held-out metrics per method, and the reliability diagram.
+    calibration: dict = {}
+
+
+class FoldResult(Manifest):
+    """One candidate (or the champion's recipe) on one backtest fold."""
+
+    candidate: str
+    fold: int
+    family: str
+    train_start: datetime
+    cutoff: datetime
+    test_start: datetime
+    test_end: datetime
+    train_rows: int
+    test_rows: int
+    #: Test rows left out because their entity was in the fold's training rows (entity_disjoint).
+    dropped_entity_rows: int = 0
+    #: For the champion's recipe: the registered version it came from.
+    recipe_version: str | None = None
+    #: Metrics per model age in periods: "0" is the fold's own test window, "1".. the later ones.
+    metrics_by_age: dict[str, dict[str, float]]
+    reused: bool
+
+
+class BacktestManifest(Manifest):
+    folds: int
+    metric: str
+    #: candidate -> fold -> metric -> value (age 0).
+    per_fold: dict[str, dict[str, dict[str, float]]]
+    #: candidate -> staleness curve (points, recommended interval, summary).
+    staleness: dict[str, dict]
+    champion_recipe_version: str | None = None
+    uri: str
+
+
+class ModelScores(Manifest):
+    name: str
+    metrics: dict[str, float]
+
+
+class ModelRef(Manifest):
+    """A trained candidate as MLflow holds it: what registration turns into a model version."""
+
+    candidate: str
+    run_id: str
+    model_uri: str
+
+
+class EvaluationManifest(Manifest):
+    #: The candidate that won on validation: the gate's first choice.
+    challenger: str
+    candidates: list[ModelScores]
+    champion: ModelScores | None
+    champion_version: str | None
+    predictions_uri: str
+    test_rows: int
+    uri: str
+    #: Per model (candidate name, or ``p_champion``): latency_ms_per_1k and size_mb.
+    serving_costs: dict[str, dict[str, float]] = {}
+    #: Why the registered champion is not compared with (it was trained by this very run).
+    champion_note: str | None = None
+    #: Every candidate's MLflow run and model, by candidate name: the gate may put the baseline
+    #: forward instead of the challenger.
+    models: dict[str, ModelRef]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_release(cls, data):
+        """Read an evaluation.json of an earlier release (the winner's run and model as two
+        fields, ``models`` without names), so its runs can still be gated and promoted."""
+        if not isinstance(data, dict) or "challenger_run_id" not in data:
+            return data
+        data = dict(data)
+        run_id, model_uri = data.pop("challenger_run_id"), data.pop("challenger_model_uri", None)
+        models = {name: {"candidate": name, **ref} for name, ref in (data.get("models") or {}).items()}
+        models.setdefault(data.get("challenger"), {"candidate": data.get("challenger"), "run_id": run_id,
+                                                   "model_uri": model_uri})
+        return {**data, "models": models}
+
+
+class GateCheck(Manifest):
+    """One line of the gate: enough to explain the outcome without opening anything else."""
+
+    name: str
+    metric: str
+    challenger: float
+    reference: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    threshold: float | None
+    passed: bool
+    reason: str
+    #: Holm-adjusted p-value across the gate's family of tests (None for checks that are not tests).
+    p_adjusted: float | None = None
+    #: The test behind the p-value (DeLong, paired bootstrap, McNemar, sign test, ...).
+    test: str | None = None
+    #: Which family the p-value belongs to: "promotion" (Holm-adjusted together: evidence that the
+    #: challenger may replace the reference), "harm" (per-slice guards, Bonferroni within the
+    #: slices), or None for a check that is not a hypothesis test.
+    family: Literal["promotion", "harm"] | None = None
+    #: A test that also needs a condition besides its p-value (the backtest win fraction) records
+    #: here whether that condition holds; the Holm step keeps a test failed when it does not.
+    condition_met: bool = True
+
+
+class GateManifest(Manifest):
+    verdict: Literal["PASS", "FAIL"]
+    champion_version: str | None
+    checks: list[GateCheck]
+    uri: str
+    #: Per-slice comparison rows for the report, and a Simpson's-paradox warning if the slices disagree.
+    slices: list[dict] = []
+    simpson_warning: str | None = None
+    #: The model put forward for registration: the challenger, or the baseline the gate fell back
+    #: to. The one place registration (automatic or manual) and the report read it from.
+    challenger_model: ModelRef
+
+    @computed_field
+    @property
+    def challenger(self) -> str:
+        """The candidate put forward (``challenger_model.candidate``); in the JSON for its readers."""
+        return self.challenger_model.candidate
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored(cls, data):
+        """Read a stored gate.json: ``challenger`` is derived, not read back; a gate.json of an
+        earlier release has the model put forward as two fields."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        challenger = data.pop("challenger", None)
+        if "challenger_model" not in data and "challenger_run_id" in data:
+            data["challenger_model"] = {"candidate": challenger, "run_id": data.pop("challenger_run_id"),
+                                        "model_uri": data.pop("challenger_model_uri", None)}
+        return data
+
+    @property
+    def failing_reasons(self) -> list[str]:
+        return [c.reason for c in self.checks if not c.passed]
+
+
+class RegistrationManifest(Manifest):
+    registry_name: str
+    action: Literal["registered", "already_registered", "skipped_failed_gate", "skipped_dry_run",
+                    "promoted_manually", "rolled_back"]
+    version: str | None
+    champion_version: str | None
+    previous_version: str | None
+
+
+class ReportManifest(Manifest):
+    verdict: Literal["PASS", "FAIL"]
+    html_uri: str
+    json_uri: str
+    champion_version: str | None
+    run_key: str

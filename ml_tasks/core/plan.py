@@ -1,0 +1,72 @@
+"""Resolve a trigger (logical date and UI params) into an explicit :class:`RunPlan`."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from ml_tasks.core.artifacts import StoreLayout
+from ml_tasks.core.manifests import RunPlan
+from ml_tasks.core.spec import ModelSpec, query_texts, spec_hash
+
+
+class PlanError(ValueError):
+    """A trigger parameter is invalid; the message names it."""
+
+
+def to_naive_utc(moment: datetime | str) -> datetime:
+    """Timestamps are compared naive-in-UTC everywhere (the warehouse stores naive UTC)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def make_plan(
+    spec: ModelSpec,
+    spec_path: Path,
+    include_dir: Path,
+    layout: StoreLayout,
+    as_of: datetime | str,
+    *,
+    sample_size: int | None = None,
+    candidates: list[str] | None = None,
+    dry_run: bool = False,
+    dag_run_id: str = "cli",
+) -> RunPlan:
+    """Build the plan of one run.
+
+    The baseline candidate is always trained (the gate compares with it); unknown candidate
+    names and non-positive sample sizes are rejected with the parameter's name.
+    """
+    as_of = to_naive_utc(as_of)
+    selected = list(candidates) if candidates else spec.candidate_names
+    unknown = [c for c in selected if c not in spec.candidate_names]
+    if unknown:
+        raise PlanError(f"param 'candidates': unknown {unknown}; expected a subset of {spec.candidate_names}")
+    if spec.baseline_name not in selected:
+        selected.insert(0, spec.baseline_name)
+    selected = [c for c in spec.candidate_names if c in selected]  # spec order, no duplicates
+    size = spec.sampling.size if sample_size is None else int(sample_size)
+    if size <= 0:
+        raise PlanError(f"param 'sample_size': expected a positive integer, got {sample_size}")
+    recipe_hash = spec_hash(spec, query_texts(spec, include_dir))
+    # The run key names the data interval and the recipe, so a retry of the same run reuses
+    # its folder while a different sample size or candidate set gets its own.
+    digest = hashlib.sha256(f"{recipe_hash}|{size}|{','.join(selected)}".encode()).hexdigest()[:8]
+    run_key = f"{as_of:%Y%m%dT%H%M%S}-{digest}"
+    return RunPlan(
+        model=spec.name,
+        spec_path=str(spec_path),
+        spec_hash=recipe_hash,
+        as_of=as_of,
+        window_start=as_of - timedelta(days=spec.source.window_days),
+        sample_size=size,
+        candidates=selected,
+        dry_run=bool(dry_run),
+        dag_run_id=dag_run_id,
+        run_key=run_key,
+        run_prefix=layout.run(spec.name, run_key).prefix,
+    )

@@ -1,0 +1,316 @@
+"""Extract the as-of window from the warehouse into a content-addressed Parquet snapshot.
+
+Each source stream's query (``include/sql/*.sql``) takes ``:window_start`` and ``:as_of`` as
+bound parameters; it does the point-in-time joins and keeps only labels observed by the as-of
+date. Rows stream from the database as Arrow record batches (:mod:`ml_tasks.io.warehouse`
+picks the fastest bounded-memory reader: binary ``COPY`` through ADBC on PostgreSQL, a chunked
+cursor elsewhere) straight into a Parquet file, so memory does not grow with the window.
+
+The snapshot id is a hash of the content, computed column by column over canonical bytes, so
+it does not depend on how the rows were batched: extracting the same interval twice gives the
+same id and the second run writes nothing. With several streams, each row carries its stream's
+name in ``_stream`` and the manifest records each stream's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ml_tasks.core.columns import STREAM
+from ml_tasks.core.manifests import (
+    RunPlan,
+    SnapshotManifest,
+    StrataCounts,
+    StreamExtract,
+)
+from ml_tasks.core.spec import ModelSpec, StreamSpec, query_path
+from ml_tasks.io.store import ArtifactStore
+from ml_tasks.io.warehouse import (
+    ExtractTypeError,
+    TargetType,
+    available_engines,
+    stream_query,
+)
+
+CHUNK_ROWS = 131_072
+
+
+class ExtractError(RuntimeError):
+    """The warehouse returned something the spec does not allow; the message names it."""
+
+
+def column_types(spec: ModelSpec) -> dict[str, TargetType]:
+    """The Arrow type every role and feature column must have in a snapshot.
+
+    Drivers disagree on types (SQLite hands back timestamps as text, PostgreSQL as datetimes),
+    so the snapshot's schema comes from the spec, not from the driver.
+    """
+    cols = spec.columns
+    types: dict[str, TargetType] = {cols.timestamp: "timestamp", cols.label_observed_at: "timestamp"}
+    types |= {name: "float64" for name in spec.features.numeric}
+    types |= {name: "string" for name in spec.features.categorical}
+    types |= {name: "int64" for name in (cols.id, cols.label, cols.entity) if name}
+    if spec.sampling.importance_weight:
+        types[spec.sampling.importance_weight] = "float64"
+    return types
+
+
+def strata_columns(spec: ModelSpec) -> list[str]:
+    """Columns whose combinations are the sampler's strata (stream, label, segments)."""
+    return [*([STREAM] if spec.source.streams else []), spec.columns.label, *spec.sampling.segments]
+
+
+def extract_snapshot(
+    spec: ModelSpec,
+    plan: RunPlan,
+    store: ArtifactStore,
+    warehouse_url: str,
+    include_dir: Path,
+    chunk_rows: int = CHUNK_ROWS,
+    engine: str = "auto",
+) -> SnapshotManifest:
+    """Run every stream's query for the plan's window and stage the result as a snapshot.
+
+    The data goes to ``staging/`` until validation commits it (:func:`commit_snapshot`), so
+    nothing unvalidated is ever visible under the snapshot's final name.
+    """
+    stats = _SnapshotStats(spec)
+    streams: list[StreamExtract] = []
+    engine_used = _engine_name(warehouse_url, engine)
+    with tempfile.TemporaryDirectory(prefix="refit-extract-") as folder:
+        tmp = Path(folder) / "snapshot.parquet"
+        with _SnapshotWriter(tmp, tag_streams=bool(spec.source.streams)) as writer:
+            for stream in spec.source.stream_list:
+                params = stream_params(spec, plan, stream)
+                before = stats.rows
+                for batch in _stream_batches(spec, stream, params, warehouse_url, include_dir, chunk_rows, engine):
+                    batch = writer.write(batch, stream.name)
+                    stats.update(batch)
+                streams.append(StreamExtract(name=stream.name, query_file=stream.query_file, weight=stream.weight,
+                                             params={k: v.isoformat() for k, v in params.items()},
+                                             rows=stats.rows - before))
+                if stats.rows == before:
+                    raise ExtractError(
+                        f"empty window: the query {stream.query_file} over tables {', '.join(spec.source.tables)} "
+                        f"returned no rows with mature labels for [{params['window_start']:%Y-%m-%d}, "
+                        f"{params['as_of']:%Y-%m-%d}); expected at least one row")
+        snapshot_id = stats.digest(writer.schema)
+        layout = store.layout
+        data_uri = layout.snapshot_data(spec.name, snapshot_id)
+        manifest_uri = layout.snapshot_manifest(spec.name, snapshot_id)
+        reused = store.exists(manifest_uri)
+        staging_uri = None if reused else layout.staging_data(spec.name, snapshot_id)
+        if staging_uri is not None:
+            store.put_file(tmp, staging_uri)
+    first = streams[0]
+    return SnapshotManifest(
+        model=spec.name,
+        snapshot_id=snapshot_id,
+        uri=data_uri,
+        manifest_uri=manifest_uri,
+        rows=stats.rows,
+        columns={f.name: str(f.type) for f in writer.schema},
+        label_counts={str(k): v for k, v in sorted(stats.label_counts.items())},
+        time_min=stats.time_min,
+        time_max=stats.time_max,
+        as_of=plan.as_of,
+        window_start=plan.window_start,
+        query_file=first.query_file,
+        params=first.params,
+        reused=reused,
+        streams=streams,
+        engine=engine_used,
+        strata=StrataCounts(columns=stats.strata_columns,
+                            counts=[[*key, n] for key, n in stats.strata_counts.items()]),
+        staging_uri=staging_uri,
+    )
+
+
+def commit_snapshot(snapshot: SnapshotManifest, store: ArtifactStore) -> SnapshotManifest:
+    """Move a validated snapshot from staging to its final name; the manifest is written last,
+    so its presence marks a complete, validated snapshot."""
+    if snapshot.staging_uri is None:
+        return snapshot
+    committed = snapshot.model_copy(update={"staging_uri": None})
+    if not store.exists(snapshot.manifest_uri):
+        store.copy(snapshot.staging_uri, snapshot.uri)
+        store.write_json(snapshot.manifest_uri, committed.to_xcom())
+    store.delete(snapshot.staging_uri)
+    return committed
+
+
+def data_location(snapshot: SnapshotManifest) -> str:
+    """Where the snapshot's rows can be read now: staging until validated, then the final name."""
+    return snapshot.staging_uri or snapshot.uri
+
+
+def stream_params(spec: ModelSpec, plan: RunPlan, stream: StreamSpec) -> dict:
+    """The bound parameters of one stream's query: its own window ending at the as-of date."""
+    days = spec.source.stream_window_days(stream)
+    return {"window_start": plan.as_of - timedelta(days=days), "as_of": plan.as_of}
+
+
+def _engine_name(url: str, engine: str) -> str:
+    try:
+        return available_engines(url)[0] if engine == "auto" else engine
+    except Exception as exc:  # an unparsable URL: say which setting holds it
+        raise ExtractError(f"warehouse URL {url!r} is not a valid SQLAlchemy URL: {exc}") from None
+
+
+def _stream_batches(spec, stream: StreamSpec, params, url: str, include_dir: Path, chunk_rows: int,
+                    engine: str) -> Iterator[pa.RecordBatch]:
+    """Record batches of one stream with the spec's types; every failure names the query."""
+    sql = query_path(spec, include_dir, stream.query_file).read_text()
+    source = f"query {stream.query_file} over tables {', '.join(spec.source.tables)}"
+    try:
+        yield from stream_query(url, sql, params, column_types(spec), batch_rows=chunk_rows, engine=engine)
+    except ExtractTypeError as exc:
+        raise ExtractError(f"{source}: {exc}") from exc
+    except ExtractError:
+        raise
+    except Exception as exc:
+        # The driver's message names the missing or renamed column; say which query and tables too.
+        message = str(getattr(exc, "orig", None) or exc).strip()
+        raise ExtractError(f"{source} failed: {type(exc).__name__}: {message}") from exc
+
+
+class _SnapshotWriter:
+    """Parquet writer that fixes the schema from the first batch and tags rows with their stream."""
+
+    def __init__(self, path: Path, tag_streams: bool) -> None:
+        self.path = path
+        self.tag_streams = tag_streams
+        self.schema: pa.Schema | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> _SnapshotWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def write(self, batch: pa.RecordBatch, stream: str) -> pa.RecordBatch:
+        """Write one batch; return it as written (stream column added, types conformed)."""
+        if self.tag_streams:
+            batch = batch.append_column(STREAM, pa.repeat(pa.scalar(stream, pa.large_string()), batch.num_rows))
+        if self._writer is None:
+            self.schema = batch.schema
+            self._writer = pq.ParquetWriter(self.path, self.schema)
+        elif batch.schema != self.schema:
+            batch = _conform(batch, self.schema, stream)
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+        return batch
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, stream: str) -> pa.RecordBatch:
+    """Cast a later stream's batch to the first stream's schema (same columns, compatible types)."""
+    if batch.schema.names != schema.names:
+        raise ExtractError(f"stream {stream!r}: columns {batch.schema.names} differ from the first stream's "
+                           f"{schema.names}; every stream's query must return the same columns")
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ExtractError(f"stream {stream!r}: column types differ from the first stream's: {exc}") from None
+
+
+class _SnapshotStats:
+    """Row count, label balance, time range, strata counts and content hash, batch by batch."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.label = spec.columns.label
+        self.timestamp = spec.columns.timestamp
+        self.strata_columns = strata_columns(spec)
+        self.rows = 0
+        self.label_counts: dict[int, int] = {}
+        self.strata_counts: dict[tuple, int] = {}
+        self.time_min = None
+        self.time_max = None
+        self._columns: dict[str, _ColumnHash] = {}
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.rows += batch.num_rows
+        for item in pc.value_counts(batch.column(self.label)).to_pylist():
+            value = item["values"]
+            self.label_counts[value] = self.label_counts.get(value, 0) + item["counts"]
+        low, high = pc.min_max(batch.column(self.timestamp)).values()
+        if low.is_valid:
+            self.time_min = low.as_py() if self.time_min is None else min(self.time_min, low.as_py())
+            self.time_max = high.as_py() if self.time_max is None else max(self.time_max, high.as_py())
+        self._count_strata(batch)
+        for name, column in zip(batch.schema.names, batch.columns):
+            self._columns.setdefault(name, _ColumnHash()).update(column)
+
+    def _count_strata(self, batch: pa.RecordBatch) -> None:
+        present = [c for c in self.strata_columns if c in batch.schema.names]
+        if present != self.strata_columns:
+            return  # a missing column: validation names it
+        grouped = pa.Table.from_batches([batch.select(present)]).group_by(present).aggregate([([], "count_all")])
+        for row in grouped.to_pylist():
+            key = tuple(row[c] for c in present)
+            self.strata_counts[key] = self.strata_counts.get(key, 0) + row["count_all"]
+
+    def digest(self, schema: pa.Schema | None) -> str:
+        whole = hashlib.sha256(repr([(f.name, str(f.type)) for f in schema or []]).encode())
+        for name in sorted(self._columns):
+            whole.update(name.encode() + self._columns[name].digest())
+        return whole.hexdigest()[:16]
+
+
+class _ColumnHash:
+    """Hash of a column's values that is the same however the rows were split into batches.
+
+    It feeds canonical bytes (validity as one byte a row, fixed-width values with nulls zeroed,
+    string lengths and bytes) to running hashes, so the boundaries between batches vanish.
+    """
+
+    def __init__(self) -> None:
+        self._validity = hashlib.sha256()
+        self._values = hashlib.sha256()
+        self._lengths = hashlib.sha256()
+
+    def update(self, column: pa.Array) -> None:
+        if isinstance(column, pa.ChunkedArray):
+            for chunk in column.chunks:
+                self.update(chunk)
+            return
+        self._validity.update(np.asarray(column.is_valid(), dtype=np.uint8).tobytes())
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            column, kind = column.dictionary_decode(), kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+                or pa.types.is_large_binary(kind):
+            filled = column.fill_null("")
+            self._lengths.update(np.asarray(pc.binary_length(filled), dtype=np.int64).tobytes())
+            self._values.update(_string_bytes(filled))
+        elif pa.types.is_primitive(kind):
+            filled = column.fill_null(pa.scalar(0).cast(kind)) if column.null_count else column
+            self._values.update(np.ascontiguousarray(filled.to_numpy(zero_copy_only=False)).tobytes())
+        else:  # decimals, lists, ...: rare in snapshots, so their text form is good enough
+            self._values.update(repr(column.to_pylist()).encode())
+
+    def digest(self) -> bytes:
+        return self._validity.digest() + self._values.digest() + self._lengths.digest()
+
+
+def _string_bytes(column: pa.Array) -> memoryview:
+    """The concatenated bytes of a string column's values (no offsets, no padding)."""
+    offsets_buffer, data = column.buffers()[1], column.buffers()[2]
+    large = pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if large else np.int32,
+                            count=len(column) + 1, offset=column.offset * (8 if large else 4))
+    if data is None or len(column) == 0:
+        return memoryview(b"")
+    return memoryview(data)[int(offsets[0]):int(offsets[-1])]

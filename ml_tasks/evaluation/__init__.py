@@ -1,0 +1,1 @@
+"""How good a model is, and how sure: weighted metrics, calibration error and reliability, and the paired statistical tests."""

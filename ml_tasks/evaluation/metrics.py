@@ -1,0 +1,176 @@
+"""Weighted classification metrics shared by training, evaluation and the gate.
+
+Weights are the sampler's inverse inclusion probabilities, so every metric estimates the
+population value, not the (stratified) sample's.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
+)
+
+EPS = 1e-7
+
+
+def compute_metrics(y_true, p_positive, weights=None) -> dict[str, float]:
+    """ROC AUC, log loss and Brier score of positive-class probabilities."""
+    y = np.asarray(y_true, dtype=int)
+    p = np.clip(np.asarray(p_positive, dtype=float), EPS, 1 - EPS)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    return {
+        "roc_auc": float(roc_auc_score(y, p, sample_weight=w)),
+        "pr_auc": float(average_precision_score(y, p, sample_weight=w)),
+        "log_loss": float(log_loss(y, p, sample_weight=w, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p, sample_weight=w)),
+        "ece": expected_calibration_error(y, p, w),
+    }
+
+
+class TieGroups(NamedTuple):
+    """Rows sorted by score, cut into groups of equal scores (see :func:`tie_groups`)."""
+
+    order: np.ndarray   # stable sort order of the rows
+    starts: np.ndarray  # position (in sorted order) where each group begins
+    group: np.ndarray   # group index of each sorted row, 0 .. len(starts) - 1
+
+
+def tie_groups(scores: np.ndarray, descending: bool = False) -> TieGroups:
+    """Sort ``scores`` (stably) and group equal values: every rank-based metric needs both.
+
+    Tied scores must be handled as one group (they count one half in an AUC and share one
+    threshold in a precision-recall curve), so the sort and the grouping always come together.
+    """
+    order = np.argsort(-scores if descending else scores, kind="stable")
+    s = scores[order]
+    new_group = np.empty(len(s), dtype=bool)
+    new_group[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new_group[1:])
+    return TieGroups(order, np.flatnonzero(new_group), np.cumsum(new_group) - 1)
+
+
+def weighted_roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC for one or many weight vectors at once (ties count one half).
+
+    ``weights`` is ``(n,)`` or ``(replicates, n)``; the result is a scalar array or one AUC per
+    replicate. Scores are sorted once and each replicate costs O(n), which is what makes a
+    paired bootstrap over thousands of replicates cheap.
+    """
+    order, starts, _ = tie_groups(scores)
+    y = labels[order].astype(bool)
+    w = np.atleast_2d(weights)[:, order]
+    pos, neg = np.where(y, w, 0.0), np.where(~y, w, 0.0)
+    pos_g, neg_g = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(neg, starts, axis=1)
+    neg_below = np.cumsum(neg_g, axis=1) - neg_g
+    numerator = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
+    auc = numerator / (pos_g.sum(axis=1) * neg_g.sum(axis=1))
+    return auc[0] if np.ndim(weights) == 1 else auc
+
+
+def row_losses(metric: str, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-row contributions of a mean-type metric (log loss, Brier)."""
+    p = np.clip(p, EPS, 1 - EPS)
+    if metric == "log_loss":
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    if metric == "brier":
+        return (p - y) ** 2
+    raise ValueError(f"metric {metric!r} is not a mean of per-row losses")
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration: equal-mass reliability bins and the errors read off them
+# ---------------------------------------------------------------------------------------------
+
+class ReliabilityTable(NamedTuple):
+    """Per non-empty equal-mass bin: weighted mean probability, observed rate, and share of mass."""
+
+    mean_p: np.ndarray
+    mean_y: np.ndarray
+    mass: np.ndarray
+
+    @property
+    def gaps(self) -> np.ndarray:
+        return np.abs(self.mean_y - self.mean_p)
+
+
+def equal_mass_bins(p, w=None, bins: int = 15) -> np.ndarray:
+    """The bin (``0 .. bins - 1``) of each row, bins holding about equal weighted mass.
+
+    Rows with equal probability always share a bin, so the bins depend on the values and weights
+    only, not on row order. Each group of equal values goes to the bin holding the middle of its
+    mass: with ``n`` distinct equally weighted values and ``n`` bins every value gets its own bin;
+    a tie heavier than one bin's share fills one bin and may leave a neighbour empty. Integer
+    weights therefore give the same bins as repeating rows.
+    """
+    if bins < 1:
+        raise ValueError(f"bins: expected at least 1, got {bins}")
+    p = np.asarray(p, dtype=float).reshape(-1)
+    w = checked_weights("w", w, len(p))
+    values, group = np.unique(p, return_inverse=True)
+    group_mass = np.bincount(group, weights=w, minlength=len(values))
+    middle = (np.cumsum(group_mass) - group_mass / 2.0) / group_mass.sum()
+    group_bin = np.minimum(np.floor(middle * bins).astype(int), bins - 1)
+    return group_bin[group]
+
+
+def reliability_table(y, p, w=None, bins: int = 15) -> ReliabilityTable:
+    """Observed positive rate against mean predicted probability in equal-mass bins."""
+    y = np.asarray(y, dtype=float).reshape(-1)
+    p = np.asarray(p, dtype=float).reshape(-1)
+    if len(y) != len(p):
+        raise ValueError(f"y: {len(y)} labels for {len(p)} probabilities")
+    w = checked_weights("w", w, len(p))
+    bin_of = equal_mass_bins(p, w, bins)
+    mass = np.bincount(bin_of, weights=w, minlength=bins)
+    occupied = mass > 0
+    mean_p = np.bincount(bin_of, weights=w * p, minlength=bins)[occupied] / mass[occupied]
+    mean_y = np.bincount(bin_of, weights=w * y, minlength=bins)[occupied] / mass[occupied]
+    return ReliabilityTable(mean_p=mean_p, mean_y=mean_y, mass=mass[occupied] / mass.sum())
+
+
+def expected_calibration_error(y, p, w=None, bins: int = 15) -> float:
+    """Weighted ECE: sum over equal-mass bins of (bin mass share) x |observed rate - mean p|.
+
+    Equal-mass bins keep every bin populated however skewed the probabilities are; equal-width
+    bins (Guo et al.'s tables) put almost all rows of a rare-event model in the first bin. The
+    two kinds give different numbers: compare ECEs only under the same binning.
+    """
+    table = reliability_table(y, p, w, bins)
+    return float(np.dot(table.mass, table.gaps))
+
+
+def max_calibration_error(y, p, w=None, bins: int = 15) -> float:
+    """Largest |observed rate - mean p| over the same equal-mass bins as the ECE."""
+    return float(reliability_table(y, p, w, bins).gaps.max())
+
+
+def calibration_metrics(y, p, w=None, bins: int = 15) -> dict[str, float]:
+    """ECE, MCE, Brier score and log loss (weighted); log loss clips p to ``[EPS, 1 - EPS]``."""
+    y = np.asarray(y, dtype=int).reshape(-1)
+    p = np.asarray(p, dtype=float).reshape(-1)
+    w = checked_weights("w", w, len(p))
+    table = reliability_table(y, p, w, bins)
+    return {
+        "ece": float(np.dot(table.mass, table.gaps)),
+        "mce": float(table.gaps.max()),
+        "brier": float(brier_score_loss(y, p, sample_weight=w)),
+        "log_loss": float(log_loss(y, np.clip(p, EPS, 1.0 - EPS), sample_weight=w, labels=[0, 1])),
+    }
+
+
+def checked_weights(name: str, w, n: int) -> np.ndarray:
+    """Weights as a float array (ones when None): finite, non-negative, with a positive total."""
+    if w is None:
+        return np.ones(n)
+    w = np.asarray(w, dtype=float).reshape(-1)
+    if len(w) != n:
+        raise ValueError(f"{name}: {len(w)} weights for {n} rows")
+    if not np.all(np.isfinite(w)) or w.min() < 0.0 or w.sum() <= 0.0:
+        raise ValueError(f"{name}: expected finite non-negative weights with a positive sum")
+    return w

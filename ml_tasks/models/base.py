@@ -1,0 +1,111 @@
+"""The candidate interface every model family implements, and the feature helpers they share.
+
+Every candidate is built from a spec entry (``family`` and ``params``, see
+:func:`ml_tasks.models.build_candidate`) and offers
+``fit(X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None)`` and
+``predict_proba(X)`` returning an ``(n, 2)`` array, as scikit-learn classifiers do. ``X`` is a
+data frame with the spec's feature columns; each family turns it into what it needs, and fits
+every transform (scaling, encoding) on the training rows only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import pandas as pd
+
+from ml_tasks.core.spec import FeaturesSpec
+
+MISSING = "<missing>"
+
+
+class Candidate(ABC):
+    """A trainable model of one family.
+
+    Parameters
+    ----------
+    features : the spec's numeric and categorical feature lists.
+    params : family-specific hyper-parameters from the spec.
+    seed : random seed, so the same inputs give the same model.
+    """
+
+    family: str = ""
+    #: Whether ``fit`` can continue from a fitted model of the same family (stateful retraining).
+    supports_warm_start: bool = False
+
+    def __init__(self, features: FeaturesSpec, params: dict | None = None, seed: int = 0) -> None:
+        self.numeric = list(features.numeric)
+        self.categorical = list(features.categorical)
+        self.params = dict(params or {})
+        self.seed = seed
+        #: A fitted model of the same family to continue from (set before ``fit``); None: from scratch.
+        self.warm_start_from: Candidate | None = None
+
+    def can_warm_start_from(self, other: object) -> str | None:
+        """None when ``fit`` can continue from ``other``, else why not (logged, then trained from scratch)."""
+        if not self.supports_warm_start:
+            return f"family {self.family!r} always trains from scratch"
+        other = getattr(other, "candidate", other)  # a calibrated champion wraps the model it continues
+        if not isinstance(other, type(self)):
+            return f"the champion is a {getattr(other, 'family', type(other).__name__)!r} model, not {self.family!r}"
+        if (other.numeric, other.categorical) != (self.numeric, self.categorical):
+            return "the champion was trained on other features"
+        return None
+
+    def _take_warm_start(self) -> Candidate | None:
+        """The fitted model ``fit`` continues from (unwrapped from its calibrator), cleared from
+        ``self`` so the champion is never pickled inside the challenger."""
+        champion, self.warm_start_from = self.warm_start_from, None
+        return getattr(champion, "candidate", champion)
+
+    @abstractmethod
+    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> Candidate: ...
+
+    @abstractmethod
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
+
+    def _categoricals_as_text(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X[self.numeric + self.categorical].copy()
+        for name in self.categorical:
+            out[name] = out[name].astype(object).where(out[name].notna(), MISSING).astype(str)
+        for name in self.numeric:
+            out[name] = out[name].astype("float64")
+        return out
+
+    @staticmethod
+    def _two_columns(p: np.ndarray) -> np.ndarray:
+        return np.column_stack([1.0 - p, p])
+
+
+def category_vocabulary(values: pd.Series) -> list[str]:
+    """The distinct non-missing values of a column as sorted text: the categories to freeze at fit
+    time, compared as :func:`frozen_categorical` compares them (``str`` of each distinct value,
+    found by factorising, so each distinct value is converted once, not each row)."""
+    return sorted(set(pd.Index(pd.factorize(values)[1]).astype(str)))
+
+
+def frozen_categorical(values: pd.Series, categories: list[str]) -> pd.Categorical:
+    """``values`` coded against categories frozen at fit time: an unseen value becomes missing,
+    not a new code. Factorising first maps each distinct value once, not each row.
+
+    Values are compared as text (``str``); ``.codes`` is the position in ``categories``, -1 for a
+    missing or unseen value. Shared by the LightGBM and PyTorch candidates.
+    """
+    codes, uniques = pd.factorize(values)
+    positions = pd.Index(categories).get_indexer(pd.Index(uniques).astype(str))
+    mapped = np.where(codes >= 0, positions[np.maximum(codes, 0)] if len(positions) else -1, -1)
+    return pd.Categorical.from_codes(mapped, categories=categories)
+
+
+def feature_frame(frame: pd.DataFrame, features: FeaturesSpec) -> pd.DataFrame:
+    """The model's input: feature columns only, numerics as float64, categoricals as text or None.
+
+    Plain dtypes keep MLflow's signature check and JSON serving payloads unambiguous.
+    """
+    out = pd.DataFrame(index=frame.index)
+    for name in features.numeric:
+        out[name] = frame[name].astype("float64")
+    for name in features.categorical:
+        out[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return out

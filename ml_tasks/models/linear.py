@@ -1,0 +1,45 @@
+"""The simple families: the prior (the floor any model must beat) and the logistic-regression baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ml_tasks.models.base import Candidate
+
+
+class PriorCandidate(Candidate):
+    """Predicts the (weighted) training positive rate for every row: the floor any model must beat."""
+
+    family = "prior"
+
+    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> PriorCandidate:
+        self.rate_ = float(np.average(np.asarray(y), weights=sample_weight))
+        return self
+
+    def predict_proba(self, X):
+        return self._two_columns(np.full(len(X), self.rate_))
+
+
+class LogisticRegressionCandidate(Candidate):
+    """Logistic regression on scaled numerics and one-hot categoricals (the baseline)."""
+
+    family = "logistic_regression"
+
+    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None):
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline, make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        columns = ColumnTransformer([
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), self.numeric),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), self.categorical),
+        ])
+        classifier = LogisticRegression(C=float(self.params.get("C", 1.0)), max_iter=int(self.params.get("max_iter", 2000)))
+        self.pipeline_ = Pipeline([("columns", columns), ("classifier", classifier)])
+        self.pipeline_.fit(self._categoricals_as_text(X), np.asarray(y), classifier__sample_weight=sample_weight)
+        return self
+
+    def predict_proba(self, X):
+        return self.pipeline_.predict_proba(self._categoricals_as_text(X))

@@ -1,0 +1,1 @@
+"""MLflow: tracking, the model registry's versions and aliases, and the pyfunc form of a candidate."""

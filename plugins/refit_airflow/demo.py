@@ -1,0 +1,132 @@
+"""``make demo``: the retrain DAG for the demo model, run twice by Airflow on embedded defaults.
+
+Builds the demo warehouse, prepares Airflow's SQLite metadata database under REFIT_HOME, then
+runs ``airflow dags test`` at two logical dates some months apart: the first run has no
+champion and registers version 1; the second trains a challenger on newer data and gates it
+against that champion. Airflow runs as a subprocess, with the environment of
+:mod:`refit_airflow.embedded`; the end-to-end tests drive the same functions.
+
+Run it as ``python -m refit_airflow.demo [--dates 2024-03-01 2024-09-01]`` with ``plugins/`` on
+``PYTHONPATH`` (what ``make demo`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ml_tasks.core.settings import Settings, ensure_local_folders, load_settings
+from ml_tasks.io.store import store_from_settings
+from refit_airflow.dag_ids import retrain_dag_id
+from refit_airflow.embedded import embedded_airflow_env
+
+DEMO_MODEL = "credit_default"
+DEMO_DATES = ("2024-03-01", "2024-09-01")
+
+
+@dataclass(frozen=True)
+class DagRunOutcome:
+    logical_date: str
+    verdict: str
+    challenger: str
+    champion_version: str | None
+    report_uri: str
+
+
+class DagRunFailed(RuntimeError):
+    """``airflow dags test`` failed; the message points at its log."""
+
+
+def airflow_binary() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **embedded_airflow_env(settings)}
+
+
+def prepare_airflow(settings: Settings) -> None:
+    """Create or upgrade the embedded metadata database (idempotent)."""
+    ensure_local_folders(settings)
+    _run([airflow_binary(), "db", "migrate"], settings, settings.home / "logs" / "airflow-db-migrate.log")
+
+
+def run_dag_test(settings: Settings, model: str, logical_date: str, conf: dict | None = None) -> DagRunOutcome:
+    """Run the model's retrain DAG once with ``airflow dags test`` and read back its outcome.
+
+    Raises :class:`DagRunFailed` unless Airflow recorded the run as successful.
+    """
+    dag_id = retrain_dag_id(model)
+    command = [airflow_binary(), "dags", "test", dag_id, logical_date]
+    if conf:
+        command += ["--conf", json.dumps(conf)]
+    log_path = settings.home / "logs" / f"dags-test-{model}-{logical_date}.log"
+    _run(command, settings, log_path)
+    state = dag_run_state(settings, dag_id, logical_date)
+    if state != "success":
+        raise DagRunFailed(f"{dag_id} at {logical_date} ended {state!r}, expected 'success'; full log: {log_path}")
+    store = store_from_settings(settings)
+    latest = store.read_json(store.layout.latest_report(model))
+    return DagRunOutcome(logical_date=logical_date, verdict=latest["verdict"], challenger=latest["challenger"],
+                         champion_version=latest["champion_version"], report_uri=latest["html_uri"])
+
+
+def dag_run_state(settings: Settings, dag_id: str, logical_date: str) -> str | None:
+    """State of the latest run of ``dag_id`` at ``logical_date``, from Airflow's metadata database."""
+    output = subprocess.run([airflow_binary(), "dags", "list-runs", dag_id, "-o", "json"], env=airflow_env(settings),
+                            capture_output=True, text=True, check=True).stdout
+    # Airflow may log lines before the JSON document; the document is the last line.
+    listed = next((json.loads(line) for line in reversed(output.splitlines()) if line.startswith("[")), [])
+    runs = [r for r in listed if (r.get("logical_date") or "").startswith(logical_date)]
+    return max(runs, key=lambda r: r["run_after"])["state"] if runs else None
+
+
+def _run(command: list[str], settings: Settings, log_path: Path) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        code = subprocess.run(command, env=airflow_env(settings), stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-40:])
+        raise DagRunFailed(f"{' '.join(command[1:])} exited with {code}; full log: {log_path}\n{tail}")
+
+
+def run_demo(dates: list[str] | None = None) -> int:
+    from ml_tasks.data.demo_warehouse import build_demo_warehouse
+
+    settings = load_settings()
+    ensure_local_folders(settings)
+    print(f"Refit demo · state in {settings.home}")
+    summary = build_demo_warehouse(settings.warehouse_url)
+    print(f"warehouse: {summary.applications} applications, {summary.customers} customers, "
+          f"default rate {summary.positive_rate:.3f} ({summary.url})")
+    prepare_airflow(settings)
+    outcomes = []
+    for logical_date in dates or DEMO_DATES:
+        print(f"running {retrain_dag_id(DEMO_MODEL)} for {logical_date} with `airflow dags test` ...", flush=True)
+        outcome = run_dag_test(settings, DEMO_MODEL, logical_date)
+        outcomes.append(outcome)
+        print(f"  verdict {outcome.verdict} · challenger {outcome.challenger} · champion version "
+              f"{outcome.champion_version or 'none'}", flush=True)
+    print("\nSummary")
+    for number, outcome in enumerate(outcomes, start=1):
+        print(f"  run {number} ({outcome.logical_date}): {outcome.verdict}, champion version "
+              f"{outcome.champion_version or 'none'}")
+    print(f"  champion now: version {outcomes[-1].champion_version or 'none'}")
+    print(f"  gating report: {outcomes[-1].report_uri}")
+    print(f"  status: python -m ml_tasks status --model {DEMO_MODEL}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m refit_airflow.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--dates", nargs="+", default=None, help="logical dates of the runs")
+    return run_demo(parser.parse_args(argv).dates)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

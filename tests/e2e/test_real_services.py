@@ -1,0 +1,194 @@
+"""Deployed mode on real services, as local processes: the retrain DAG triggered through
+Airflow's REST API, trained by a local trainer process, tracked and registered on an MLflow
+server, with artifacts and reports on S3.
+
+Started for this module (``tests/e2e/real_services.py``), nothing mocked:
+- moto's S3 server (``moto_server``) with one bucket for Refit's artifact store and MLflow's artifacts;
+- the MLflow tracking server with basic auth, on PostgreSQL databases of its own (tracking and
+  registry; users), proxying artifacts to that bucket;
+- Airflow 3: api-server (SimpleAuthManager, one user), scheduler (LocalExecutor) and
+  dag-processor on a PostgreSQL metadata database, and the ``warehouse_default`` connection
+  pointing at a PostgreSQL demo warehouse.
+
+The two tests run in order: the second re-runs the interval the first one registered.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import postgres_databases
+from tests.e2e.real_services import (
+    AWS_TEST_CREDENTIALS,
+    AirflowApi,
+    FreePorts,
+    Processes,
+    airflow_environment,
+    airflow_login,
+    logs_on_failure,
+    start_airflow,
+    start_mlflow,
+    start_moto,
+    wait_for,
+    wait_for_mlflow,
+    wait_for_run,
+)
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "credit_default"
+DAG_ID = f"retrain_{MODEL}"
+AS_OF = "2024-03-01"
+BUCKET = "refit-real-services"
+ARTIFACT_PREFIX = "refit"
+# Small enough for a few minutes on two cores; the baseline alone passes the first gate.
+CONF = {"sample_size": 2_000, "candidates": ["logistic_baseline"]}
+WAREHOUSE_ROWS = 8_000
+RUN_TIMEOUT_S = 420
+
+
+@dataclass
+class Stack:
+    api: AirflowApi
+    processes: Processes
+    s3: object
+    mlflow_uri: str
+    task_log_folder: Path
+    embedded_warehouse: Path
+
+    def wait_for_run(self, run_id: str) -> dict:
+        return wait_for_run(self.api, self.processes, self.task_log_folder, DAG_ID, run_id, RUN_TIMEOUT_S)
+
+    def mlflow(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.mlflow_uri, registry_uri=self.mlflow_uri)
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def read_json(self, key: str) -> dict:
+        return json.loads(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+    def note(self, run_id: str) -> str:
+        """The run's note; the scheduler's listener writes it just after the run ends."""
+        return wait_for(f"note of {run_id}", lambda: self.api.run(DAG_ID, run_id).get("note"), 30, self.processes)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, request):
+    root = tmp_path_factory.mktemp("real-services")
+    airflow_home = root / "airflow"
+    processes = Processes(root / "logs")
+    ports = FreePorts()
+    with ExitStack() as cleanup:  # unwinds in reverse: processes stop before their databases go
+        cleanup.enter_context(logs_on_failure(request.config, processes, airflow_home / "logs"))
+        databases = cleanup.enter_context(postgres_databases("airflow", "mlflow", "mlflow_auth", "warehouse"))
+        cleanup.callback(processes.stop_all)
+        monkeypatch = cleanup.enter_context(pytest.MonkeyPatch.context())
+
+        s3_endpoint, s3 = start_moto(processes, ports(), BUCKET)
+        mlflow_uri, mlflow_credentials = start_mlflow(
+            processes, ports(), backend_url=databases["mlflow"], auth_database_url=databases["mlflow_auth"],
+            artifacts_destination=f"s3://{BUCKET}/mlflow", s3_endpoint=s3_endpoint, folder=root)
+        api_port = ports()
+        env = airflow_environment(
+            home=airflow_home, metadata_url=databases["airflow"], api_url=f"http://127.0.0.1:{api_port}",
+            warehouse_url=databases["warehouse"],
+            refit={**AWS_TEST_CREDENTIALS, **mlflow_credentials,
+                   "REFIT_HOME": str(root / "refit"),
+                   "REFIT_ARTIFACT_ROOT": f"s3://{BUCKET}/{ARTIFACT_PREFIX}",
+                   "REFIT_S3_ENDPOINT_URL": s3_endpoint,
+                   "MLFLOW_TRACKING_URI": mlflow_uri,
+                   "MLFLOW_CONFIGURE_LOGGING": "false",
+                   "REFIT_TRAINER_MODE": "local"})
+        processes.run("demo-data", [sys.executable, "-m", "ml_tasks", "demo-data", "--url", databases["warehouse"],
+                                    "--rows", str(WAREHOUSE_ROWS), "--seed", "11"], env, timeout=180)
+        start_airflow(processes, env, api_port)
+        wait_for_mlflow(processes, mlflow_uri)
+        api = airflow_login(processes, env, api_port)
+        # This process reads the registry as one more client of the same server.
+        for name, value in mlflow_credentials.items():
+            monkeypatch.setenv(name, value)
+        yield Stack(api=api, processes=processes, s3=s3, mlflow_uri=mlflow_uri,
+                    task_log_folder=airflow_home / "logs", embedded_warehouse=root / "refit" / "warehouse.db")
+
+
+def run_prefix(run_key: str) -> str:
+    return f"{ARTIFACT_PREFIX}/runs/{MODEL}/{run_key}/"
+
+
+def test_triggered_run_registers_champion_with_snapshot_report_and_note_on_real_services(stack, demo_spec):
+    wait_for(f"DAG {DAG_ID} parsed by the dag-processor", lambda: stack.api.dag(DAG_ID), 180, stack.processes,
+             interval=2)
+    stack.api.unpause(DAG_ID)
+    run_id = stack.api.trigger(DAG_ID, f"{AS_OF}T00:00:00Z", CONF)["dag_run_id"]
+
+    assert stack.wait_for_run(run_id)["state"] == "success"
+
+    champion = stack.mlflow().get_model_version_by_alias(demo_spec.registry_name, "champion")
+    tags = champion.tags
+    assert tags["refit.dag_run_id"] == run_id and tags["refit.as_of"].startswith(AS_OF)
+    snapshot_keys = stack.keys(f"{ARTIFACT_PREFIX}/snapshots/{MODEL}/{tags['refit.snapshot_id']}/")
+    assert any(key.endswith(".parquet") for key in snapshot_keys), snapshot_keys
+    prefix = run_prefix(tags["refit.run_key"])
+    assert {f"{prefix}report.html", f"{prefix}report.json"} <= set(stack.keys(prefix))
+    assert tags["refit.report_uri"] == f"s3://{BUCKET}/{prefix}report.html"
+    report = stack.read_json(f"{prefix}report.json")
+    assert report["verdict"] == "PASS" and report["registration"]["action"] == "registered"
+    # The rows came through the warehouse_default connection (PostgreSQL): the embedded SQLite
+    # warehouse was never even created.
+    assert report["snapshot"]["rows"] > 1_000 and not stack.embedded_warehouse.exists()
+    assert report["registration"]["version"] == str(champion.version)
+    # The model files went through the tracking server's artifact proxy into the bucket.
+    assert stack.keys("mlflow/"), "no MLflow artifact reached S3"
+    note = stack.note(run_id)
+    assert note.startswith("**PASS**") and tags["refit.report_uri"] in note
+    # The gate results view on the api-server reads the same S3 store; its MLflow link resolves
+    # to the challenger's run on the tracking server.
+    listed = stack.api.root.get("/refit/api/results", params={"model": MODEL}).json()
+    assert (listed[0]["dag_run_id"], listed[0]["verdict"]) == (run_id, "PASS")
+    assert "PASS · credit_default · as of 2024-03-01" in stack.api.root.get(
+        f"/refit/runs/{DAG_ID}/{run_id}", follow_redirects=True).text
+    to_mlflow = stack.api.root.get(f"/refit/runs/{DAG_ID}/{run_id}/mlflow")
+    # The experiment was recorded with the result, so following the link asks MLflow nothing.
+    experiment = listed[0]["mlflow_experiment_id"]
+    assert to_mlflow.status_code == 307 and to_mlflow.headers["location"].startswith(
+        f"{stack.mlflow_uri}/#/experiments/{experiment}/runs/")
+    assert to_mlflow.headers["location"].endswith(f"/runs/{champion.run_id}")
+    # Authentication is on: every client above got in with the admin's credentials, none without.
+    anonymous = httpx.get(f"{stack.mlflow_uri}/api/2.0/mlflow/registered-models/get",
+                          params={"name": demo_spec.registry_name}, timeout=30)
+    assert anonymous.status_code == 401, anonymous.text
+
+
+def test_second_trigger_of_the_same_interval_registers_no_second_version(stack, demo_spec):
+    name = demo_spec.registry_name
+    before = sorted(v.version for v in stack.mlflow().search_model_versions(f"name = '{name}'"))
+    champion = stack.mlflow().get_model_version_by_alias(name, "champion")
+    assert before, "the first test registered no version to re-run against"
+    # Airflow keeps one run per logical date, so a re-run of the interval is a new run (empty
+    # logical date, as the trigger form allows) whose as_of param names the same interval.
+    assert stack.api.post_run(DAG_ID, f"{AS_OF}T00:00:00Z", CONF).status_code == 409
+    run_id = stack.api.trigger(DAG_ID, None, {**CONF, "as_of": AS_OF})["dag_run_id"]
+
+    assert stack.wait_for_run(run_id)["state"] == "success"
+
+    assert sorted(v.version for v in stack.mlflow().search_model_versions(f"name = '{name}'")) == before
+    assert stack.mlflow().get_model_version_by_alias(name, "champion").version == champion.version
+    prefix = run_prefix(champion.tags["refit.run_key"])
+    report = stack.read_json(f"{prefix}report.json")
+    assert report["plan"]["dag_run_id"] == run_id, "the re-run did not plan the same interval (run key)"
+    assert report["snapshot"]["snapshot_id"] == champion.tags["refit.snapshot_id"]
+    assert report["snapshot"]["reused"] is True  # the interval was not extracted a second time
+    registration = report["registration"]
+    assert (registration["action"], registration["version"]) == ("already_registered", str(champion.version))
+    assert stack.note(run_id).startswith("**PASS**")

@@ -1,0 +1,134 @@
+"""Notifications on a failed gate or task: a log file by default, a webhook and e-mail by settings.
+
+The webhook and SMTP receivers are real servers on localhost, so what is tested is what goes
+over the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from ml_tasks.reporting.notify import (
+    NotifySettingsError,
+    email_message,
+    gate_failed,
+    load_notify_settings,
+    notify,
+    task_failed,
+)
+
+REPORT = {"failing": ["champion: roc_auc worse by 0.031 (p=0.002)", "ece 0.08 above 0.05"],
+          "gate": {"challenger": "lightgbm"}}
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP endpoint that records every JSON body POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+
+
+@pytest.fixture
+def smtp_server():
+    """A local SMTP server (the standard library's, still in 3.11) that keeps what it receives."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import asyncore
+        import smtpd
+
+    received: list[bytes] = []
+
+    class Recorder(smtpd.SMTPServer):
+        def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+            received.append(data)
+
+    server = Recorder(("127.0.0.1", 0), None, decode_data=False)
+    port = server.socket.getsockname()[1]
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: [asyncore.loop(timeout=0.05, count=1) for _ in iter(stop.is_set, True)],
+                              daemon=True)
+    thread.start()
+    yield port, received
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def test_a_failed_gate_is_written_to_the_log_file_by_default(tmp_path):
+    settings = load_notify_settings(tmp_path, env={})
+    delivered = notify(gate_failed("credit", REPORT, "scheduled__2024-09-01", "runs/credit/x/report.html"), settings)
+
+    assert delivered == ["log"]
+    record = json.loads((tmp_path / "notifications.log").read_text().splitlines()[0])
+    assert record["kind"] == "gate_failed" and record["reasons"] == REPORT["failing"]
+    assert "gate FAIL for challenger lightgbm (2 failing checks); champion unchanged" in record["summary"]
+    assert record["report_uri"].endswith("report.html")
+
+
+def test_the_webhook_receives_a_chat_ready_text_and_every_field(tmp_path, webhook):
+    url, received = webhook
+    settings = load_notify_settings(tmp_path, env={"REFIT_NOTIFY_CHANNELS": "webhook", "REFIT_NOTIFY_WEBHOOK_URL": url})
+
+    assert notify(task_failed("credit", "extract", "manual__1", "ValidationError: column 'income' missing"),
+                  settings) == ["webhook"]
+    assert received[0]["text"] == "credit: task extract failed: ValidationError: column 'income' missing"
+    assert received[0]["task_id"] == "extract" and received[0]["dag_run_id"] == "manual__1"
+    assert not (tmp_path / "notifications.log").exists()
+
+
+def test_email_goes_through_smtp_with_the_summary_as_subject(tmp_path, smtp_server):
+    port, received = smtp_server
+    settings = load_notify_settings(tmp_path, env={
+        "REFIT_NOTIFY_CHANNELS": "email,log", "REFIT_NOTIFY_EMAIL_TO": "oncall@example.com, ml@example.com",
+        "REFIT_SMTP_HOST": "127.0.0.1", "REFIT_SMTP_PORT": str(port)})
+
+    assert notify(gate_failed("credit", REPORT, "run-1", "s3://b/report.html"), settings) == ["email", "log"]
+    message = message_from_bytes(received[0])
+    assert message["Subject"].startswith("[refit] credit: gate FAIL")
+    assert message["To"] == "oncall@example.com, ml@example.com"
+    assert "ece 0.08 above 0.05" in message.get_payload() and "s3://b/report.html" in message.get_payload()
+
+
+def test_an_unreachable_webhook_never_loses_the_notification(tmp_path):
+    settings = load_notify_settings(tmp_path, env={"REFIT_NOTIFY_CHANNELS": "webhook",
+                                                   "REFIT_NOTIFY_WEBHOOK_URL": "http://127.0.0.1:9/hook"})
+    assert notify(task_failed("credit", "train", "run-2", "killed"), settings) == []
+    record = json.loads((tmp_path / "notifications.log").read_text())
+    assert record["undelivered"][0].startswith("webhook:") and record["task_id"] == "train"
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"REFIT_NOTIFY_CHANNELS": "log,pager"}, "REFIT_NOTIFY_CHANNELS"),
+    ({"REFIT_NOTIFY_CHANNELS": "webhook"}, "REFIT_NOTIFY_WEBHOOK_URL"),
+    ({"REFIT_NOTIFY_CHANNELS": "email"}, "REFIT_NOTIFY_EMAIL_TO"),
+    ({"REFIT_SMTP_PORT": "smtp"}, "REFIT_SMTP_PORT"),
+])
+def test_bad_settings_name_the_variable(tmp_path, env, named):
+    with pytest.raises(NotifySettingsError, match=named):
+        load_notify_settings(tmp_path, env=env)
+
+
+def test_the_email_body_lists_reasons_and_where_to_look(tmp_path):
+    settings = load_notify_settings(Path(tmp_path), env={"REFIT_NOTIFY_EMAIL_TO": "a@b.c"})
+    body = email_message(settings, task_failed("credit", "train", "run-3", "CUDA out of memory\ntraceback…")).get_content()
+    assert "- CUDA out of memory" in body and "traceback" not in body and "task: train" in body

@@ -1,0 +1,187 @@
+"""Training: every family beats the prior-only baseline, every candidate gets the same tuning
+budget, learning curves are logged, and warm start continues from the champion."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml_tasks import pipeline
+from ml_tasks.core.columns import WEIGHT
+from ml_tasks.core.spec import CandidateSpec, ModelSpec
+from ml_tasks.evaluation.metrics import compute_metrics
+from ml_tasks.models import build_candidate, feature_frame
+from ml_tasks.registry.tracking import model_requirements
+from ml_tasks.training.tuning import tune
+from tests.conftest import DEMO_SPEC, isolated_env
+
+FAMILY_PARAMS = {
+    "prior": {},
+    "logistic_regression": {"C": 1.0},
+    "lightgbm": {"learning_rate": 0.05, "num_leaves": 15, "n_estimators": 300, "min_child_samples": 40},
+    "torch_mlp": {"hidden": "64,32", "max_epochs": 30, "batch_size": 256, "patience": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny_warehouse_url):
+    """A planned run of the demo model up to the split, in its own REFIT_HOME."""
+    monkeypatch = pytest.MonkeyPatch()
+    settings = isolated_env(monkeypatch, tmp_path_factory.mktemp("train") / "refit")
+    monkeypatch.setenv("REFIT_WAREHOUSE_URL", tiny_warehouse_url)
+    plan = pipeline.plan_run(str(DEMO_SPEC), "2024-06-01", sample_size=6_000)
+    validation = pipeline.validate(plan, pipeline.extract(plan))
+    split = pipeline.split(plan, pipeline.sample(plan, validation))
+    yield settings, plan, split
+    monkeypatch.undo()
+
+
+def frames(split):
+    import pandas as pd
+
+    return {part: pd.read_parquet(split[part]["uri"]) for part in ("train", "validation", "test")}
+
+
+def xyw(spec, frame):
+    return feature_frame(frame, spec.features), frame[spec.columns.label].to_numpy(), frame[WEIGHT].to_numpy()
+
+
+@pytest.mark.parametrize("family", ["logistic_regression", "lightgbm", "torch_mlp"])
+def test_every_family_beats_the_prior_only_baseline_on_test_roc_auc(demo_run, demo_spec, family):
+    _, _, split = demo_run
+    parts = frames(split)
+    (X, y, w), (Xv, yv, wv), (Xt, yt, wt) = (xyw(demo_spec, parts[p]) for p in ("train", "validation", "test"))
+    scores = {}
+    for name in ("prior", family):
+        model = build_candidate(CandidateSpec(name=name, family=name, params=FAMILY_PARAMS[name]), demo_spec.features,
+                                seed=3)
+        model.fit(X, y, w, Xv, yv, wv)
+        scores[name] = compute_metrics(yt, model.predict_proba(Xt)[:, 1], wt)
+    assert scores["prior"]["roc_auc"] == pytest.approx(0.5)
+    assert scores[family]["roc_auc"] > scores["prior"]["roc_auc"] + 0.1, scores
+    assert scores[family]["log_loss"] < scores["prior"]["log_loss"], scores
+
+
+def test_every_candidate_gets_the_same_seeded_budget():
+    searched = CandidateSpec(name="gbm", family="lightgbm", params={"num_leaves": 15},
+                             search={"num_leaves": [7, 15, 31, 63], "learning_rate": {"low": 0.01, "high": 0.3, "log": True}})
+    seen: list[tuple[int, dict]] = []
+
+    def fit_and_score(params, number):
+        seen.append((number, params))
+        return params, -abs(params.get("learning_rate", 0.1) - 0.05)
+
+    first = tune(searched, fit_and_score, trials=6, time_budget_seconds=None, higher_is_better=True, seed=1)
+    again = tune(searched, lambda p, _: (p, -abs(p.get("learning_rate", 0.1) - 0.05)), trials=6,
+                 time_budget_seconds=None, higher_is_better=True, seed=1)
+    assert len(first.trials) == 6 and [t.params for t in first.trials] == [t.params for t in again.trials]
+    assert first.trials[0].params == {"num_leaves": 15}  # the spec's own parameters come first
+    assert [number for number, _ in seen] == list(range(6))  # trial numbers name the checkpoints
+    assert all(0.01 <= p["learning_rate"] <= 0.3 and p["num_leaves"] in (7, 15, 31, 63) for _, p in seen[1:6])
+    assert first.score == max(t.score for t in first.trials) and first.params == first.model
+    # Nothing to search: one fit is the whole budget.
+    plain = tune(CandidateSpec(name="lr", family="logistic_regression"), lambda p, _: (p, 0.7), trials=6,
+                 time_budget_seconds=None, higher_is_better=True, seed=1)
+    assert len(plain.trials) == 1
+
+
+def test_logged_models_pin_the_packages_their_family_needs_to_load():
+    import sklearn
+    import torch
+
+    torch_requirements = model_requirements("torch_mlp")
+    assert f"torch=={torch.__version__.split('+')[0]}" in torch_requirements
+    assert f"scikit-learn=={sklearn.__version__}" in torch_requirements
+    assert not any(r.startswith("torch") for r in model_requirements("lightgbm"))
+    assert all("==" in r for r in model_requirements("logistic_regression"))
+
+
+def test_time_budget_stops_tuning_before_the_trials_run_out():
+    searched = CandidateSpec(name="gbm", family="lightgbm", search={"num_leaves": [7, 15]})
+
+    def slow(params, number):
+        time.sleep(0.05)
+        return params, 0.5
+
+    result = tune(searched, slow, trials=50, time_budget_seconds=0.12, higher_is_better=True, seed=0)
+    assert 2 <= len(result.trials) < 50 and result.stopped_by == "time"
+
+
+def test_lightgbm_warm_start_keeps_boosting_the_champions_trees(demo_run, demo_spec):
+    _, _, split = demo_run
+    parts = frames(split)
+    train = parts["train"]
+    older, newer = train.iloc[: len(train) // 2], train.iloc[len(train) // 2:]
+    (Xv, yv, wv) = xyw(demo_spec, parts["validation"])
+    spec = CandidateSpec(name="gbm", family="lightgbm", params=FAMILY_PARAMS["lightgbm"])
+    champion = build_candidate(spec, demo_spec.features, seed=1).fit(*xyw(demo_spec, older), Xv, yv, wv)
+    challenger = build_candidate(spec, demo_spec.features, seed=1)
+    assert challenger.can_warm_start_from(champion) is None
+    challenger.warm_start_from = champion
+    challenger.fit(*xyw(demo_spec, newer), Xv, yv, wv)
+    assert challenger.warm_started_ and challenger.warm_start_from is None  # the champion is not pickled inside
+    # The first trees are the champion's: cut there, the challenger predicts exactly what the champion does.
+    cut = challenger.booster_.predict(challenger._dataset_frame(Xv), num_iteration=champion.best_iteration_)
+    np.testing.assert_allclose(cut, champion.predict_proba(Xv)[:, 1], rtol=1e-9)
+    assert challenger.best_iteration_ >= champion.best_iteration_
+    assert "not 'lightgbm'" in build_candidate(spec, demo_spec.features).can_warm_start_from(object())
+
+
+def test_train_stage_tunes_logs_a_learning_curve_and_warm_starts_from_the_registered_champion(demo_run, demo_spec):
+    import lightgbm
+    import mlflow
+    from mlflow import MlflowClient
+
+    settings, plan, split = demo_run
+    result = pipeline.train(plan, split, "lightgbm")
+    assert result["warm_start"] == "stateless" and result["trials"] == 1
+    rows = [point[0] for point in result["learning_curve"]]
+    assert len(rows) == 3 and rows[-1] == result["train_rows"] and rows[0] < rows[1] < rows[2]
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    curve = client.get_metric_history(result["mlflow_run_id"], "learning_curve_validation_roc_auc")
+    assert sorted(m.step for m in curve) == rows
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    logged = Path(mlflow.pyfunc.get_model_dependencies(result["model_uri"])).read_text().split()
+    assert f"lightgbm=={lightgbm.__version__}" in logged and not any(r.startswith("torch") for r in logged)
+    version = mlflow.register_model(result["model_uri"], demo_spec.registry_name)
+    client.set_registered_model_alias(demo_spec.registry_name, "champion", version.version)
+
+    raw = demo_spec.model_dump()
+    raw["training"] = {"mode": "warm_start", "trials": 2, "learning_curve": False}
+    raw["candidates"][1]["search"] = {"num_leaves": [7, 31]}
+    spec = ModelSpec.model_validate(raw)
+    from ml_tasks.core.manifests import RunPlan, SplitManifest
+    from ml_tasks.core.settings import load_settings
+    from ml_tasks.io.store import store_from_settings
+    from ml_tasks.training.train import train_candidate
+
+    later = RunPlan.model_validate(plan).model_copy(update={"run_prefix": plan["run_prefix"] + "-warm"})
+    warm = train_candidate(spec, later, SplitManifest.model_validate(split), "lightgbm",
+                           store_from_settings(load_settings()), load_settings())
+    assert warm.warm_start == f"continued from champion v{version.version}" and warm.trials == 2
+    baseline = train_candidate(spec, later, SplitManifest.model_validate(split), "logistic_baseline",
+                               store_from_settings(load_settings()), load_settings())
+    assert baseline.warm_start == "family 'logistic_regression' always trains from scratch: trained from scratch"
+
+
+def test_checkpoints_reach_the_artifact_store_so_a_retry_on_another_host_resumes(any_store):
+    from ml_tasks.core.manifests import RunPlan
+    from ml_tasks.training.train import checkpoint_folder
+
+    plan = RunPlan(model="m", spec_path="s", spec_hash="h", as_of="2024-03-01", window_start="2023-03-01",
+                   run_key="20240301T000000-abcdef12", run_prefix=any_store.uri("runs", "m", "20240301T000000-abcdef12"),
+                   dag_run_id="manual", dry_run=False, sample_size=100, candidates=["mlp"])
+    with checkpoint_folder(any_store, plan, "mlp") as first:
+        saved = first.path / "trial-0" / "checkpoint.pt"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(b"epoch 3")
+        if first.sync is not None:
+            first.sync(saved)
+    # A retried trainer gets a folder of its own (a fresh container) holding what was saved.
+    with checkpoint_folder(any_store, plan, "mlp") as retry:
+        assert (retry.path / "trial-0" / "checkpoint.pt").read_bytes() == b"epoch 3"
+        assert (retry.sync is None) == (not any_store.is_s3)
