@@ -177,16 +177,16 @@ def describe_table(url: str) -> dict:
 
 def literal_query(url: str) -> str:
     """QUERY with its parameters quoted by psycopg, for the readers that cannot bind them."""
-    from ml_tasks.io.warehouse import _psycopg_connect, _with_literals
+    from ml_tasks.io.warehouse.postgres import psycopg_connect, with_literals
 
-    with _psycopg_connect(url) as conn:
-        return _with_literals(conn, QUERY, PARAMS)
+    with psycopg_connect(url) as conn:
+        return with_literals(conn, QUERY, PARAMS)
 
 
 def libpq_uri(url: str) -> str:
-    from ml_tasks.io.warehouse import _adbc_uri
+    from ml_tasks.io.warehouse.postgres import adbc_uri
 
-    return _adbc_uri(url)
+    return adbc_uri(url)
 
 
 def peak_rss_mb() -> float:
@@ -265,13 +265,13 @@ def run_method(method: str, url: str, batch_rows: int) -> dict:
     elif method.startswith("raw COPY"):
         fmt = method.split()[-1]
         sql = literal_query(url)
-        from ml_tasks.io.warehouse import _copy_target, _psycopg_connect
+        from ml_tasks.io.warehouse.postgres import copy_target, psycopg_connect
 
         started = time.perf_counter()
-        with _psycopg_connect(url) as conn, open(os.devnull, "wb") as sink:
-            with conn.cursor().copy(f"COPY {_copy_target(sql)} TO STDOUT WITH (FORMAT {fmt})") as copy:
-                for data in copy:
-                    sink.write(data)
+        with psycopg_connect(url) as conn, open(os.devnull, "wb") as sink, \
+                conn.cursor().copy(f"COPY {copy_target(sql)} TO STDOUT WITH (FORMAT {fmt})") as copy:
+            for data in copy:
+                sink.write(data)
         rows = None  # COPY to /dev/null counts no rows; the table's count is used
     elif method == "idle":
         started = time.perf_counter()
@@ -310,7 +310,8 @@ def bench_spec(url: str, folder: Path):
         "candidates": [{"name": "prior", "family": "prior"}],
     })
     store = ArtifactStore(str(folder / "artifacts"))
-    plan = make_plan(spec, include / "bench.yaml", include, store.layout, newest.replace(microsecond=0) + timedelta(days=1))
+    as_of = newest.replace(microsecond=0) + timedelta(days=1)
+    plan = make_plan(spec, include / "bench.yaml", include, store.layout, as_of)
     return spec, plan, store, include
 
 

@@ -21,7 +21,7 @@ subprocess so its peak RSS is its own:
     ``SELECT * FROM read_parquet(...) USING SAMPLE reservoir(N ROWS)`` fetched as an Arrow
     table, with DuckDB's default thread count (printed).
 ``sampler``
-    ``ml_tasks.data.reservoir.reservoir_sample_parquet`` stratified by ``defaulted x channel``,
+    ``ml_tasks.data.sampling.reservoir_sample_parquet`` stratified by ``defaulted x channel``,
     proportional allocation with a floor, quotas known up front (the pipeline has the counts).
 ``count+sampler``
     The same plus the counting pass (``count_strata_parquet``, strata columns only) for when
@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 LAYOUT_VERSION = 1
 ROW_GROUP_ROWS = 1_000_000
@@ -215,16 +215,18 @@ def method_duckdb(path: str, sample: int, quotas_file: str) -> dict:
 
 
 def _sample(path: str, quotas: dict, started: tuple[float, float], base: float, counted: bool) -> dict:
-    from ml_tasks.data.reservoir import reservoir_sample_parquet
+    from ml_tasks.core.columns import WEIGHT
+    from ml_tasks.data.sampling import reservoir_sample_parquet
 
     result = reservoir_sample_parquet(path, STRATA, quotas, seed=SEED, batch_rows=BATCH_ROWS)
     seconds, cpu = time.perf_counter() - started[0], _cpu() - started[1]
     label = result.table.column("defaulted").to_numpy()
-    weight = result.table.column("_weight").to_numpy()
+    weight = result.table.column(WEIGHT).to_numpy()
     population_rate = sum(s.population for k, s in result.strata.items() if k[0] == 1) / result.rows_scanned
+    buffer_peak = result.peak_buffer_rows / max(result.table.num_rows, 1)
     return {"seconds": seconds, "cpu": cpu, "rows": result.rows_scanned, "rss_imports_mib": base,
             "sampled": result.table.num_rows,
-            "note": (f"{len(result.strata)} strata, buffer peak {result.peak_buffer_rows / max(result.table.num_rows, 1):.2f}x"
+            "note": (f"{len(result.strata)} strata, buffer peak {buffer_peak:.2f}x"
                      f" sample; label rate {label.mean():.4f} sample, {np.average(label, weights=weight):.4f} "
                      f"reweighted, {population_rate:.4f} population" + ("; includes counting" if counted else ""))}
 
@@ -234,7 +236,7 @@ def method_sampler(path: str, sample: int, quotas_file: str) -> dict:
     computed them, so this process only samples."""
     import pyarrow  # noqa: F401  (imported before the baseline RSS, like the other methods)
 
-    import ml_tasks.data.reservoir  # noqa: F401
+    import ml_tasks.data.sampling  # noqa: F401
 
     quotas = {tuple(key): n for key, n in json.loads(Path(quotas_file).read_text())}
     base = _rss_mib()
@@ -245,7 +247,7 @@ def method_count_sampler(path: str, sample: int, quotas_file: str) -> dict:
     """Counts not known: count the strata (strata columns only), allocate, then sample."""
     import pyarrow  # noqa: F401
 
-    from ml_tasks.data.reservoir import allocate, count_strata_parquet
+    from ml_tasks.data.sampling import allocate, count_strata_parquet
 
     base = _rss_mib()
     started = (time.perf_counter(), _cpu())
@@ -259,7 +261,7 @@ METHODS = {"scan": method_scan, "scan-streamed": method_scan_streamed, "duckdb":
 
 def write_quotas(path: Path, sample: int) -> Path:
     """Count the strata and allocate once, in this process, for the ``sampler`` children."""
-    from ml_tasks.data.reservoir import allocate, count_strata_parquet
+    from ml_tasks.data.sampling import allocate, count_strata_parquet
 
     quotas = allocate(count_strata_parquet(path, STRATA, batch_rows=BATCH_ROWS), sample, floor=FLOOR)
     out = path.with_name(f"{path.stem}-quotas-{sample}.json")
@@ -317,7 +319,8 @@ def main() -> None:
     print(f"\n{'method':<16} {'rows':>11} {'wall s':>7} {'cpu s':>6} {'Mrows/s':>8} {'peak RSS':>10} "
           f"{'at start':>9}  note")
     for name, r in results.items():
-        print(f"{name:<16} {r['rows']:>11,} {r['seconds']:>7.2f} {r['cpu']:>6.2f} {r['rows'] / r['seconds'] / 1e6:>8.2f} "
+        print(f"{name:<16} {r['rows']:>11,} {r['seconds']:>7.2f} {r['cpu']:>6.2f} "
+              f"{r['rows'] / r['seconds'] / 1e6:>8.2f} "
               f"{r['peak_rss_mib']:>6,.0f} MiB {r['rss_imports_mib']:>5,.0f} MiB  {r.get('note', '')}")
 
     def rate(name: str) -> float:
@@ -336,7 +339,8 @@ def main() -> None:
           f"{growth('sampler'):,.0f} MiB at {args.rows:,} rows ({growth('sampler') / max(growth(small_name), 1):.2f}x "
           f"for {args.rows / small_rows:.0f}x the rows; goal: independent of snapshot size)")
     print(f"best of {args.repeat} run(s) per method, each in a fresh process; command: "
-          f"{Path(sys.executable).name} bench/bench_sample.py --rows {args.rows} --sample {args.sample} --repeat {args.repeat}")
+          f"{Path(sys.executable).name} bench/bench_sample.py --rows {args.rows} --sample {args.sample} "
+          f"--repeat {args.repeat}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Strata are the label crossed with the spec's segment columns (and the source stream when the
 spec lists several). The stratum counts come from the snapshot's manifest (extraction counts
 them as rows arrive), so the sampler reads the snapshot once, keeping one reservoir per
-stratum (:mod:`ml_tasks.data.reservoir`): memory grows with the sample, not with the snapshot.
+stratum (:mod:`ml_tasks.data.sampling`): memory grows with the sample, not with the snapshot.
 
 How many rows each stratum gets (:func:`plan_quotas`):
 
@@ -21,6 +21,7 @@ sample estimate the population's.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ from ml_tasks.core.manifests import (
 )
 from ml_tasks.core.spec import ModelSpec
 from ml_tasks.data.extract import strata_columns
-from ml_tasks.data.reservoir import (
+from ml_tasks.data.sampling import (
     StratumKey,
     allocate,
     count_strata_parquet,
@@ -44,27 +45,34 @@ from ml_tasks.data.reservoir import (
 )
 from ml_tasks.io.store import ArtifactStore
 
-__all__ = ["WEIGHT", "plan_quotas", "run_sampling", "stream_factors"]
+__all__ = ["plan_quotas", "run_sampling", "stream_factors"]
 
 
-def plan_quotas(spec: ModelSpec, counts: dict[StratumKey, int], size: int) -> tuple[dict[StratumKey, int], dict[str, int]]:
+def plan_quotas(spec: ModelSpec, counts: dict[StratumKey, int],
+                size: int) -> tuple[dict[StratumKey, int], dict[str, int]]:
     """Rows to draw per stratum, and (with several streams) the rows the multinomial draw gave
     each stream. Pure and seeded by ``spec.sampling.seed``."""
-    sampling = spec.sampling
-    options = dict(floor=sampling.min_per_stratum, cap=sampling.max_per_stratum,
-                   label_shares=sampling.label_shares)
     if not spec.source.streams:
-        return allocate(counts, size, label_position=0, **options), {}
+        return _allocate(spec, counts, size, label_position=0), {}
     streams = spec.source.streams
     weights = np.array([s.weight for s in streams], dtype=float)
-    drawn = np.random.default_rng([sampling.seed, 0x5757]).multinomial(size, weights / weights.sum())
+    drawn = np.random.default_rng([spec.sampling.seed, 0x5757]).multinomial(size, weights / weights.sum())
     per_stream: dict[str, dict[StratumKey, int]] = defaultdict(dict)
     for key, n in counts.items():
         per_stream[key[0]][key] = n
     quotas: dict[StratumKey, int] = {}
-    for stream, rows in zip(streams, drawn):
-        quotas |= allocate(per_stream.get(stream.name, {}), int(rows), label_position=1, **options)
-    return quotas, {s.name: int(n) for s, n in zip(streams, drawn)}
+    for stream, rows in zip(streams, drawn, strict=True):
+        quotas |= _allocate(spec, per_stream.get(stream.name, {}), int(rows), label_position=1)
+    return quotas, {s.name: int(n) for s, n in zip(streams, drawn, strict=True)}
+
+
+def _allocate(spec: ModelSpec, counts: dict[StratumKey, int], size: int, *,
+              label_position: int) -> dict[StratumKey, int]:
+    """:func:`allocate` with the spec's floor, cap and label shares; the label is element
+    ``label_position`` of each stratum key (after the stream, when there are several)."""
+    sampling = spec.sampling
+    return allocate(counts, size, floor=sampling.min_per_stratum, cap=sampling.max_per_stratum,
+                    label_shares=sampling.label_shares, label_position=label_position)
 
 
 def stream_factors(spec: ModelSpec, stream_rows: dict[str, int]) -> dict[str, float]:
@@ -80,7 +88,7 @@ def stream_factors(spec: ModelSpec, stream_rows: dict[str, int]) -> dict[str, fl
             for s in spec.source.streams if stream_rows.get(s.name)}
 
 
-def snapshot_strata_counts(snapshot: SnapshotManifest, columns: list[str], path) -> dict[StratumKey, int]:
+def snapshot_strata_counts(snapshot: SnapshotManifest, columns: list[str], path: Path) -> dict[StratumKey, int]:
     """Stratum counts from the manifest when extraction counted the same columns, else one
     pass over just those columns (a snapshot extracted before the spec's segments changed)."""
     if snapshot.strata is not None and snapshot.strata.columns == columns:
@@ -88,7 +96,8 @@ def snapshot_strata_counts(snapshot: SnapshotManifest, columns: list[str], path)
     return count_strata_parquet(path, columns)
 
 
-def run_sampling(spec: ModelSpec, plan: RunPlan, validation: ValidationManifest, store: ArtifactStore) -> SampleManifest:
+def run_sampling(spec: ModelSpec, plan: RunPlan, validation: ValidationManifest,
+                 store: ArtifactStore) -> SampleManifest:
     snapshot = validation.snapshot
     strata = strata_columns(spec)
     with store.local_copy(snapshot.uri) as path:
@@ -130,10 +139,12 @@ def _apply_stream_factors(table: pa.Table, factors: dict[str, float]) -> pa.Tabl
     return table.set_column(table.schema.get_field_index(WEIGHT), WEIGHT, weights)
 
 
-def _realised_mix(spec: ModelSpec, table: pa.Table, drawn: dict[str, int], stream_rows: dict[str, int]) -> dict:
+def _realised_mix(spec: ModelSpec, table: pa.Table, drawn: dict[str, int],
+                  stream_rows: dict[str, int]) -> dict[str, dict[str, float]]:
     realised = pd.Series(table.column(STREAM).to_numpy(zero_copy_only=False)).value_counts()
     total_weight = sum(s.weight for s in spec.source.streams)
     return {s.name: {"weight": s.weight / total_weight, "drawn": float(drawn.get(s.name, 0)),
-                     "sampled": float(realised.get(s.name, 0)), "share": float(realised.get(s.name, 0) / max(len(table), 1)),
+                     "sampled": float(realised.get(s.name, 0)),
+                     "share": float(realised.get(s.name, 0) / max(len(table), 1)),
                      "population": float(stream_rows.get(s.name, 0))}
             for s in spec.source.streams}

@@ -13,6 +13,7 @@ crash never leaves a half-written snapshot where a reader would find it.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ml_tasks.core.artifacts import StoreLayout, join
+from ml_tasks.core.settings import Settings
 
 
 class StoreError(RuntimeError):
@@ -45,7 +47,7 @@ class ArtifactStore:
         self.root = root.rstrip("/")
         self.is_s3 = self.root.startswith("s3://")
         self._endpoint = s3_endpoint_url
-        self._client = None
+        self._client: Any = None  # a boto3 S3 client, made on first use
         if not self.is_s3:
             self.root = str(Path(self.root.removeprefix("file://")).resolve())
 
@@ -72,7 +74,8 @@ class ArtifactStore:
         return bucket, key
 
     @property
-    def s3(self):
+    def s3(self) -> Any:
+        """The boto3 S3 client (boto3 has no type information)."""
         if self._client is None:
             import boto3
 
@@ -209,11 +212,12 @@ class ArtifactStore:
         with self.staged(uri) as tmp:
             frame.to_parquet(tmp, index=False)
 
-    def read_frame(self, uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+    # builtins.list: inside this class ``list`` names the method above.
+    def read_frame(self, uri: str, columns: builtins.list[str] | None = None) -> pd.DataFrame:
         with self.local_copy(uri) as path:
             return pd.read_parquet(path, columns=columns)
 
 
-def store_from_settings(settings) -> ArtifactStore:
+def store_from_settings(settings: Settings) -> ArtifactStore:
     """The artifact store configured by :class:`ml_tasks.core.settings.Settings`."""
     return ArtifactStore(settings.artifact_root, settings.s3_endpoint_url)

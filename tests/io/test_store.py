@@ -23,10 +23,9 @@ def test_json_text_and_frame_round_trip(tmp_path):
 def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
     store = ArtifactStore(str(tmp_path / "store"))
     uri = store.uri("snapshots", "m", "data.parquet")
-    with pytest.raises(RuntimeError, match="disk full"):
-        with store.staged(uri) as tmp:
-            tmp.write_bytes(b"half a file")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"), store.staged(uri) as tmp:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("disk full")
     assert not store.exists(uri)
     assert list((tmp_path / "store" / "snapshots" / "m").iterdir()) == []
 
