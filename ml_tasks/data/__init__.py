@@ -1,1 +1,2 @@
-"""From warehouse to training rows: extract, validate, sample, split, backtest folds and drift."""
+"""From warehouse to training rows: extract, validate, sample, split, backtest folds and drift,
+and the seeded demo warehouse to run them against."""

@@ -12,12 +12,22 @@ True
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 import pandas as pd
 
 #: Share floor in empty bins, so a bin that appears or vanishes gives a large but finite PSI.
 _FLOOR = 1e-4
 BANDS = ((0.1, "stable"), (0.25, "moderate shift"), (float("inf"), "major shift"))
+
+
+class FeatureDrift(TypedDict):
+    """One feature's drift, as the report shows it."""
+
+    feature: str
+    psi: float
+    band: str
 
 
 def _shares(codes: np.ndarray, bins: int) -> np.ndarray:
@@ -40,17 +50,21 @@ def population_stability(reference: pd.Series, current: pd.Series, bins: int = 1
         ref_codes = values.get_indexer(reference.astype(object).fillna("<missing>"))
         cur_codes = values.get_indexer(current.astype(object).fillna("<missing>"))
         size = len(values) + 1
-        ref_codes, cur_codes = np.where(ref_codes < 0, size - 1, ref_codes), np.where(cur_codes < 0, size - 1, cur_codes)
+        # Values the reference never saw share the last bin.
+        ref_codes = np.where(ref_codes < 0, size - 1, ref_codes)
+        cur_codes = np.where(cur_codes < 0, size - 1, cur_codes)
     ref_shares, cur_shares = _shares(ref_codes, size), _shares(cur_codes, size)
     return float(np.sum((cur_shares - ref_shares) * np.log(cur_shares / ref_shares)))
 
 
 def band(psi: float) -> str:
+    """The usual reading of a PSI value (see :data:`BANDS`)."""
     return next(label for limit, label in BANDS if psi < limit)
 
 
-def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[str]) -> list[dict]:
-    """PSI per feature, largest first, with its band."""
-    rows = [{"feature": name, "psi": population_stability(reference[name], current[name])} for name in features
-            if name in reference and name in current]
-    return sorted(({**row, "band": band(row["psi"])} for row in rows), key=lambda r: -r["psi"])
+def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[str]) -> list[FeatureDrift]:
+    """PSI per feature present in both frames, largest first, with its band."""
+    scores = [(name, population_stability(reference[name], current[name])) for name in features
+              if name in reference and name in current]
+    return sorted((FeatureDrift(feature=name, psi=psi, band=band(psi)) for name, psi in scores),
+                  key=lambda row: -row["psi"])

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -56,8 +57,8 @@ def column_types(spec: ModelSpec) -> dict[str, TargetType]:
     """
     cols = spec.columns
     types: dict[str, TargetType] = {cols.timestamp: "timestamp", cols.label_observed_at: "timestamp"}
-    types |= {name: "float64" for name in spec.features.numeric}
-    types |= {name: "string" for name in spec.features.categorical}
+    types |= dict.fromkeys(spec.features.numeric, "float64")
+    types |= dict.fromkeys(spec.features.categorical, "string")
     types |= {name: "int64" for name in (cols.id, cols.label, cols.entity) if name}
     if spec.sampling.importance_weight:
         types[spec.sampling.importance_weight] = "float64"
@@ -118,10 +119,11 @@ def extract_snapshot(
         uri=data_uri,
         manifest_uri=manifest_uri,
         rows=stats.rows,
-        columns={f.name: str(f.type) for f in writer.schema},
+        columns={f.name: str(f.type) for f in writer.schema or []},
         label_counts={str(k): v for k, v in sorted(stats.label_counts.items())},
-        time_min=stats.time_min,
-        time_max=stats.time_max,
+        # None only when every timestamp is null: the manifest's own validation rejects it by name.
+        time_min=cast(datetime, stats.time_min),
+        time_max=cast(datetime, stats.time_max),
         as_of=plan.as_of,
         window_start=plan.window_start,
         query_file=first.query_file,
@@ -153,7 +155,7 @@ def data_location(snapshot: SnapshotManifest) -> str:
     return snapshot.staging_uri or snapshot.uri
 
 
-def stream_params(spec: ModelSpec, plan: RunPlan, stream: StreamSpec) -> dict:
+def stream_params(spec: ModelSpec, plan: RunPlan, stream: StreamSpec) -> dict[str, datetime]:
     """The bound parameters of one stream's query: its own window ending at the as-of date."""
     days = spec.source.stream_window_days(stream)
     return {"window_start": plan.as_of - timedelta(days=days), "as_of": plan.as_of}
@@ -166,8 +168,8 @@ def _engine_name(url: str, engine: str) -> str:
         raise ExtractError(f"warehouse URL {url!r} is not a valid SQLAlchemy URL: {exc}") from None
 
 
-def _stream_batches(spec, stream: StreamSpec, params, url: str, include_dir: Path, chunk_rows: int,
-                    engine: str) -> Iterator[pa.RecordBatch]:
+def _stream_batches(spec: ModelSpec, stream: StreamSpec, params: dict[str, datetime], url: str, include_dir: Path,
+                    chunk_rows: int, engine: str) -> Iterator[pa.RecordBatch]:
     """Record batches of one stream with the spec's types; every failure names the query."""
     sql = query_path(spec, include_dir, stream.query_file).read_text()
     source = f"query {stream.query_file} over tables {', '.join(spec.source.tables)}"
@@ -195,7 +197,7 @@ class _SnapshotWriter:
     def __enter__(self) -> _SnapshotWriter:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._writer is not None:
             self._writer.close()
 
@@ -233,9 +235,9 @@ class _SnapshotStats:
         self.strata_columns = strata_columns(spec)
         self.rows = 0
         self.label_counts: dict[int, int] = {}
-        self.strata_counts: dict[tuple, int] = {}
-        self.time_min = None
-        self.time_max = None
+        self.strata_counts: dict[tuple[Any, ...], int] = {}
+        self.time_min: datetime | None = None
+        self.time_max: datetime | None = None
         self._columns: dict[str, _ColumnHash] = {}
 
     def update(self, batch: pa.RecordBatch) -> None:
@@ -250,7 +252,7 @@ class _SnapshotStats:
             self.time_min = low.as_py() if self.time_min is None else min(self.time_min, low.as_py())
             self.time_max = high.as_py() if self.time_max is None else max(self.time_max, high.as_py())
         self._count_strata(batch)
-        for name, column in zip(batch.schema.names, batch.columns):
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
             self._columns.setdefault(name, _ColumnHash()).update(column)
 
     def _count_strata(self, batch: pa.RecordBatch) -> None:

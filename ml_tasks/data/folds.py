@@ -80,7 +80,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -117,8 +117,7 @@ class Fold:
     @property
     def windows(self) -> dict[int, Window]:
         """Every scored window by age: 0 is the fold's own test window."""
-        return {0: (self.test_start, self.test_end),
-                **{age: window for age, window in enumerate(self.later_windows, start=1)}}
+        return {0: (self.test_start, self.test_end), **dict(enumerate(self.later_windows, start=1))}
 
     def describe(self) -> str:
         """One line for logs and error messages."""
@@ -214,7 +213,7 @@ def fold_rows(frame: pd.DataFrame, fold: Fold, columns: ColumnsSpec, entity_disj
     if not entity_disjoint:
         return FoldRows(train=np.flatnonzero(train_mask), test=np.flatnonzero(test_mask),
                         later={age: np.flatnonzero(mask) for age, mask in later_masks.items()},
-                        later_dropped_rows={age: 0 for age in later_masks})
+                        later_dropped_rows=dict.fromkeys(later_masks, 0))
     return _entity_disjoint_rows(frame, fold, columns, train_mask, test_mask, later_masks)
 
 
@@ -360,14 +359,15 @@ def _summary(metric: str, tolerance: float, points: Sequence[CurvePoint], exceed
         return (f"{metric} drops by {exceeded.mean_drop:.3f} at age {exceeded.age} period(s) "
                 f"({exceeded.age_days:g} days, mean over {exceeded.paired_folds} fold(s)) > tolerance {tolerance:g}: "
                 f"retrain at least every {interval} days")
-    measured = [p for p in points if p.age >= 1 and p.mean_drop is not None]
+    measured = [(p, p.mean_drop) for p in points if p.age >= 1 and p.mean_drop is not None]
     if not measured:
         return (f"{metric}: no later window was scored (backtest.staleness_periods is 0 or too few folds), "
                 f"so staleness is unmeasured beyond the test window: retraining every {interval} days is safe "
                 "as far as measured")
-    worst = max(measured, key=lambda p: p.mean_drop)
-    return (f"{metric} stays within tolerance {tolerance:g} up to age {measured[-1].age} period(s) "
-            f"({measured[-1].age_days:g} days; largest drop {worst.mean_drop:.3f} at age {worst.age}): "
+    oldest = measured[-1][0]
+    worst, largest_drop = max(measured, key=lambda point_drop: point_drop[1])
+    return (f"{metric} stays within tolerance {tolerance:g} up to age {oldest.age} period(s) "
+            f"({oldest.age_days:g} days; largest drop {largest_drop:.3f} at age {worst.age}): "
             f"retraining every {interval} days is safe as far as measured, and at least that interval is allowed")
 
 
@@ -382,7 +382,8 @@ _MONTHS = {name: i for i, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
 _WEEKDAYS = {name: i for i, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 #: (low, high, names) of minute, hour, day of month, month, day of week.
-_FIELDS = ((0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, _MONTHS), (0, 7, _WEEKDAYS))
+_FIELDS: tuple[tuple[int, int, dict[str, int]], ...] = (
+    (0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, _MONTHS), (0, 7, _WEEKDAYS))
 _ITEM = re.compile(r"^(?:(?P<star>[*?])|(?P<low>\w+)(?:-(?P<high>\w+))?)(?:/(?P<step>\d+))?$")
 #: The Gregorian calendar repeats every 400 years, exactly 20,871 weeks: averaging over one full
 #: cycle gives every schedule its exact long-run interval (a monthly one is 30.44 days).
@@ -403,8 +404,9 @@ def cron_interval_days(expression: str) -> float | None:
     parts = text.split()
     if len(parts) != 5:
         return None
-    sets = [_cron_field(part, *bounds) for part, bounds in zip(parts, _FIELDS, strict=True)]
-    if any(values is None for values in sets):
+    parsed = [_cron_field(part, *bounds) for part, bounds in zip(parts, _FIELDS, strict=True)]
+    sets = [values for values in parsed if values is not None]
+    if len(sets) != len(parsed):
         return None
     minutes, hours, days_of_month, months, weekdays = sets
     weekdays = {day % 7 for day in weekdays}  # 7 is Sunday too
@@ -426,6 +428,8 @@ def _cron_field(text: str, low: int, high: int, names: dict[str, int]) -> set[in
         match = _ITEM.match(item)
         if not match:
             return None
+        first: int | None
+        last: int | None
         if match["star"]:
             first, last = low, high
         else:
@@ -462,7 +466,7 @@ def _calendar() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _naive_utc(moment: datetime) -> datetime:
     """Refit's convention: naive datetimes in UTC; an aware one is converted, not rejected."""
     if moment.tzinfo is not None:
-        return moment.astimezone(timezone.utc).replace(tzinfo=None)
+        return moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 

@@ -29,7 +29,7 @@ def leakage_findings(spec: ModelSpec, parts: dict[str, pd.DataFrame]) -> list[tu
     * entity overlap: the same entity in train and in validation/test (counts of entities and rows);
     * duplicate rows: a validation/test row whose features and label also occur in train.
     """
-    findings = []
+    findings: list[tuple[str, str]] = []
     train = parts["train"]
     entity = spec.columns.entity
     if entity and spec.leakage.entity_overlap != "ignore":
@@ -39,7 +39,8 @@ def leakage_findings(spec: ModelSpec, parts: dict[str, pd.DataFrame]) -> list[tu
             if shared.any():
                 findings.append((spec.leakage.entity_overlap,
                                  f"column {entity!r}: {parts[name].loc[shared, entity].nunique()} entities "
-                                 f"({int(shared.sum())} of {len(shared)} rows) of the {name} split also appear in train"))
+                                 f"({int(shared.sum())} of {len(shared)} rows) of the {name} split "
+                                 "also appear in train"))
     if spec.leakage.duplicate_rows != "ignore":
         columns = [*spec.features.all, spec.columns.label]
         train_rows = set(pd.util.hash_pandas_object(train[columns], index=False))
@@ -53,7 +54,8 @@ def leakage_findings(spec: ModelSpec, parts: dict[str, pd.DataFrame]) -> list[tu
     return findings
 
 
-def time_split(frame: pd.DataFrame, timestamp: str, validation_fraction: float, test_fraction: float) -> dict[str, pd.DataFrame]:
+def time_split(frame: pd.DataFrame, timestamp: str, validation_fraction: float,
+               test_fraction: float) -> dict[str, pd.DataFrame]:
     """Split ``frame`` by ``timestamp`` into three contiguous periods. Pure."""
     ordered = frame.sort_values(timestamp, kind="stable")
     stamps = ordered[timestamp]
@@ -67,6 +69,12 @@ def time_split(frame: pd.DataFrame, timestamp: str, validation_fraction: float, 
 
 
 def run_split(spec: ModelSpec, plan: RunPlan, sample: SampleManifest, store: ArtifactStore) -> SplitManifest:
+    """Split the stored sample by time, write the three parts and the manifest.
+
+    Fails with :class:`SplitError` when a part lacks one of the classes, and with
+    :class:`LeakageError` when a leak is found whose ``leakage.*`` policy is ``fail``; the other
+    leaks travel as warnings in the manifest.
+    """
     frame = store.read_frame(sample.uri)
     parts = time_split(frame, spec.columns.timestamp, spec.split.validation_fraction, spec.split.test_fraction)
     label = spec.columns.label
@@ -74,12 +82,14 @@ def run_split(spec: ModelSpec, plan: RunPlan, sample: SampleManifest, store: Art
     for name in PARTS:
         part = parts[name]
         if part[label].nunique() < 2:
-            raise SplitError(f"split {name!r}: {len(part)} rows with label values {sorted(part[label].unique().tolist())}; "
+            values = sorted(part[label].unique().tolist())
+            raise SplitError(f"split {name!r}: {len(part)} rows with label values {values}; "
                              "expected both classes — widen source.window_days or the sample size")
         uri = plan.artifacts.split_part(name)
         store.write_frame(uri, part)
+        stamps = part[spec.columns.timestamp]
         described[name] = SplitPart(uri=uri, rows=len(part), positives=int(part[label].sum()),
-                                    time_min=part[spec.columns.timestamp].min(), time_max=part[spec.columns.timestamp].max())
+                                    time_min=stamps.min(), time_max=stamps.max())
     findings = leakage_findings(spec, parts)
     fatal = [message for policy, message in findings if policy == "fail"]
     if fatal:

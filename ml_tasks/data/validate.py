@@ -11,6 +11,8 @@ import difflib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,9 +49,9 @@ class SnapshotProfile:
     kinds: dict[str, set[str]] = field(default_factory=dict)
     dtypes: dict[str, str] = field(default_factory=dict)
     rows: int = 0
-    nulls: Counter = field(default_factory=Counter)
-    infs: Counter = field(default_factory=Counter)
-    labels: Counter = field(default_factory=Counter)
+    nulls: Counter[str] = field(default_factory=Counter)
+    infs: Counter[str] = field(default_factory=Counter)
+    labels: Counter[int] = field(default_factory=Counter)
     future: int = 0
     immature: int = 0
     before_event: int = 0
@@ -75,7 +77,7 @@ def _typed_columns(spec: ModelSpec) -> dict[str, str]:
     cols = spec.columns
     return {cols.timestamp: "timestamp", cols.label_observed_at: "timestamp", cols.id: "integer",
             cols.label: "integer", **({cols.entity: "integer"} if cols.entity else {}),
-            **{n: "number" for n in spec.features.numeric}, **{n: "text" for n in spec.features.categorical}}
+            **dict.fromkeys(spec.features.numeric, "number"), **dict.fromkeys(spec.features.categorical, "text")}
 
 
 def _required_columns(spec: ModelSpec) -> list[str]:
@@ -122,10 +124,14 @@ def _add_batch(profile: SnapshotProfile, spec: ModelSpec, batch: pd.DataFrame, a
         profile.bad_weights += int((~np.isfinite(weights) | (weights <= 0)).sum())
 
 
-def profile_snapshot(spec: ModelSpec, batches: Iterable[pd.DataFrame], as_of) -> SnapshotProfile | None:
-    """Profile the batches of one snapshot; None if a batch lacks a required column."""
+def profile_snapshot(spec: ModelSpec, batches: Iterable[pd.DataFrame], as_of: datetime) -> SnapshotProfile:
+    """Profile the batches of one snapshot (an empty frame still counts: it names the columns).
+
+    When the first batch lacks a required column only the columns are recorded, since the checks
+    stop at the missing column; no batch at all profiles as a snapshot without columns.
+    """
     as_of = pd.Timestamp(as_of)
-    profile = None
+    profile: SnapshotProfile | None = None
     for batch in batches:
         if profile is None:
             profile = SnapshotProfile(columns=list(batch.columns))
@@ -135,10 +141,10 @@ def profile_snapshot(spec: ModelSpec, batches: Iterable[pd.DataFrame], as_of) ->
         if all(profile.kind(n) == kind or (kind == "number" and profile.kind(n) == "integer")
                for n, kind in _typed_columns(spec).items()):
             _add_batch(profile, spec, batch, as_of)
-    return profile
+    return profile if profile is not None else SnapshotProfile(columns=[])
 
 
-def check_snapshot(spec: ModelSpec, frame: pd.DataFrame, as_of, source: str,
+def check_snapshot(spec: ModelSpec, frame: pd.DataFrame, as_of: datetime, source: str,
                    previous_rows: int | None = None) -> tuple[list[CheckResult], list[str]]:
     """Run every check on ``frame``; return (checks, warnings). Pure: no I/O.
 
@@ -148,7 +154,7 @@ def check_snapshot(spec: ModelSpec, frame: pd.DataFrame, as_of, source: str,
     return check_profile(spec, profile_snapshot(spec, [frame], as_of), as_of, source, previous_rows)
 
 
-def check_profile(spec: ModelSpec, profile: SnapshotProfile, as_of, source: str,
+def check_profile(spec: ModelSpec, profile: SnapshotProfile, as_of: datetime, source: str,
                   previous_rows: int | None = None) -> tuple[list[CheckResult], list[str]]:
     """The checks and warnings of a profiled snapshot (see :func:`check_snapshot`). Pure."""
     cols = spec.columns
@@ -197,7 +203,7 @@ def check_profile(spec: ModelSpec, profile: SnapshotProfile, as_of, source: str,
     return checks, _warnings(spec, profile)
 
 
-def _missing_detail(source: str, missing: list[str], required: list[str], present) -> str:
+def _missing_detail(source: str, missing: list[str], required: list[str], present: list[str]) -> str:
     if not missing:
         return "all present"
     extra = [c for c in present if c not in required]
@@ -279,7 +285,7 @@ def previous_snapshot_rows(store: ArtifactStore, snapshot: SnapshotManifest) -> 
     return max(earlier, key=lambda m: m.as_of).rows if earlier else None
 
 
-def _batches(path) -> Iterator[pd.DataFrame]:
+def _batches(path: Path) -> Iterator[pd.DataFrame]:
     """The snapshot's rows as pandas batches; an empty file still yields its (empty) schema."""
     import pyarrow.parquet as pq
 
@@ -291,7 +297,8 @@ def _batches(path) -> Iterator[pd.DataFrame]:
         yield batch.to_pandas()
 
 
-def run_validation(spec: ModelSpec, plan: RunPlan, snapshot: SnapshotManifest, store: ArtifactStore) -> ValidationManifest:
+def run_validation(spec: ModelSpec, plan: RunPlan, snapshot: SnapshotManifest,
+                   store: ArtifactStore) -> ValidationManifest:
     """Validate the stored snapshot; write the report; raise if any check failed."""
     with store.local_copy(data_location(snapshot)) as path:
         profile = profile_snapshot(spec, _batches(path), plan.as_of)
@@ -302,7 +309,8 @@ def run_validation(spec: ModelSpec, plan: RunPlan, snapshot: SnapshotManifest, s
               "warnings": warnings}
     store.write_json(plan.artifacts.validation, report)
     if failed:
-        raise DataValidationError(f"snapshot {snapshot.snapshot_id} failed {len(failed)} check(s): " + "; ".join(failed))
+        raise DataValidationError(f"snapshot {snapshot.snapshot_id} failed {len(failed)} check(s): "
+                                  + "; ".join(failed))
     manifest = ValidationManifest(snapshot_id=snapshot.snapshot_id, snapshot=commit_snapshot(snapshot, store),
                                   rows=profile.rows, checks=checks, warnings=warnings,
                                   uri=plan.artifacts.validation)

@@ -75,11 +75,11 @@ def test_snapshot_is_staged_until_committed_then_never_written_again(demo_spec, 
     committed = commit_snapshot(first, store)
     assert store.exists(first.uri) and store.read_json(first.manifest_uri)["staging_uri"] is None
     assert not store.exists(first.staging_uri) and committed.staging_uri is None
-    written_at = (refit_home.home / "artifacts" / "snapshots" / "credit_default" / first.snapshot_id / "data.parquet").stat().st_mtime_ns
+    path = refit_home.home / "artifacts" / "snapshots" / "credit_default" / first.snapshot_id / "data.parquet"
+    written_at = path.stat().st_mtime_ns
     second = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir, chunk_rows=1_000)
     assert second.snapshot_id == first.snapshot_id  # the id does not depend on chunking
     assert not first.reused and second.reused and second.staging_uri is None
-    path = refit_home.home / "artifacts" / "snapshots" / "credit_default" / first.snapshot_id / "data.parquet"
     assert path.stat().st_mtime_ns == written_at
     later = extract_snapshot(demo_spec, plan_for(demo_spec, refit_home, "2024-06-01"), store, tiny_warehouse_url,
                              refit_home.include_dir)

@@ -7,6 +7,7 @@ frames (hypothesis); the curve's recommendation and the messages by examples.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,7 @@ def test_folds_walk_forward_to_as_of(spec: BacktestSpec, as_of: datetime):
         assert f.test_end - f.test_start == period
         assert f.test_start - f.cutoff == gap >= spec.label_delay_days * DAY
         assert f.train_start < f.cutoff
-    for earlier, later in zip(folds, folds[1:]):
+    for earlier, later in pairwise(folds):
         assert earlier.test_end == later.test_start  # contiguous, so never overlapping
     if spec.window == "expanding":
         assert {f.train_start for f in folds} == {folds[0].train_start}

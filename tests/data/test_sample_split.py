@@ -67,9 +67,8 @@ def test_sample_keeps_rare_strata_and_reweights_exactly_to_the_population(demo_s
 
 def test_stream_draw_follows_the_weights_within_multinomial_error():
     from ml_tasks.core.spec import load_spec
-    from tests.conftest import DEMO_SPEC as path
 
-    base = load_spec(path)
+    base = load_spec(DEMO_SPEC)
     counts = {(stream, label, channel): 50_000 for stream in ("web", "curated") for label in (0, 1)
               for channel in ("web", "branch")}
     size, weight, draws = 1_000, 0.3, []
@@ -149,7 +148,8 @@ def test_entity_overlap_and_duplicate_rows_are_counted_with_the_spec_policy(demo
     from ml_tasks.data.split import leakage_findings
 
     findings = leakage_findings(leak_spec(demo_spec, entity_overlap="warn", duplicate_rows="fail"), leaky_parts())
-    assert ("warn", "column 'customer_id': 1 entities (1 of 2 rows) of the validation split also appear in train") in findings
+    overlap = "column 'customer_id': 1 entities (1 of 2 rows) of the validation split also appear in train"
+    assert ("warn", overlap) in findings
     assert any(policy == "fail" and "1 of 2 rows of the validation split repeat a train row" in message
                for policy, message in findings)
     assert not any("test split" in message for _, message in findings)

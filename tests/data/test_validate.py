@@ -27,8 +27,8 @@ def good_frame(rows: int = 400) -> pd.DataFrame:
 
 
 def failures(spec, frame):
-    checks, _ = check_snapshot(spec.model_copy(update={"validation": spec.validation.model_copy(update={"min_rows": 100})}),
-                               frame, AS_OF, "query sql/credit_default.sql")
+    at_least_100 = spec.model_copy(update={"validation": spec.validation.model_copy(update={"min_rows": 100})})
+    checks, _ = check_snapshot(at_least_100, frame, AS_OF, "query sql/credit_default.sql")
     return [c.detail for c in checks if not c.passed]
 
 
@@ -43,11 +43,14 @@ def test_good_frame_passes(demo_spec):
         (lambda f: f.assign(defaulted=0), "column 'defaulted': 1 distinct value(s) [0]; expected both classes"),
         (lambda f: f.assign(defaulted=f.defaulted * 2), "column 'defaulted': values [2] outside the spec's [0, 1]"),
         (lambda f: f.assign(income=f.income.where(f.index % 5 != 0)), "column 'income': null rate 0.200 above"),
-        (lambda f: f.assign(amount=f.amount.where(f.index != 3, np.inf)), "inf values (expected finite): {'amount': 1}"),
-        (lambda f: f.assign(applied_at=f.applied_at.where(f.index != 0, AS_OF)), "column 'applied_at': 1 rows at or after"),
+        (lambda f: f.assign(amount=f.amount.where(f.index != 3, np.inf)),
+         "inf values (expected finite): {'amount': 1}"),
+        (lambda f: f.assign(applied_at=f.applied_at.where(f.index != 0, AS_OF)),
+         "column 'applied_at': 1 rows at or after"),
         (lambda f: f.assign(observed_at=f.observed_at.where(f.index != 0, AS_OF + pd.Timedelta(days=1))),
          "labels observed after the as-of date"),
-        (lambda f: f.assign(observed_at=f.applied_at - pd.Timedelta(days=1)), "labels observed before their 'applied_at'"),
+        (lambda f: f.assign(observed_at=f.applied_at - pd.Timedelta(days=1)),
+         "labels observed before their 'applied_at'"),
         (lambda f: f.head(50), "50 rows in the window; expected at least 100"),
         (lambda f: f.assign(application_id=0), "column 'application_id': 399 duplicated ids"),
         (lambda f: f.assign(income=f.income.astype(str)), "column 'income' holds text"),
@@ -84,7 +87,8 @@ def test_per_column_null_limit_and_allowed_inf_override_the_defaults(demo_spec):
 
 @pytest.mark.parametrize(("previous", "passes"), [(400, True), (600, True), (2_000, False), (100, False), (None, True)])
 def test_row_count_far_from_previous_snapshot_fails(demo_spec, previous, passes):
-    checks, _ = check_snapshot(with_validation(demo_spec), good_frame(400), AS_OF, "query sql/x.sql", previous_rows=previous)
+    checks, _ = check_snapshot(with_validation(demo_spec), good_frame(400), AS_OF, "query sql/x.sql",
+                               previous_rows=previous)
     by_name = {c.name: c for c in checks}
     if previous is None:
         assert "row_count_vs_previous" not in by_name
