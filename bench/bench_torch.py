@@ -23,8 +23,8 @@ reach it differs:
     the same plain step. Nothing else happens per step.
 ``c trainer``
     What ``TorchMLPCandidate.fit`` runs per epoch: ``train_epoch(make_train_step(...),
-    resident_batches(...))`` with ``make_optimizer`` from ``ml_tasks.models.network`` (weighted loss,
-    loss kept on the device, ragged last batch dropped, fused AdamW on CUDA).
+    resident_batches(...))`` with ``make_optimizer`` from ``ml_tasks.models.network.loop`` (weighted
+    loss, loss kept on the device, ragged last batch dropped, fused AdamW on CUDA).
 ``c trainer-streamed``
     The same with ``streamed_batches``, the path for training sets that do not fit on the GPU
     (pinned staging buffers and a copy stream on CUDA; plain gathers on the CPU).
@@ -56,24 +56,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from ml_tasks.core.spec import FeaturesSpec  # noqa: E402
-from ml_tasks.models.network import (  # noqa: E402
-    TabularMLP,
-    TensorData,
-    TorchMLPCandidate,
-    make_optimizer,
-    make_train_step,
-    resident_batches,
-    resolve_device,
-    streamed_batches,
-    train_epoch,
-)
+from ml_tasks.core.spec import FeaturesSpec
+from ml_tasks.models.network import TabularMLP, TorchMLPCandidate
+from ml_tasks.models.network.batches import TensorData, resident_batches, streamed_batches
+from ml_tasks.models.network.device import resolve_device
+from ml_tasks.models.network.loop import make_optimizer, make_train_step, train_epoch
 
 SEED = 0
 WARMUP_STEPS = 5
@@ -100,7 +93,7 @@ def plain_step(model: TabularMLP, optimizer: torch.optim.Optimizer) -> Callable:
     """The textbook step: mean BCE, backward, step; no per-step ``.item()`` (no host sync)."""
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         logits = model(x, x.new_zeros((len(x), 0), dtype=torch.int64))
-        loss = F.binary_cross_entropy_with_logits(logits, y)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -34,7 +34,7 @@ fi
   || { echo "a package the trainer's tests import is missing: add it to GPU_WHEELS in the Makefile"; exit 1; }
 
 status=0
-timeout 150 "$PY" -m pytest tests/models/test_network.py -q -p no:cacheprovider -o addopts="-ra" 2>&1 \
+timeout 150 "$PY" -m pytest tests/models/network -q -p no:cacheprovider -o addopts="-ra" 2>&1 \
   | tee "$OUT/test_torch_mlp.txt" || status=1
 timeout 400 "$PY" bench/bench_torch.py --device cuda 2>&1 | tee "$OUT/bench_torch_cuda.txt" || status=1
 exit $status

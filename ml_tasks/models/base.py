@@ -11,6 +11,7 @@ every transform (scaling, encoding) on the training rows only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ class Candidate(ABC):
     #: Whether ``fit`` can continue from a fitted model of the same family (stateful retraining).
     supports_warm_start: bool = False
 
-    def __init__(self, features: FeaturesSpec, params: dict | None = None, seed: int = 0) -> None:
+    def __init__(self, features: FeaturesSpec, params: dict[str, Any] | None = None, seed: int = 0) -> None:
         self.numeric = list(features.numeric)
         self.categorical = list(features.categorical)
         self.params = dict(params or {})
@@ -53,14 +54,20 @@ class Candidate(ABC):
             return "the champion was trained on other features"
         return None
 
-    def _take_warm_start(self) -> Candidate | None:
+    def _take_warm_start(self) -> Self | None:
         """The fitted model ``fit`` continues from (unwrapped from its calibrator), cleared from
-        ``self`` so the champion is never pickled inside the challenger."""
-        champion, self.warm_start_from = self.warm_start_from, None
+        ``self`` so the champion is never pickled inside the challenger. Callers set
+        ``warm_start_from`` only where :meth:`can_warm_start_from` allows it, so it is of this family."""
+        champion: Any = self.warm_start_from
+        self.warm_start_from = None
         return getattr(champion, "candidate", champion)
 
     @abstractmethod
-    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> Candidate: ...
+    def fit(self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            X_valid: pd.DataFrame | None = None, y_valid: np.ndarray | None = None,
+            w_valid: np.ndarray | None = None) -> Self:
+        """Train on ``(X, y)`` with optional sample weights; the validation rows, when given, may
+        steer early stopping (never any fitted transform)."""
 
     @abstractmethod
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...

@@ -31,13 +31,16 @@ design of its prior; isotonic regression is scikit-learn's own.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Self
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 
 from ml_tasks.evaluation.metrics import EPS
+from ml_tasks.models.base import Candidate
 
 #: Methods from the simplest to the most flexible: a tie in log loss goes to the earlier one.
 METHOD_ORDER = ("none", "temperature", "sigmoid", "isotonic")
@@ -47,7 +50,6 @@ LOGIT_CLIP = 1e-12
 #: Bounds of log T in the temperature search (T in [4.5e-5, 2.2e4]), as scikit-learn uses for
 #: its inverse temperature.
 _LOG_T_BOUNDS = (-10.0, 10.0)
-
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -69,11 +71,11 @@ class Calibrator(ABC):
     method: str = ""
 
     @abstractmethod
-    def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
+    def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
         """Learn the map from probabilities ``p``, 0/1 labels ``y`` and weights ``w`` (checked)."""
 
     @abstractmethod
-    def transform(self, p) -> np.ndarray:
+    def transform(self, p: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of the positive class, same shape as ``p``."""
 
     def params(self) -> dict[str, float]:
@@ -90,10 +92,10 @@ class IdentityCalibrator(Calibrator):
 
     method = "none"
 
-    def fit(self, p, y, w) -> IdentityCalibrator:
+    def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
         return self
 
-    def transform(self, p) -> np.ndarray:
+    def transform(self, p: np.ndarray) -> np.ndarray:
         return np.asarray(p, dtype=float)
 
 
@@ -109,7 +111,7 @@ class TemperatureCalibrator(Calibrator):
     def __init__(self, temperature: float = 1.0) -> None:
         self.temperature = float(temperature)
 
-    def fit(self, p, y, w) -> TemperatureCalibrator:
+    def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
         z = logit(p)
         search = minimize_scalar(lambda log_t: _log_loss_of_logits(z / np.exp(log_t), y, w),
                                  bounds=_LOG_T_BOUNDS, method="bounded",
@@ -119,7 +121,7 @@ class TemperatureCalibrator(Calibrator):
         self.temperature = float(np.exp(search.x))
         return self
 
-    def transform(self, p) -> np.ndarray:
+    def transform(self, p: np.ndarray) -> np.ndarray:
         return expit(logit(p) / self.temperature)
 
     def params(self) -> dict[str, float]:
@@ -150,7 +152,7 @@ class SigmoidCalibrator(Calibrator):
         self.slope = float(slope)
         self.intercept = float(intercept)
 
-    def fit(self, p, y, w) -> SigmoidCalibrator:
+    def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
         z = logit(p)
         w = w * (len(w) / w.sum())
         positive = y > 0
@@ -170,7 +172,7 @@ class SigmoidCalibrator(Calibrator):
         self.slope, self.intercept = -float(fit.x[0]), -float(fit.x[1])
         return self
 
-    def transform(self, p) -> np.ndarray:
+    def transform(self, p: np.ndarray) -> np.ndarray:
         return expit(self.slope * logit(p) + self.intercept)
 
     def params(self) -> dict[str, float]:
@@ -191,12 +193,12 @@ class IsotonicCalibrator(Calibrator):
     def __init__(self) -> None:
         self.regression: IsotonicRegression | None = None
 
-    def fit(self, p, y, w) -> IsotonicCalibrator:
+    def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
         self.regression = IsotonicRegression(out_of_bounds="clip", increasing=True)
         self.regression.fit(np.asarray(p, dtype=float), y.astype(float), sample_weight=w)
         return self
 
-    def transform(self, p) -> np.ndarray:
+    def transform(self, p: np.ndarray) -> np.ndarray:
         if self.regression is None:
             raise RuntimeError("IsotonicCalibrator.transform called before fit")
         flat = np.asarray(p, dtype=float).reshape(-1)
@@ -224,7 +226,6 @@ def _log_loss_of_logits(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     return float(np.dot(w, per_row) / w.sum())
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Serving
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ class CalibratedCandidate:
     ``candidate`` (warm starts and feature importances need the model itself, not this wrapper).
     """
 
-    def __init__(self, candidate, calibrator: Calibrator) -> None:
+    def __init__(self, candidate: Candidate, calibrator: Calibrator) -> None:
         if not callable(getattr(candidate, "predict_proba", None)):
             raise TypeError(f"candidate: expected a fitted model with predict_proba, got {type(candidate).__name__}")
         self.candidate = candidate
@@ -249,7 +250,7 @@ class CalibratedCandidate:
     def calibration_method(self) -> str:
         return self.calibrator.method
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         calibrated = self.calibrator.transform(np.asarray(self.candidate.predict_proba(X))[:, 1])
         return np.column_stack([1.0 - calibrated, calibrated])
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Self
+
 import numpy as np
 import pandas as pd
 
 from ml_tasks.core.resources import trainer_threads
 from ml_tasks.models.base import Candidate, category_vocabulary, frozen_categorical
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 
 class LightGBMCandidate(Candidate):
@@ -14,7 +20,14 @@ class LightGBMCandidate(Candidate):
 
     family = "lightgbm"
     supports_warm_start = True
-    _RENAMED = {"n_estimators": "num_boost_round", "min_child_samples": "min_data_in_leaf"}
+    _RENAMED: dict[str, str] = {"n_estimators": "num_boost_round", "min_child_samples": "min_data_in_leaf"}
+
+    # Set by fit: the frozen categories, the trees, how many of them predict, and whether they
+    # continued the champion's.
+    categories_: dict[str, list[str]]
+    booster_: lgb.Booster
+    best_iteration_: int
+    warm_started_: bool
 
     def _dataset_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         # Built column by column without copying the numerics: conversion is the only overhead
@@ -24,7 +37,9 @@ class LightGBMCandidate(Candidate):
             columns[name] = frozen_categorical(X[name], self.categories_[name])
         return pd.DataFrame(columns, index=X.index)
 
-    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None):
+    def fit(self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            X_valid: pd.DataFrame | None = None, y_valid: np.ndarray | None = None,
+            w_valid: np.ndarray | None = None) -> Self:
         import lightgbm as lgb
 
         champion = self._take_warm_start()
@@ -38,7 +53,8 @@ class LightGBMCandidate(Candidate):
                       num_threads=int(params.get("num_threads") or trainer_threads()))
         train = lgb.Dataset(self._dataset_frame(X), label=np.asarray(y), weight=sample_weight,
                             categorical_feature=self.categorical, free_raw_data=False)
-        valid_sets, callbacks = [], []
+        valid_sets: list[lgb.Dataset] = []
+        callbacks: list[Callable[..., Any]] = []
         if X_valid is not None:
             valid_sets = [lgb.Dataset(self._dataset_frame(X_valid), label=np.asarray(y_valid), weight=w_valid,
                                       reference=train, categorical_feature=self.categorical)]
@@ -46,7 +62,8 @@ class LightGBMCandidate(Candidate):
         init_model = None
         if champion is not None:
             # Continue from the champion's chosen trees; ``rounds`` more at most, early stopping still applies.
-            init_model = lgb.Booster(model_str=champion.booster_.model_to_string(num_iteration=champion.best_iteration_))
+            chosen = champion.booster_.model_to_string(num_iteration=champion.best_iteration_)
+            init_model = lgb.Booster(model_str=chosen)
         self.booster_ = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks,
                                   init_model=init_model)
         # best_iteration counts the champion's trees too, so it is the right cut for predict.
@@ -54,5 +71,6 @@ class LightGBMCandidate(Candidate):
         self.warm_started_ = champion is not None
         return self
 
-    def predict_proba(self, X):
-        return self._two_columns(self.booster_.predict(self._dataset_frame(X), num_iteration=self.best_iteration_))
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = self.booster_.predict(self._dataset_frame(X), num_iteration=self.best_iteration_)
+        return self._two_columns(np.asarray(p))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
+import pandas as pd
 
 from ml_tasks.models.base import Candidate
 
@@ -12,11 +15,13 @@ class PriorCandidate(Candidate):
 
     family = "prior"
 
-    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None) -> PriorCandidate:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            X_valid: pd.DataFrame | None = None, y_valid: np.ndarray | None = None,
+            w_valid: np.ndarray | None = None) -> Self:
         self.rate_ = float(np.average(np.asarray(y), weights=sample_weight))
         return self
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return self._two_columns(np.full(len(X), self.rate_))
 
 
@@ -25,7 +30,9 @@ class LogisticRegressionCandidate(Candidate):
 
     family = "logistic_regression"
 
-    def fit(self, X, y, sample_weight=None, X_valid=None, y_valid=None, w_valid=None):
+    def fit(self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            X_valid: pd.DataFrame | None = None, y_valid: np.ndarray | None = None,
+            w_valid: np.ndarray | None = None) -> Self:
         from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
         from sklearn.linear_model import LogisticRegression
@@ -36,10 +43,11 @@ class LogisticRegressionCandidate(Candidate):
             ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), self.numeric),
             ("categorical", OneHotEncoder(handle_unknown="ignore"), self.categorical),
         ])
-        classifier = LogisticRegression(C=float(self.params.get("C", 1.0)), max_iter=int(self.params.get("max_iter", 2000)))
+        classifier = LogisticRegression(C=float(self.params.get("C", 1.0)),
+                                        max_iter=int(self.params.get("max_iter", 2000)))
         self.pipeline_ = Pipeline([("columns", columns), ("classifier", classifier)])
         self.pipeline_.fit(self._categoricals_as_text(X), np.asarray(y), classifier__sample_weight=sample_weight)
         return self
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return self.pipeline_.predict_proba(self._categoricals_as_text(X))
