@@ -9,7 +9,7 @@ weight 4; positives kept, weight 1).
 
 ``gate``
     what the gate runs (``gate.paired_tests`` for comparisons of these four metrics):
-    ``stats.delong_paired`` (ROC AUC) and one ``stats.paired_bootstrap_many`` over log loss,
+    ``delong_paired`` (ROC AUC) and one ``paired_bootstrap_many`` over log loss,
     Brier score and PR AUC with ``--replicates`` paired Poisson replicates (all three metrics
     share the replicates).
 ``loop``
@@ -63,14 +63,14 @@ def rss_mib() -> tuple[float, float]:
 
 
 def run_gate(rows: int, replicates: int) -> dict:
-    from ml_tasks.evaluation import stats
+    from ml_tasks.evaluation.statistics import delong_paired, paired_bootstrap_many
 
     y, p_a, p_b, w = make_data(rows)
     start_rss, _ = rss_mib()
     t0 = time.perf_counter()
-    delong = stats.delong_paired(y, p_a, p_b, weights=w)
+    delong = delong_paired(y, p_a, p_b, weights=w)
     t1 = time.perf_counter()
-    boot = stats.paired_bootstrap_many(list(METRICS), y, p_a, p_b, w, replicates=replicates, seed=0)
+    boot = paired_bootstrap_many(list(METRICS), y, p_a, p_b, w, replicates=replicates, seed=0)
     t2 = time.perf_counter()
     _, peak = rss_mib()
     return {
@@ -86,8 +86,8 @@ def run_loop(rows: int, replicates: int, loop_replicates: int) -> dict:
     import numpy as np
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
 
-    from ml_tasks.evaluation import stats
     from ml_tasks.evaluation.metrics import EPS
+    from ml_tasks.evaluation.statistics import paired_bootstrap_many, poisson_replicate_counts
 
     y, p_a, p_b, w = make_data(rows)
     a, b = np.clip(p_a, EPS, 1 - EPS), np.clip(p_b, EPS, 1 - EPS)
@@ -106,8 +106,8 @@ def run_loop(rows: int, replicates: int, loop_replicates: int) -> dict:
     elapsed = time.perf_counter() - t0
     _, peak = rss_mib()
     # Untimed: the vectorised replicates equal scikit-learn's on the same replicate weights.
-    boot = stats.paired_bootstrap_many(list(METRICS), y, p_a, p_b, w, replicates=loop_replicates, seed=0)
-    counts = stats.poisson_replicate_counts(p_a, loop_replicates, seed=0)
+    boot = paired_bootstrap_many(list(METRICS), y, p_a, p_b, w, replicates=loop_replicates, seed=0)
+    counts = poisson_replicate_counts(p_a, loop_replicates, seed=0)
     worst = 0.0
     for k in range(loop_replicates):
         sw = w * counts[k]

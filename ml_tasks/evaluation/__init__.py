@@ -1,1 +1,2 @@
-"""How good a model is, and how sure: weighted metrics, calibration error and reliability, and the paired statistical tests."""
+"""How good a model is, and how sure: weighted metrics, calibration error and reliability, and the
+paired statistical tests (:mod:`ml_tasks.evaluation.statistics`)."""

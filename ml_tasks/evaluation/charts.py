@@ -10,19 +10,24 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import numpy.typing as npt
 from matplotlib.figure import Figure
 
 from ml_tasks.evaluation.metrics import reliability_table
 
+#: A reliability curve's data: labels, probabilities, and weights (None: unweighted).
+Curve = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike | None]
 
-def figure_png(figure: Figure, **savefig: object) -> bytes:
-    """The figure as PNG bytes at 100 dpi."""
+
+def figure_png(figure: Figure, bbox_inches: str | None = None) -> bytes:
+    """The figure as PNG bytes at 100 dpi; ``bbox_inches="tight"`` trims the margins (None:
+    matplotlib's ``savefig.bbox`` setting, as when it is not given)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, **savefig)
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches=bbox_inches)
     return buffer.getvalue()
 
 
-def reliability_diagram_png(curves: dict[str, tuple], bins: int = 15, title: str = "Reliability diagram") -> bytes:
+def reliability_diagram_png(curves: dict[str, Curve], bins: int = 15, title: str = "Reliability diagram") -> bytes:
     """A reliability diagram as PNG bytes: one line per curve, the diagonal, and a histogram of p.
 
     ``curves`` maps a legend label (e.g. ``"before"``, ``"after (isotonic)"``) to ``(y, p, w)``,

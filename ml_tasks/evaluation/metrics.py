@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -19,7 +20,8 @@ from sklearn.metrics import (
 EPS = 1e-7
 
 
-def compute_metrics(y_true, p_positive, weights=None) -> dict[str, float]:
+def compute_metrics(y_true: npt.ArrayLike, p_positive: npt.ArrayLike,
+                    weights: npt.ArrayLike | None = None) -> dict[str, float]:
     """ROC AUC, log loss and Brier score of positive-class probabilities."""
     y = np.asarray(y_true, dtype=int)
     p = np.clip(np.asarray(p_positive, dtype=float), EPS, 1 - EPS)
@@ -36,12 +38,12 @@ def compute_metrics(y_true, p_positive, weights=None) -> dict[str, float]:
 class TieGroups(NamedTuple):
     """Rows sorted by score, cut into groups of equal scores (see :func:`tie_groups`)."""
 
-    order: np.ndarray   # stable sort order of the rows
-    starts: np.ndarray  # position (in sorted order) where each group begins
-    group: np.ndarray   # group index of each sorted row, 0 .. len(starts) - 1
+    order: npt.NDArray[np.intp]   # stable sort order of the rows
+    starts: npt.NDArray[np.intp]  # position (in sorted order) where each group begins
+    group: npt.NDArray[np.intp]   # group index of each sorted row, 0 .. len(starts) - 1
 
 
-def tie_groups(scores: np.ndarray, descending: bool = False) -> TieGroups:
+def tie_groups(scores: npt.NDArray[np.float64], descending: bool = False) -> TieGroups:
     """Sort ``scores`` (stably) and group equal values: every rank-based metric needs both.
 
     Tied scores must be handled as one group (they count one half in an AUC and share one
@@ -55,11 +57,12 @@ def tie_groups(scores: np.ndarray, descending: bool = False) -> TieGroups:
     return TieGroups(order, np.flatnonzero(new_group), np.cumsum(new_group) - 1)
 
 
-def weighted_roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_roc_auc(scores: npt.NDArray[np.float64], labels: npt.NDArray[np.generic], weights: npt.NDArray[np.float64],
+                     ) -> np.float64 | npt.NDArray[np.float64]:
     """ROC AUC for one or many weight vectors at once (ties count one half).
 
-    ``weights`` is ``(n,)`` or ``(replicates, n)``; the result is a scalar array or one AUC per
-    replicate. Scores are sorted once and each replicate costs O(n), which is what makes a
+    ``weights`` is ``(n,)`` or ``(replicates, n)``; the result is one AUC (a numpy scalar) or one
+    AUC per replicate. Scores are sorted once and each replicate costs O(n), which is what makes a
     paired bootstrap over thousands of replicates cheap.
     """
     order, starts, _ = tie_groups(scores)
@@ -69,17 +72,23 @@ def weighted_roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray
     pos_g, neg_g = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(neg, starts, axis=1)
     neg_below = np.cumsum(neg_g, axis=1) - neg_g
     numerator = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
-    auc = numerator / (pos_g.sum(axis=1) * neg_g.sum(axis=1))
-    return auc[0] if np.ndim(weights) == 1 else auc
+    auc: npt.NDArray[np.float64] = numerator / (pos_g.sum(axis=1) * neg_g.sum(axis=1))
+    if np.ndim(weights) == 1:
+        one: np.float64 = auc[0]
+        return one
+    return auc
 
 
-def row_losses(metric: str, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+def row_losses(metric: str, y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Per-row contributions of a mean-type metric (log loss, Brier)."""
     p = np.clip(p, EPS, 1 - EPS)
+    losses: npt.NDArray[np.float64]
     if metric == "log_loss":
-        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        return losses
     if metric == "brier":
-        return (p - y) ** 2
+        losses = (p - y) ** 2
+        return losses
     raise ValueError(f"metric {metric!r} is not a mean of per-row losses")
 
 
@@ -90,16 +99,16 @@ def row_losses(metric: str, y: np.ndarray, p: np.ndarray) -> np.ndarray:
 class ReliabilityTable(NamedTuple):
     """Per non-empty equal-mass bin: weighted mean probability, observed rate, and share of mass."""
 
-    mean_p: np.ndarray
-    mean_y: np.ndarray
-    mass: np.ndarray
+    mean_p: npt.NDArray[np.float64]
+    mean_y: npt.NDArray[np.float64]
+    mass: npt.NDArray[np.float64]
 
     @property
-    def gaps(self) -> np.ndarray:
+    def gaps(self) -> npt.NDArray[np.float64]:
         return np.abs(self.mean_y - self.mean_p)
 
 
-def equal_mass_bins(p, w=None, bins: int = 15) -> np.ndarray:
+def equal_mass_bins(p: npt.ArrayLike, w: npt.ArrayLike | None = None, bins: int = 15) -> npt.NDArray[np.intp]:
     """The bin (``0 .. bins - 1``) of each row, bins holding about equal weighted mass.
 
     Rows with equal probability always share a bin, so the bins depend on the values and weights
@@ -110,31 +119,34 @@ def equal_mass_bins(p, w=None, bins: int = 15) -> np.ndarray:
     """
     if bins < 1:
         raise ValueError(f"bins: expected at least 1, got {bins}")
-    p = np.asarray(p, dtype=float).reshape(-1)
-    w = checked_weights("w", w, len(p))
-    values, group = np.unique(p, return_inverse=True)
-    group_mass = np.bincount(group, weights=w, minlength=len(values))
+    probabilities = np.asarray(p, dtype=float).reshape(-1)
+    weights = checked_weights("w", w, len(probabilities))
+    values, group = np.unique(probabilities, return_inverse=True)
+    group_mass = np.bincount(group, weights=weights, minlength=len(values))
     middle = (np.cumsum(group_mass) - group_mass / 2.0) / group_mass.sum()
     group_bin = np.minimum(np.floor(middle * bins).astype(int), bins - 1)
-    return group_bin[group]
+    bin_of: npt.NDArray[np.intp] = group_bin[group]
+    return bin_of
 
 
-def reliability_table(y, p, w=None, bins: int = 15) -> ReliabilityTable:
+def reliability_table(y: npt.ArrayLike, p: npt.ArrayLike, w: npt.ArrayLike | None = None,
+                      bins: int = 15) -> ReliabilityTable:
     """Observed positive rate against mean predicted probability in equal-mass bins."""
-    y = np.asarray(y, dtype=float).reshape(-1)
-    p = np.asarray(p, dtype=float).reshape(-1)
-    if len(y) != len(p):
-        raise ValueError(f"y: {len(y)} labels for {len(p)} probabilities")
-    w = checked_weights("w", w, len(p))
-    bin_of = equal_mass_bins(p, w, bins)
-    mass = np.bincount(bin_of, weights=w, minlength=bins)
+    labels = np.asarray(y, dtype=float).reshape(-1)
+    probabilities = np.asarray(p, dtype=float).reshape(-1)
+    if len(labels) != len(probabilities):
+        raise ValueError(f"y: {len(labels)} labels for {len(probabilities)} probabilities")
+    weights = checked_weights("w", w, len(probabilities))
+    bin_of = equal_mass_bins(probabilities, weights, bins)
+    mass = np.bincount(bin_of, weights=weights, minlength=bins)
     occupied = mass > 0
-    mean_p = np.bincount(bin_of, weights=w * p, minlength=bins)[occupied] / mass[occupied]
-    mean_y = np.bincount(bin_of, weights=w * y, minlength=bins)[occupied] / mass[occupied]
+    mean_p = np.bincount(bin_of, weights=weights * probabilities, minlength=bins)[occupied] / mass[occupied]
+    mean_y = np.bincount(bin_of, weights=weights * labels, minlength=bins)[occupied] / mass[occupied]
     return ReliabilityTable(mean_p=mean_p, mean_y=mean_y, mass=mass[occupied] / mass.sum())
 
 
-def expected_calibration_error(y, p, w=None, bins: int = 15) -> float:
+def expected_calibration_error(y: npt.ArrayLike, p: npt.ArrayLike, w: npt.ArrayLike | None = None,
+                               bins: int = 15) -> float:
     """Weighted ECE: sum over equal-mass bins of (bin mass share) x |observed rate - mean p|.
 
     Equal-mass bins keep every bin populated however skewed the probabilities are; equal-width
@@ -145,32 +157,35 @@ def expected_calibration_error(y, p, w=None, bins: int = 15) -> float:
     return float(np.dot(table.mass, table.gaps))
 
 
-def max_calibration_error(y, p, w=None, bins: int = 15) -> float:
+def max_calibration_error(y: npt.ArrayLike, p: npt.ArrayLike, w: npt.ArrayLike | None = None,
+                          bins: int = 15) -> float:
     """Largest |observed rate - mean p| over the same equal-mass bins as the ECE."""
     return float(reliability_table(y, p, w, bins).gaps.max())
 
 
-def calibration_metrics(y, p, w=None, bins: int = 15) -> dict[str, float]:
+def calibration_metrics(y: npt.ArrayLike, p: npt.ArrayLike, w: npt.ArrayLike | None = None,
+                        bins: int = 15) -> dict[str, float]:
     """ECE, MCE, Brier score and log loss (weighted); log loss clips p to ``[EPS, 1 - EPS]``."""
-    y = np.asarray(y, dtype=int).reshape(-1)
-    p = np.asarray(p, dtype=float).reshape(-1)
-    w = checked_weights("w", w, len(p))
-    table = reliability_table(y, p, w, bins)
+    labels = np.asarray(y, dtype=int).reshape(-1)
+    probabilities = np.asarray(p, dtype=float).reshape(-1)
+    weights = checked_weights("w", w, len(probabilities))
+    table = reliability_table(labels, probabilities, weights, bins)
     return {
         "ece": float(np.dot(table.mass, table.gaps)),
         "mce": float(table.gaps.max()),
-        "brier": float(brier_score_loss(y, p, sample_weight=w)),
-        "log_loss": float(log_loss(y, np.clip(p, EPS, 1.0 - EPS), sample_weight=w, labels=[0, 1])),
+        "brier": float(brier_score_loss(labels, probabilities, sample_weight=weights)),
+        "log_loss": float(log_loss(labels, np.clip(probabilities, EPS, 1.0 - EPS), sample_weight=weights,
+                                   labels=[0, 1])),
     }
 
 
-def checked_weights(name: str, w, n: int) -> np.ndarray:
+def checked_weights(name: str, w: npt.ArrayLike | None, n: int) -> npt.NDArray[np.float64]:
     """Weights as a float array (ones when None): finite, non-negative, with a positive total."""
     if w is None:
         return np.ones(n)
-    w = np.asarray(w, dtype=float).reshape(-1)
-    if len(w) != n:
-        raise ValueError(f"{name}: {len(w)} weights for {n} rows")
-    if not np.all(np.isfinite(w)) or w.min() < 0.0 or w.sum() <= 0.0:
+    weights = np.asarray(w, dtype=float).reshape(-1)
+    if len(weights) != n:
+        raise ValueError(f"{name}: {len(weights)} weights for {n} rows")
+    if not np.all(np.isfinite(weights)) or weights.min() < 0.0 or weights.sum() <= 0.0:
         raise ValueError(f"{name}: expected finite non-negative weights with a positive sum")
-    return w
+    return weights

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,9 @@ from ml_tasks.models import feature_frame
 from ml_tasks.registry.tracking import setup_experiment
 from ml_tasks.registry.versions import get_champion
 
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel
+
 
 class EvaluationError(RuntimeError):
     """A model could not be scored; the message names it."""
@@ -47,7 +51,7 @@ def choose_challenger(results: list[TrainResult], metric: str) -> TrainResult:
 LATENCY_ROWS = 1_000
 
 
-def serving_costs(model, local_model_dir: Path, X: pd.DataFrame, repeats: int = 5) -> dict[str, float]:
+def serving_costs(model: PyFuncModel, local_model_dir: Path, X: pd.DataFrame, repeats: int = 5) -> dict[str, float]:
     """Prediction latency per 1,000 rows (best of ``repeats``, after a warm-up) and model size on disk."""
     import time
 
@@ -65,7 +69,7 @@ def serving_costs(model, local_model_dir: Path, X: pd.DataFrame, repeats: int = 
 
 
 @contextmanager
-def downloaded_model(model_uri: str) -> Iterator[tuple[object, Path]]:
+def downloaded_model(model_uri: str) -> Iterator[tuple[PyFuncModel, Path]]:
     """The pyfunc model at ``model_uri`` and its local folder: fetched once, for scoring and sizing."""
     import mlflow
 
@@ -98,8 +102,8 @@ def evaluate_candidates(
         with downloaded_model(result.model_uri) as (model, local):
             predictions[f"p_{result.candidate}"] = positive_probability(model, X)
             costs[result.candidate] = serving_costs(model, local, X)
-        scores.append(ModelScores(name=result.candidate,
-                                  metrics=compute_metrics(predictions.label, predictions[f"p_{result.candidate}"], predictions.weight)))
+        scores.append(ModelScores(name=result.candidate, metrics=compute_metrics(
+            predictions.label, predictions[f"p_{result.candidate}"], predictions.weight)))
     champion = get_champion(settings, spec.registry_name)
     champion_scores, champion_note = None, None
     if champion is not None and champion.run_id in {r.mlflow_run_id for r in results}:
@@ -115,8 +119,8 @@ def evaluate_candidates(
                 costs[CHAMPION_COLUMN] = serving_costs(model, local, X)
         except Exception as exc:
             raise EvaluationError(f"champion {champion.model_uri} could not score the test rows: {exc}") from exc
-        champion_scores = ModelScores(name=f"champion v{champion.version}",
-                                      metrics=compute_metrics(predictions.label, predictions[CHAMPION_COLUMN], predictions.weight))
+        champion_scores = ModelScores(name=f"champion v{champion.version}", metrics=compute_metrics(
+            predictions.label, predictions[CHAMPION_COLUMN], predictions.weight))
     challenger = choose_challenger(results, spec.selection_metric)
     predictions_uri = plan.artifacts.predictions
     store.write_frame(predictions_uri, predictions)

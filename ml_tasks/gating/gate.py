@@ -31,6 +31,8 @@ divided by the number of slices. The verdict is PASS only if every check passes.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 
@@ -43,9 +45,21 @@ from ml_tasks.core.manifests import (
     RunPlan,
 )
 from ml_tasks.core.spec import AcceptanceSpec, ComparisonSpec, ModelSpec
-from ml_tasks.evaluation import stats
 from ml_tasks.evaluation.metrics import compute_metrics
+from ml_tasks.evaluation.statistics import (
+    BootstrapResult,
+    delong_paired,
+    fold_consistency,
+    holm,
+    mcnemar_at_threshold,
+    paired_bootstrap_many,
+    simpson_pattern,
+)
 from ml_tasks.io.store import ArtifactStore
+
+#: One row of the gate's slice table, for the report: the slice (column, value, rows) and either why
+#: it was not tested or its paired comparison (challenger, reference, difference, p-value).
+SliceRow = dict[str, object]
 
 
 def threshold_checks(spec: ModelSpec, metrics: dict[str, float]) -> list[GateCheck]:
@@ -70,16 +84,16 @@ def paired_tests(comparisons: list[ComparisonSpec], names: list[str], acceptance
                  reference_label: str) -> list[GateCheck]:
     """One check per comparison (named by ``names``), with the test its metric calls for.
 
-    The bootstrapped metrics share one :func:`stats.paired_bootstrap_many` call (seeded by
+    The bootstrapped metrics share one :func:`paired_bootstrap_many` call (seeded by
     ``acceptance.seed``): one pass over the rows and the same replicates for every metric (each
     metric's result is that of a bootstrap of it alone, up to rounding), and any number of
     comparisons of one metric. ``passed`` is provisional: :func:`apply_holm` decides it from the
     adjusted p-value.
     """
     bootstrapped = list(dict.fromkeys(c.metric for c in comparisons if c.metric not in ("roc_auc", "accuracy")))
-    boots = stats.paired_bootstrap_many(bootstrapped, y, p_challenger, p_reference, weights,
-                                        replicates=acceptance.bootstrap_replicates, seed=acceptance.seed,
-                                        alpha=2 * acceptance.alpha) if bootstrapped else {}
+    boots = paired_bootstrap_many(bootstrapped, y, p_challenger, p_reference, weights,
+                                  replicates=acceptance.bootstrap_replicates, seed=acceptance.seed,
+                                  alpha=2 * acceptance.alpha) if bootstrapped else {}
     return [_paired_check(comparison, name, acceptance, y, p_challenger, p_reference, weights, reference_label, boots)
             for comparison, name in zip(comparisons, names, strict=True)]
 
@@ -92,11 +106,11 @@ def paired_test(comparison: ComparisonSpec, acceptance: AcceptanceSpec, y: np.nd
 
 def _paired_check(comparison: ComparisonSpec, name: str, acceptance: AcceptanceSpec, y: np.ndarray,
                   p_challenger: np.ndarray, p_reference: np.ndarray, weights: np.ndarray, reference_label: str,
-                  boots: dict[str, stats.BootstrapResult]) -> GateCheck:
+                  boots: dict[str, BootstrapResult]) -> GateCheck:
     metric, margin, alpha = comparison.metric, comparison.margin, acceptance.alpha
     superior = comparison.mode == "superior"
     if metric == "roc_auc":
-        result = stats.delong_paired(y, p_challenger, p_reference, weights)
+        result = delong_paired(y, p_challenger, p_reference, weights)
         challenger, reference, difference = result.auc_a, result.auc_b, result.difference
         low, high = result.ci(2 * alpha)  # two-sided 1 - 2 alpha: its ends are the one-sided bounds
         p_value = result.non_inferiority(0.0 if superior else margin, alpha).p_value
@@ -124,15 +138,16 @@ def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: fl
                   weights: np.ndarray | None = None) -> tuple[float, float, float, float, float, float, str]:
     """Paired accuracy at ``threshold``: (acc_a, acc_b, difference, ci_low, ci_high, one-sided p, test).
 
-    From :func:`stats.mcnemar_at_threshold`. The accuracies, their difference and its interval
+    From :func:`mcnemar_at_threshold`. The accuracies, their difference and its interval
     (two-sided ``1 - 2 alpha``) are weighted by ``weights``, like every other metric of the gate,
     so they estimate the population's accuracy. With no margin the p-value is
-    :meth:`~ml_tasks.evaluation.stats.McNemarResult.p_value_superior`: McNemar's exact count test under
-    equal weights, else the weighted z-test (floored at McNemar's exact p for few discordant
-    rows). A margin has no count test: ``(d + margin) / se`` on the weighted difference ``d``
-    with its design-based standard error (Nam's 1997 paired z-test when the weights are equal).
+    :meth:`~ml_tasks.evaluation.statistics.mcnemar.McNemarResult.p_value_superior`: McNemar's
+    exact count test under equal weights, else the weighted z-test (floored at McNemar's exact p
+    for few discordant rows). A margin has no count test: ``(d + margin) / se`` on the weighted
+    difference ``d`` with its design-based standard error (Nam's 1997 paired z-test when the
+    weights are equal).
     """
-    result = stats.mcnemar_at_threshold(y, p_a, p_b, threshold, weights)
+    result = mcnemar_at_threshold(y, p_a, p_b, threshold, weights)
     only_a, only_b = int(result.table[0, 1]), int(result.table[1, 0])
     low, high = result.ci(2 * alpha)
     if margin == 0.0:
@@ -148,8 +163,12 @@ def accuracy_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, threshold: fl
 def apply_holm(checks: list[GateCheck], alpha: float) -> list[GateCheck]:
     """Holm-adjust the p-values of the promotion family; such a test passes when its adjusted p < alpha
     and its other condition (:attr:`GateCheck.condition_met`) holds."""
-    tested = {str(index): c.p_value for index, c in enumerate(checks) if c.family == "promotion"}
-    adjusted = stats.holm(tested, alpha) if tested else {}
+    tested = {}
+    for index, check in enumerate(checks):
+        if check.family == "promotion":
+            assert check.p_value is not None, check.name  # a test of the promotion family always has a p-value
+            tested[str(index)] = check.p_value
+    adjusted = holm(tested, alpha) if tested else {}
     result = []
     for index, check in enumerate(checks):
         if str(index) not in adjusted:
@@ -165,7 +184,8 @@ def apply_holm(checks: list[GateCheck], alpha: float) -> list[GateCheck]:
 
 
 def slice_checks(spec: ModelSpec, frame: pd.DataFrame, challenger_column: str, reference_column: str,
-                 reference_label: str, overall: float | None = None) -> tuple[list[GateCheck], list[dict], str | None]:
+                 reference_label: str, overall: float | None = None,
+                 ) -> tuple[list[GateCheck], list[SliceRow], str | None]:
     """Per-slice harm checks; rows for the report; a Simpson's-paradox warning.
 
     A slice fails when the challenger is *significantly* worse there by more than the slice
@@ -177,11 +197,13 @@ def slice_checks(spec: ModelSpec, frame: pd.DataFrame, challenger_column: str, r
     """
     slices, acceptance = spec.acceptance.slices, spec.acceptance
     comparison = ComparisonSpec(metric=slices.metric, mode="non_inferior", margin=slices.margin)
-    tested, rows, differences = [], [], {}
+    tested: list[tuple[str, GateCheck]] = []
+    rows: list[SliceRow] = []
+    differences: dict[str, float] = {}
     for column in slices.columns:
         for value, part in frame.groupby(column, dropna=False, sort=True):
             label = f"{column}={value}"
-            row = {"column": column, "value": str(value), "rows": len(part), "tested": False}
+            row: SliceRow = {"column": column, "value": str(value), "rows": len(part), "tested": False}
             if len(part) < slices.min_size or part["label"].nunique() < 2:
                 row["note"] = f"not tested: {len(part)} rows (min_size {slices.min_size}) or one class"
                 rows.append(row)
@@ -189,6 +211,7 @@ def slice_checks(spec: ModelSpec, frame: pd.DataFrame, challenger_column: str, r
             check = paired_test(comparison, acceptance, part["label"].to_numpy(), part[challenger_column].to_numpy(),
                                 part[reference_column].to_numpy(), part["weight"].to_numpy(), reference_label,
                                 name=f"slice:{label}:{slices.metric}")
+            assert check.difference is not None  # a paired check always measures its difference
             tested.append((label, check))
             differences[label] = check.difference
             rows.append({**row, "tested": True, "challenger": check.challenger, "reference": check.reference,
@@ -196,16 +219,22 @@ def slice_checks(spec: ModelSpec, frame: pd.DataFrame, challenger_column: str, r
     warning = None
     if differences:
         if overall is None:
-            values = {c: compute_metrics(frame["label"], frame[c], frame["weight"])[slices.metric]
-                      for c in (challenger_column, reference_column)}
-            sign = 1.0 if HIGHER_IS_BETTER[slices.metric] else -1.0
-            overall = sign * (values[challenger_column] - values[reference_column])
-        warning = stats.simpson_pattern(overall, differences)
+            overall = _overall_improvement(frame, slices.metric, challenger_column, reference_column)
+        warning = simpson_pattern(overall, differences)
     level = acceptance.alpha / max(len(tested), 1)
     return [_as_harm_check(check, label, slices.margin, level) for label, check in tested], rows, warning
 
 
+def _overall_improvement(frame: pd.DataFrame, metric: str, challenger_column: str, reference_column: str) -> float:
+    """The challenger's improvement in ``metric`` over all rows (positive: better)."""
+    values = {c: compute_metrics(frame["label"], frame[c], frame["weight"])[metric]
+              for c in (challenger_column, reference_column)}
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    return sign * (values[challenger_column] - values[reference_column])
+
+
 def _as_harm_check(check: GateCheck, label: str, margin: float, level: float) -> GateCheck:
+    assert check.p_value is not None  # a paired check always has a p-value
     harm_p = 1.0 - check.p_value  # H0 "not worse by more than the margin"
     harmed = harm_p < level
     return check.model_copy(update={
@@ -226,7 +255,7 @@ def consistency_check(spec: ModelSpec, backtest: BacktestManifest, challenger: s
     folds = sorted(set(ours) & set(theirs), key=int)
     sign = 1.0 if HIGHER_IS_BETTER[consistency.metric] else -1.0
     diffs = [sign * (ours[f][consistency.metric] - theirs[f][consistency.metric]) for f in folds]
-    result = stats.fold_consistency(diffs, consistency.min_win_fraction, spec.acceptance.alpha, test=consistency.test)
+    result = fold_consistency(diffs, consistency.min_win_fraction, spec.acceptance.alpha, test=consistency.test)
     enough = result.win_fraction >= consistency.min_win_fraction
     significance = consistency.require_significance
     return GateCheck(
@@ -291,7 +320,7 @@ def run_gate(spec: ModelSpec, plan: RunPlan, evaluation: EvaluationManifest, sto
                 reason=f"{challenger} (best on validation) did not clear the gate against the baseline ({failed}); "
                        f"the baseline {spec.baseline_name} is put forward instead")
             challenger, checks, slice_rows, simpson = spec.baseline_name, [note, *fallback], [], None
-    verdict = "PASS" if all(c.passed for c in checks) else "FAIL"
+    verdict: Literal["PASS", "FAIL"] = "PASS" if all(c.passed for c in checks) else "FAIL"
     manifest = GateManifest(verdict=verdict, champion_version=evaluation.champion_version,
                             checks=checks, uri=plan.artifacts.gate, slices=slice_rows, simpson_warning=simpson,
                             challenger_model=evaluation.models[challenger])
@@ -305,11 +334,13 @@ def _may_fall_back(spec: ModelSpec, evaluation: EvaluationManifest) -> bool:
 
 
 def gate_checks(spec: ModelSpec, evaluation: EvaluationManifest, store: ArtifactStore,
-                backtest: BacktestManifest | None, challenger: str) -> tuple[list[GateCheck], list[dict], str | None]:
+                backtest: BacktestManifest | None, challenger: str,
+                ) -> tuple[list[GateCheck], list[SliceRow], str | None]:
     """Every check of ``challenger`` (Holm-adjusted), the slice rows and a Simpson warning."""
     scores = {s.name: s.metrics for s in evaluation.candidates}
     checks = threshold_checks(spec, scores[challenger])
-    slice_rows, simpson = [], None
+    slice_rows: list[SliceRow] = []
+    simpson = None
     reference = _reference(spec, evaluation, challenger)
     if reference is not None:
         column, label, role, recipe = reference

@@ -17,8 +17,8 @@ from ml_tasks.core.manifests import (
     RunPlan,
 )
 from ml_tasks.core.spec import ComparisonSpec, ModelSpec
-from ml_tasks.evaluation import stats
-from ml_tasks.evaluation.metrics import compute_metrics, weighted_roc_auc
+from ml_tasks.evaluation.metrics import compute_metrics
+from ml_tasks.gating import gate as gate_module
 from ml_tasks.gating.gate import (
     accuracy_test,
     apply_holm,
@@ -55,7 +55,8 @@ def gate_on(spec, frame, tmp_path, champion=True, costs=None, backtest=None):
     store = ArtifactStore(str(tmp_path / "artifacts"))
     uri = store.uri("runs", "m", "predictions.parquet")
     store.write_frame(uri, frame)
-    scores = [ModelScores(name=n, metrics=compute_metrics(frame.label, frame[f"p_{n}"], frame.weight)) for n in ("lr", "gbm")]
+    scores = [ModelScores(name=n, metrics=compute_metrics(frame.label, frame[f"p_{n}"], frame.weight))
+              for n in ("lr", "gbm")]
     evaluation = EvaluationManifest(
         challenger="gbm", candidates=scores,
         champion=ModelScores(name="champion v1", metrics=scores[0].metrics) if champion else None,
@@ -67,14 +68,6 @@ def gate_on(spec, frame, tmp_path, champion=True, costs=None, backtest=None):
                    sample_size=1, candidates=["lr", "gbm"], dry_run=False, dag_run_id="d", run_key="k",
                    run_prefix=store.uri("runs", "m"))
     return run_gate(spec, plan, evaluation, store, backtest)
-
-
-def test_weighted_auc_matches_sklearn_with_ties_and_many_replicates():
-    rng = np.random.default_rng(0)
-    y = (rng.random(4_000) < 0.1).astype(int)
-    scores = np.round(y + rng.normal(0, 1.0, 4_000), 1)  # plenty of ties
-    weights = rng.choice([1.0, 5.0], 4_000)
-    assert weighted_roc_auc(scores, y, weights) == pytest.approx(roc_auc_score(y, scores, sample_weight=weights), abs=1e-12)
 
 
 def test_each_metric_gets_its_test_and_holm_adjusts_the_family(demo_spec, tmp_path):
@@ -107,12 +100,13 @@ def test_bootstrap_metrics_share_one_bootstrap_with_the_results_of_separate_ones
     names = [f"c{i}:{c.metric}" for i, c in enumerate(comparisons)]
     args = (frame.label.to_numpy(), frame.p_gbm.to_numpy(), frame.p_lr.to_numpy(), frame.weight.to_numpy(), "champion")
     calls = []
-    shared = stats.paired_bootstrap_many
-    monkeypatch.setattr(stats, "paired_bootstrap_many", lambda metrics, *a, **k: calls.append(metrics) or shared(metrics, *a, **k))
+    shared = gate_module.paired_bootstrap_many
+    monkeypatch.setattr(gate_module, "paired_bootstrap_many",
+                        lambda metrics, *a, **k: calls.append(metrics) or shared(metrics, *a, **k))
     together = paired_tests(comparisons, names, spec.acceptance, *args)
     assert calls == [["log_loss", "brier", "pr_auc"]]                    # one call, each metric once
     assert [c.name for c in together] == names and all(c.family == "promotion" for c in together)
-    for comparison, name, check in zip(comparisons, names, together):
+    for comparison, name, check in zip(comparisons, names, together, strict=True):
         alone = paired_test(comparison, spec.acceptance, *args, name)
         assert check.p_value == alone.p_value, name                        # seeded: the same replicates
         assert (check.difference, check.ci_low, check.ci_high) == pytest.approx(
@@ -167,7 +161,8 @@ def test_accuracy_is_weighted_like_every_other_metric_but_mcnemar_counts_rows():
     doubled = accuracy_test(y, a, b, 0.3, 0.01, 0.05, 2.0 * w)
     assert doubled == pytest.approx(weighted)                               # only relative weights count
     # Equal weights, whatever their scale, keep McNemar's count test for superiority.
-    assert accuracy_test(y, a, b, 0.3, 0.0, 0.05, np.full(len(y), 3.0))[5:] == accuracy_test(y, a, b, 0.3, 0.0, 0.05)[5:]
+    equal = accuracy_test(y, a, b, 0.3, 0.0, 0.05, np.full(len(y), 3.0))
+    assert equal[5:] == accuracy_test(y, a, b, 0.3, 0.0, 0.05)[5:]
 
 
 def test_accuracy_superiority_under_unequal_weights_tests_the_weighted_difference():
@@ -226,7 +221,8 @@ def test_fold_wins_and_guardrails_and_no_champion_means_beating_the_baseline(dem
     backtest = BacktestManifest(folds=4, metric="roc_auc", staleness={}, uri="b", per_fold={
         "gbm": {str(f): {"roc_auc": 0.70 + 0.01 * f} for f in range(4)},
         "champion": {str(f): {"roc_auc": 0.72} for f in range(4)}})
-    costs = {"gbm": {"latency_ms_per_1k": 80.0, "size_mb": 1.0}, CHAMPION_COLUMN: {"latency_ms_per_1k": 10.0, "size_mb": 1.0}}
+    costs = {"gbm": {"latency_ms_per_1k": 80.0, "size_mb": 1.0},
+             CHAMPION_COLUMN: {"latency_ms_per_1k": 10.0, "size_mb": 1.0}}
     gate = gate_on(spec, simulated(gap=0.4), tmp_path, costs=costs, backtest=backtest)
     checks = {c.name: c for c in gate.checks}
     wins = checks["backtest:roc_auc:wins"]
@@ -290,5 +286,6 @@ def test_manifests_of_an_earlier_release_still_load_so_their_runs_can_be_promote
     assert evaluation.models["lr"] == ModelRef(candidate="lr", run_id="run-lr", model_uri="models:/m-lr")
     assert EvaluationManifest.model_validate({**earlier_evaluation, "models": {}}).models["gbm"].run_id == "run-gbm"
     gate = GateManifest.model_validate({"verdict": "FAIL", "challenger": "lr", "champion_version": None, "checks": [],
-                                        "uri": "g", "challenger_run_id": "run-lr", "challenger_model_uri": "models:/m-lr"})
+                                        "uri": "g", "challenger_run_id": "run-lr",
+                                        "challenger_model_uri": "models:/m-lr"})
     assert gate.challenger_model == evaluation.models["lr"]
