@@ -1,6 +1,7 @@
 # Refit: one entry point for set-up, the demo and the tests.
 #   make demo   - install (if needed), build the demo warehouse, run the retrain DAG twice
-#   make test   - install (if needed), run the whole test suite
+#   make test   - install (if needed), lint and type-check, run the whole test suite
+#   make test-quick - the inner loop: lint, type-check and the tests that need no Airflow run
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +16,7 @@ STAMP := $(VENV)/.installed
 # (v1, client only) to validate the deployed stack's compose file offline.
 SYSTEM_PACKAGES := chromium chromium-driver docker-compose
 
-.PHONY: setup system-deps demo test real-services gpu-wheels lock clean
+.PHONY: setup system-deps demo lint typecheck test test-quick real-services gpu-wheels lock clean
 
 setup: $(STAMP)
 
@@ -38,8 +39,21 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 demo: setup
 	PYTHONPATH=plugins $(BIN)/python -m refit_airflow.demo
 
-test: setup system-deps
+# Every Python file (ml_tasks, dags, plugins, tests, bench): pyflakes, pycodestyle, import order,
+# bugbear, naming, pyupgrade (pyproject.toml's [tool.ruff]).
+lint: setup
+	$(BIN)/ruff check .
+
+# ml_tasks, strict in core/, evaluation/, gating/ and registry/ (pyproject.toml's [tool.mypy]).
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup system-deps lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Minutes, not tens of them: no end-to-end DAG runs, no real-services or compose stack.
+test-quick: setup lint typecheck
+	$(BIN)/python -m pytest -m "not e2e" --ignore=tests/e2e $(PYTEST_ARGS)
 
 # The deployed-mode run on local processes: MLflow server, moto S3, Airflow api-server,
 # scheduler and dag-processor on PostgreSQL; the DAG triggered through the REST API.

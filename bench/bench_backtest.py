@@ -70,8 +70,9 @@ def prepare(workdir: Path, rows: int) -> dict:
     split = pipeline.split(plan, pipeline.sample(plan, pipeline.validate(plan, pipeline.extract(plan))))
     for candidate in plan["candidates"]:
         pipeline.train(plan, split, candidate)
-    print(f"setup: {rows:,} applications, {split['train']['rows'] + split['validation']['rows'] + split['test']['rows']:,} "
-          f"sampled rows, 3 candidates trained in {time.perf_counter() - started:.0f} s", flush=True)
+    sampled = split["train"]["rows"] + split["validation"]["rows"] + split["test"]["rows"]
+    print(f"setup: {rows:,} applications, {sampled:,} sampled rows, 3 candidates trained in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
     marker.write_text(json.dumps(plan))
     return plan
 
@@ -129,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     from ml_tasks import pipeline
 
     jobs = pipeline.backtest_jobs(plan)
-    print(f"{len(jobs)} jobs ({len({j['candidate'] for j in jobs})} candidates x {len({j['fold'] for j in jobs})} folds), "
-          f"{os.cpu_count()} CPUs, {args.workers} parallel workers of {threads} thread(s) each", flush=True)
+    candidates, folds = len({j["candidate"] for j in jobs}), len({j["fold"] for j in jobs})
+    print(f"{len(jobs)} jobs ({candidates} candidates x {folds} folds), {os.cpu_count()} CPUs, "
+          f"{args.workers} parallel workers of {threads} thread(s) each", flush=True)
     timings, results = {}, {}
     for mode in ("sequential", "parallel"):
         copy = fresh_copy(plan, mode)
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         timings[mode] = time.perf_counter() - started
         print(f"  {mode:<11} {timings[mode]:8.1f} s", flush=True)
     gaps = {job["candidate"]: 0.0 for job in jobs}
-    for job, a, b in zip(jobs, results["sequential"], results["parallel"]):
+    for job, a, b in zip(jobs, results["sequential"], results["parallel"], strict=True):
         for age, metrics in a["metrics_by_age"].items():
             for name, value in metrics.items():
                 gaps[job["candidate"]] = max(gaps[job["candidate"]], abs(value - b["metrics_by_age"][age][name]))

@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 NUMERIC = ["age", "income", "employment_years", "amount", "term_months", "credit_score", "existing_debt",
            "prior_applications", "prior_defaults_observed"]
@@ -37,7 +37,8 @@ def make_frame(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({name: rng.normal(size=rows) for name in NUMERIC})
     levels = {"region": ["north", "south", "east", "west", "central"],
-              "purpose": ["car", "home", "education", "debt", "other"], "channel": ["branch", "web", "partner", "mobile"]}
+              "purpose": ["car", "home", "education", "debt", "other"],
+              "channel": ["branch", "web", "partner", "mobile"]}
     for name, values in levels.items():
         frame[name] = np.asarray(values, dtype=object)[rng.integers(len(values), size=rows)]
     logit = (0.8 * frame.credit_score - 0.6 * frame.existing_debt + 0.3 * frame.amount * frame.income

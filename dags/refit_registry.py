@@ -37,7 +37,8 @@ def build_registry_dag(spec_path) -> DAG:
             "action": Param("promote", type="string", enum=["promote", "rollback"],
                             description="promote: make the run's challenger champion; rollback: champion <- previous."),
             "run_key": Param(None, type=["null", "string"], pattern=r"^\d{8}T\d{6}-[0-9a-f]{8}$",
-                             description="promote only: the run key from the gating report (e.g. 20240901T000000-1a2b3c4d)."),
+                             description="promote only: the run key from the gating report "
+                                         "(e.g. 20240901T000000-1a2b3c4d)."),
             "reason": Param("", type="string", minLength=10,
                             description="Why (recorded on the model version for the audit trail)."),
         },

@@ -6,6 +6,6 @@ try:
 except ValueError as exc:  # a bad REFIT_TRAINER_THREADS: say which setting, not a traceback
     raise SystemExit(f"error: {exc}") from None
 
-from ml_tasks.cli import main  # noqa: E402
+from ml_tasks.cli import main
 
 raise SystemExit(main())

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = load_settings()
         ensure_local_folders(settings)
-        summary = build_demo_warehouse(args.url or settings.warehouse_url, args.settings, rows=args.rows, seed=args.seed)
+        summary = build_demo_warehouse(args.url or settings.warehouse_url, args.settings, rows=args.rows,
+                                       seed=args.seed)
         _emit(summary.__dict__)
     elif command in {"plan", "run"}:
         candidates = args.candidates.split(",") if args.candidates else None

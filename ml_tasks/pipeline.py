@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from ml_tasks.core.manifests import (
     BacktestManifest,
     EvaluationManifest,
     GateManifest,
+    Manifest,
     RegistrationManifest,
     RunPlan,
     SampleManifest,
@@ -27,6 +29,8 @@ from ml_tasks.core.manifests import (
 from ml_tasks.core.settings import Settings, load_settings
 from ml_tasks.core.spec import ModelSpec, load_spec
 from ml_tasks.io.store import ArtifactStore, store_from_settings
+
+M = TypeVar("M", bound=Manifest)
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,8 @@ def register(plan: dict, validation_manifest: dict, gate_manifest: dict) -> dict
     run_plan, ctx = _plan(plan)
     registration = register_challenger(
         ctx.spec, run_plan, GateManifest.model_validate(gate_manifest),
-        ValidationManifest.model_validate(validation_manifest).snapshot_id, run_plan.artifacts.report_html, ctx.settings,
+        ValidationManifest.model_validate(validation_manifest).snapshot_id, run_plan.artifacts.report_html,
+        ctx.settings,
     )
     ctx.store.write_json(run_plan.artifacts.registration, registration.to_xcom())
     return registration.to_xcom()
@@ -207,15 +212,16 @@ def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dic
     if missing:
         raise RegistryActionError(f"parameter 'run_key': run {run_key!r} of model {ctx.spec.name!r} has no "
                                   f"{', '.join(missing)}; expected a run that reached the gate stage")
-    manifests = {}
-    for (name, uri), kind in zip(needed.items(), (RunPlan, GateManifest, ValidationManifest), strict=True):
+    def read(kind: type[M], stage: str) -> M:
         try:
-            manifests[name] = kind.model_validate(ctx.store.read_json(uri))
+            return kind.model_validate(ctx.store.read_json(needed[stage]))
         except ValueError as exc:  # pydantic's ValidationError, or JSON cut short
-            raise RegistryActionError(f"parameter 'run_key': {uri} of run {run_key!r} is not a {name} manifest this "
-                                      f"release can read: {exc}") from exc
-    run_plan = manifests["plan"]
-    registration = promote_run(ctx.spec, run_plan, manifests["gate"], manifests["validation"].snapshot_id,
+            raise RegistryActionError(f"parameter 'run_key': {needed[stage]} of run {run_key!r} is not a {stage} "
+                                      f"manifest this release can read: {exc}") from exc
+
+    run_plan, gate_manifest = read(RunPlan, "plan"), read(GateManifest, "gate")
+    validation = read(ValidationManifest, "validation")
+    registration = promote_run(ctx.spec, run_plan, gate_manifest, validation.snapshot_id,
                                run_plan.artifacts.report_html, reason, requested_by, ctx.settings)
     return registration.to_xcom()
 

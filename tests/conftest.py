@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ml_tasks.core.settings import REPO_ROOT, Settings, load_settings
@@ -127,3 +128,20 @@ def any_store(request, tmp_path, monkeypatch):
         yield ArtifactStore(f"s3://{bucket}/refit", s3_endpoint_url=endpoint)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def windows() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Seeded train, calibration and test rows (X, y, weights) for the calibration tests."""
+    from tests.overconfident import make_windows
+
+    return make_windows()
+
+
+@pytest.fixture(scope="module")
+def overconfident(windows):
+    """A classifier that ranks right but is three times too sure (see tests/overconfident.py)."""
+    from tests.overconfident import OverconfidentModel
+
+    X, y, _ = windows["train"]
+    return OverconfidentModel().fit(X, y)

@@ -64,7 +64,8 @@ def test_dry_run_gates_and_reports_but_never_registers_until_a_reviewer_promotes
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=warehouse_env.mlflow_tracking_uri, registry_uri=warehouse_env.mlflow_tracking_uri)
+    tracking = warehouse_env.mlflow_tracking_uri
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     assert client.search_registered_models(f"name = '{MODEL}'") == []
     # The gate re-run alone from the same plan reaches the same verdict (seeded bootstrap).
     plan_uri = f"{content['plan']['run_prefix']}/plan.json"

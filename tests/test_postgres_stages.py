@@ -52,7 +52,8 @@ def test_extract_validate_and_sample_on_postgres(demo_spec, refit_home, pg_wareh
 @pytest.mark.parametrize(
     ("statement", "error", "message"),
     [
-        ("ALTER TABLE customers RENAME COLUMN income TO income_usd", ExtractError, r"customers, applications, outcomes .*income"),
+        ("ALTER TABLE customers RENAME COLUMN income TO income_usd", ExtractError,
+         r"customers, applications, outcomes .*income"),
         ("ALTER TABLE customers ALTER COLUMN income TYPE text; UPDATE customers SET income = 'n/a' "
          "WHERE customer_id % 7 = 0", ExtractError, r"column 'income': expected float64 .*'n/a'"),
         ("UPDATE outcomes SET defaulted = 0", DataValidationError, r"column 'defaulted': 1 distinct value"),

@@ -1,1 +1,2 @@
-"""The ground every layer stands on: the model spec, settings, manifests, column names and metric directions, run-artifact names, CPU budget and the run plan."""
+"""The ground every layer stands on: the model spec, settings, manifests, column names and metric
+directions, run-artifact names, the CPU budget and the run plan."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import overload
 
 #: The manifests a run writes under its folder, by stage (``<name>.json``).
 RUN_MANIFESTS = ("plan", "snapshot", "validation", "sample", "split", "backtest", "evaluation", "gate",
@@ -47,41 +48,49 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(part.strip("/") for part in parts if part)])
 
 
+class _InRun:
+    """A fixed file or folder under a run's folder, read as an attribute of :class:`RunArtifacts`."""
+
+    def __init__(self, name: str, doc: str = "") -> None:
+        self.name = name
+        self.__doc__ = doc or f"``<run>/{name}``"
+
+    @overload
+    def __get__(self, run: None, owner: type[RunArtifacts]) -> _InRun: ...
+
+    @overload
+    def __get__(self, run: RunArtifacts, owner: type[RunArtifacts]) -> str: ...
+
+    def __get__(self, run: RunArtifacts | None, owner: type[RunArtifacts]) -> _InRun | str:
+        return self if run is None else join(run.prefix, self.name)
+
+
 @dataclass(frozen=True)
 class RunArtifacts:
     """The URIs of one run's artifacts, under its folder ``prefix`` (the plan's ``run_prefix``)."""
 
     prefix: str
 
+    plan = _InRun("plan.json")
+    snapshot = _InRun("snapshot.json")
+    validation = _InRun("validation.json")
+    sample = _InRun("sample.json")
+    sample_data = _InRun("sample.parquet", "The sampled rows, each with its ``_weight``.")
+    split = _InRun("split.json")
+    backtest_folds = _InRun("backtest", "Folder of every fold result (:meth:`fold_result`) of the run.")
+    backtest = _InRun("backtest.json")
+    evaluation = _InRun("evaluation.json")
+    predictions = _InRun("predictions.parquet", "Every model's probabilities on the test rows (what the gate tests).")
+    gate = _InRun("gate.json")
+    registration = _InRun("registration.json")
+    report_html = _InRun("report.html")
+    report_json = _InRun("report.json")
+
     def manifest(self, stage: str) -> str:
         """The manifest a stage writes (``<stage>.json``), by its name in :data:`RUN_MANIFESTS`."""
         if stage not in RUN_MANIFESTS:
             raise ValueError(f"stage {stage!r}: no manifest of that name; expected one of {list(RUN_MANIFESTS)}")
         return join(self.prefix, f"{stage}.json")
-
-    @property
-    def plan(self) -> str:
-        return self.manifest("plan")
-
-    @property
-    def snapshot(self) -> str:
-        return self.manifest("snapshot")
-
-    @property
-    def validation(self) -> str:
-        return self.manifest("validation")
-
-    @property
-    def sample(self) -> str:
-        return self.manifest("sample")
-
-    @property
-    def sample_data(self) -> str:
-        return join(self.prefix, "sample.parquet")
-
-    @property
-    def split(self) -> str:
-        return self.manifest("split")
 
     def split_part(self, part: str) -> str:
         """Rows of one part of the time split (``train``, ``validation`` or ``test``)."""
@@ -98,11 +107,6 @@ class RunArtifacts:
         """Folder of the candidate's training checkpoints (a retried trainer resumes from them)."""
         return join(self.prefix, "train", candidate, "checkpoints")
 
-    @property
-    def backtest_folds(self) -> str:
-        """Folder of every fold result (:meth:`fold_result`) of the run."""
-        return join(self.prefix, "backtest")
-
     def fold_result(self, candidate: str, fold: int) -> str:
         return join(self.backtest_folds, candidate, f"fold-{fold}.json")
 
@@ -110,35 +114,6 @@ class RunArtifacts:
     def is_fold_result(uri: str) -> bool:
         """Whether a URI listed under :attr:`backtest_folds` is a fold result."""
         return "/fold-" in uri and uri.endswith(".json")
-
-    @property
-    def backtest(self) -> str:
-        return self.manifest("backtest")
-
-    @property
-    def evaluation(self) -> str:
-        return self.manifest("evaluation")
-
-    @property
-    def predictions(self) -> str:
-        """Every model's probabilities on the test rows (what the gate tests)."""
-        return join(self.prefix, "predictions.parquet")
-
-    @property
-    def gate(self) -> str:
-        return self.manifest("gate")
-
-    @property
-    def registration(self) -> str:
-        return self.manifest("registration")
-
-    @property
-    def report_html(self) -> str:
-        return join(self.prefix, "report.html")
-
-    @property
-    def report_json(self) -> str:
-        return join(self.prefix, "report.json")
 
 
 @dataclass(frozen=True)

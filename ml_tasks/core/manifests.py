@@ -8,7 +8,7 @@ from the CLI. Data frames never travel in a manifest.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
@@ -18,7 +18,7 @@ from ml_tasks.core.artifacts import RunArtifacts
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def to_xcom(self) -> dict:
+    def to_xcom(self) -> dict[str, Any]:
         """A JSON-safe dict for XCom."""
         return self.model_dump(mode="json")
 
@@ -59,7 +59,7 @@ class StrataCounts(Manifest):
     sampler needs only one pass over the snapshot."""
 
     columns: list[str]
-    counts: list[list]
+    counts: list[list[Any]]
 
 
 class SnapshotManifest(Manifest):
@@ -145,13 +145,13 @@ class TrainResult(Manifest):
     reused: bool
     #: The parameters the tuning budget chose, the trials it spent, and the learning curve
     #: ([training rows, validation score of the selection metric]).
-    params: dict = {}
+    params: dict[str, Any] = {}
     trials: int = 1
     learning_curve: list[list[float]] = []
     #: "stateless", or what warm start did ("continued from champion v3", "... trained from scratch").
     warm_start: str = "stateless"
     #: The calibration method chosen, its held-out metrics per method, and the reliability diagram.
-    calibration: dict = {}
+    calibration: dict[str, Any] = {}
 
 
 class FoldResult(Manifest):
@@ -181,7 +181,7 @@ class BacktestManifest(Manifest):
     #: candidate -> fold -> metric -> value (age 0).
     per_fold: dict[str, dict[str, dict[str, float]]]
     #: candidate -> staleness curve (points, recommended interval, summary).
-    staleness: dict[str, dict]
+    staleness: dict[str, dict[str, Any]]
     champion_recipe_version: str | None = None
     uri: str
 
@@ -218,7 +218,7 @@ class EvaluationManifest(Manifest):
 
     @model_validator(mode="before")
     @classmethod
-    def _earlier_release(cls, data):
+    def _earlier_release(cls, data: Any) -> Any:
         """Read an evaluation.json of an earlier release (the winner's run and model as two
         fields, ``models`` without names), so its runs can still be gated and promoted."""
         if not isinstance(data, dict) or "challenger_run_id" not in data:
@@ -264,13 +264,14 @@ class GateManifest(Manifest):
     checks: list[GateCheck]
     uri: str
     #: Per-slice comparison rows for the report, and a Simpson's-paradox warning if the slices disagree.
-    slices: list[dict] = []
+    slices: list[dict[str, Any]] = []
     simpson_warning: str | None = None
     #: The model put forward for registration: the challenger, or the baseline the gate fell back
     #: to. The one place registration (automatic or manual) and the report read it from.
     challenger_model: ModelRef
 
-    @computed_field
+    # mypy does not understand a decorator over @property; this is the form pydantic documents.
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def challenger(self) -> str:
         """The candidate put forward (``challenger_model.candidate``); in the JSON for its readers."""
@@ -278,7 +279,7 @@ class GateManifest(Manifest):
 
     @model_validator(mode="before")
     @classmethod
-    def _stored(cls, data):
+    def _stored(cls, data: Any) -> Any:
         """Read a stored gate.json: ``challenger`` is derived, not read back; a gate.json of an
         earlier release has the model put forward as two fields."""
         if not isinstance(data, dict):

@@ -65,7 +65,7 @@ def available_cpus(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGR
     return max(min(cpus, limit) if limit else cpus, 1)
 
 
-def trainer_threads(env: Mapping[str, str] | None = None, **cgroup) -> int:
+def trainer_threads(env: Mapping[str, str] | None = None, **cgroup: Path) -> int:
     """The thread budget of a trainer process: ``REFIT_TRAINER_THREADS``, else :func:`available_cpus`
     (``cgroup`` passes its paths, for tests)."""
     env = os.environ if env is None else env
@@ -86,7 +86,7 @@ def thread_environment(threads: int | None) -> dict[str, str]:
     return {THREADS_SETTING: str(threads)} if threads else {}
 
 
-def limit_thread_pools(env: MutableMapping[str, str] | None = None, **cgroup) -> int:
+def limit_thread_pools(env: MutableMapping[str, str] | None = None, **cgroup: Path) -> int:
     """Size the OpenMP/BLAS pools to :func:`trainer_threads`; returns the budget.
 
     An explicit ``REFIT_TRAINER_THREADS`` overrides pool sizes inherited from the parent (an

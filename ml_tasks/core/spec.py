@@ -87,7 +87,7 @@ class SourceSpec(_Strict):
     @property
     def stream_list(self) -> list[StreamSpec]:
         """The streams, a single query being one stream named ``main`` with weight 1."""
-        if self.streams:
+        if self.streams or self.query_file is None:  # the validator allows exactly one of them
             return list(self.streams)
         return [StreamSpec(name="main", query_file=self.query_file, weight=1.0)]
 
@@ -165,7 +165,7 @@ class LeakageSpec(_Strict):
 class SamplingSpec(_Strict):
     """Stratified sample: by label and the segment columns, proportional with a floor per stratum.
 
-    One streaming pass over the snapshot with a reservoir per stratum (``ml_tasks.data.reservoir``);
+    One streaming pass over the snapshot with a reservoir per stratum (``ml_tasks.data.sampling``);
     every sampled row carries ``_weight``, its inverse inclusion probability.
     """
 
@@ -252,9 +252,9 @@ class BacktestSpec(_Strict):
     test label has had time to arrive (the snapshot only holds labels observed by the as-of
     date; a later window would hold only the quickest labels, a biased sample); each earlier
     fold sits ``test_days`` earlier. The backtest needs ``train_days + gap_days + folds *
-    test_days + label_delay_days`` days of the source window. Between a fold's training cutoff and its test window lies a gap of
-    ``gap_days`` (at least the label delay), and a fold trains only on labels observed by its
-    own cutoff.
+    test_days + label_delay_days`` days of the source window. Between a fold's training cutoff
+    and its test window lies a gap of ``gap_days`` (at least the label delay), and a fold trains
+    only on labels observed by its own cutoff.
     """
 
     folds: int = Field(default=4, ge=1, le=52)
@@ -285,7 +285,8 @@ class CalibrationSpec(_Strict):
     """Probability calibration on a window later than training and earlier than test."""
 
     #: Methods to try; the one with the lowest log loss on held-out calibration rows wins.
-    methods: list[Literal["none", "sigmoid", "isotonic", "temperature"]] = ["none", "sigmoid", "isotonic", "temperature"]
+    methods: list[Literal["none", "sigmoid", "isotonic", "temperature"]] = [
+        "none", "sigmoid", "isotonic", "temperature"]
     #: Isotonic regression overfits small sets: below this many fitting rows it is not tried.
     min_isotonic_rows: int = Field(default=1000, ge=10)
     #: Share of the calibration window (its later part) kept for choosing the method.
@@ -370,7 +371,7 @@ class AcceptanceSpec(_Strict):
 
     @field_validator("champion", mode="before")
     @classmethod
-    def _one_or_many(cls, value):
+    def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, dict) else value
 
 
@@ -432,9 +433,9 @@ class ModelSpec(_Strict):
         for metric in self.acceptance.thresholds:
             _check_metric(metric, where="acceptance.thresholds")
         self._check_gate()
-        for field, names in (("validation.null_rate", self.validation.null_rate),
-                             ("validation.allow_nonfinite", self.validation.allow_nonfinite)):
-            unknown = set(names) - set(self.features.all)
+        for field, columns in (("validation.null_rate", self.validation.null_rate),
+                               ("validation.allow_nonfinite", self.validation.allow_nonfinite)):
+            unknown = set(columns) - set(self.features.all)
             if unknown:
                 raise ValueError(f"{field}: {sorted(unknown)} are not features")
         unknown_segments = set(self.sampling.segments) - set(self.features.categorical)
@@ -446,7 +447,8 @@ class ModelSpec(_Strict):
                 raise ValueError(f"sampling.label_shares: {sorted(unknown_labels)} are not in "
                                  f"columns.label_values {self.columns.label_values}")
         if self.sampling.importance_weight in role_columns:
-            raise ValueError(f"sampling.importance_weight: {self.sampling.importance_weight!r} is an id/label/time column")
+            raise ValueError(f"sampling.importance_weight: {self.sampling.importance_weight!r} is an id/label/time "
+                             "column")
         return self
 
     def _check_gate(self) -> None:

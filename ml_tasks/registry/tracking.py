@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from ml_tasks.core.settings import Settings, ensure_local_folders
 from ml_tasks.core.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 #: What every logged model imports to serve: the pyfunc imports ml_tasks (installed from this
 #: repository in the trainer and Airflow images), which imports these.
@@ -54,7 +60,7 @@ def setup_experiment(settings: Settings, spec: ModelSpec) -> str:
         return experiment.experiment_id
 
 
-def use_store(settings: Settings):
+def use_store(settings: Settings) -> MlflowClient:
     """Make the configured store this process's MLflow store, and return a client of it.
 
     The name says the side effect: every stage of a process uses one store (its settings'), so
@@ -72,7 +78,7 @@ def use_store(settings: Settings):
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def mlflow_ui_url(settings: Settings, run_id: str, env: dict | None = None,
+def mlflow_ui_url(settings: Settings, run_id: str, env: Mapping[str, str] | None = None,
                   experiment_id: str | None = None) -> str | None:
     """The MLflow UI page of ``run_id``: ``REFIT_MLFLOW_UI_URL`` (what browsers reach, which can
     differ from the address tasks use), else an http(s) tracking server; None for a local store.
@@ -81,8 +87,8 @@ def mlflow_ui_url(settings: Settings, run_id: str, env: dict | None = None,
     written before it was recorded cost a look-up."""
     import os
 
-    env = os.environ if env is None else env
-    base = env.get("REFIT_MLFLOW_UI_URL") or (
+    variables = os.environ if env is None else env
+    base = variables.get("REFIT_MLFLOW_UI_URL") or (
         settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith(("http://", "https://")) else None)
     if base is None:
         return None

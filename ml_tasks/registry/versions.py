@@ -8,11 +8,15 @@ idempotency key, so re-running the same interval finds it instead of registering
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ml_tasks.core.manifests import GateManifest, RegistrationManifest, RunPlan
 from ml_tasks.core.settings import Settings, code_version
 from ml_tasks.core.spec import ModelSpec
 from ml_tasks.registry.tracking import use_store
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -76,7 +80,7 @@ def register_challenger(
                                 champion_version=new_version, previous_version=current_version)
 
 
-def _ensure_registered_model(mlflow_client, spec: ModelSpec) -> None:
+def _ensure_registered_model(mlflow_client: MlflowClient, spec: ModelSpec) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -86,7 +90,7 @@ def _ensure_registered_model(mlflow_client, spec: ModelSpec) -> None:
                                               description=spec.description)
 
 
-def _version_with_key(mlflow_client, name: str, key: str) -> str | None:
+def _version_with_key(mlflow_client: MlflowClient, name: str, key: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -103,7 +107,7 @@ class RegistryActionError(RuntimeError):
     """A manual promotion or rollback cannot be done; the message says what is missing."""
 
 
-def _create_version(mlflow_client, spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str,
+def _create_version(mlflow_client: MlflowClient, spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str,
                     report_uri: str, verdict: str) -> str:
     """A new version of the model the gate put forward (the challenger, or the baseline it fell
     back to: never evaluation's validation winner), tagged with the run's lineage and its
@@ -121,7 +125,7 @@ def _create_version(mlflow_client, spec: ModelSpec, plan: RunPlan, gate: GateMan
     return str(version.version)
 
 
-def _make_champion(mlflow_client, name: str, version: str, current_version: str | None) -> None:
+def _make_champion(mlflow_client: MlflowClient, name: str, version: str, current_version: str | None) -> None:
     # ``previous`` first, ``champion`` last: a failure in between leaves the old champion serving.
     if current_version is not None:
         mlflow_client.set_registered_model_alias(name, PREVIOUS, current_version)

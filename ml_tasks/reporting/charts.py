@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ml_tasks.evaluation.charts import figure_png
 
@@ -23,7 +24,8 @@ def _png(figure: Figure) -> bytes:
     return figure_png(figure, bbox_inches="tight")
 
 
-def fold_chart_png(per_fold: dict[str, dict[str, dict[str, float]]], metric: str, highlight: str | None = None) -> bytes:
+def fold_chart_png(per_fold: dict[str, dict[str, dict[str, float]]], metric: str,
+                   highlight: str | None = None) -> bytes:
     """``metric`` per backtest fold, one line per model (the challenger drawn thicker)."""
     figure = Figure(figsize=_SIZE)
     axes = figure.add_subplot()
@@ -31,12 +33,14 @@ def fold_chart_png(per_fold: dict[str, dict[str, dict[str, float]]], metric: str
         points = sorted((int(fold), values[metric]) for fold, values in folds.items() if metric in values)
         if not points:
             continue
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         axes.plot(xs, ys, marker="o", linewidth=2.5 if name == highlight else 1.2, label=name)
     axes.set_xlabel("fold (later to the right)")
     axes.set_ylabel(metric)
     axes.set_title(f"Backtest: {metric} per fold")
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    locator = axes.xaxis.get_major_locator()
+    if isinstance(locator, MaxNLocator):  # the default (AutoLocator) is one: whole fold numbers only
+        locator.set_params(integer=True)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return _png(figure)

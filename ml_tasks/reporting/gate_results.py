@@ -1,9 +1,10 @@
-"""The history of gate results per model: what the on-call view in the Airflow UI lists.
+"""The history of gate results per model: one small record per report, newest first on request.
 
-Every report writes one small entry, ``reports/<model>/history/<written_at>-<run_key>.json``,
-next to the ``latest.json`` pointer that ``python -m ml_tasks status`` reads. Listing a prefix
-of small entries is cheap on a local folder and on S3 alike, and the view never has to open
-the full reports (with their embedded charts) just to draw a table.
+Every report writes one entry under the model's history
+(:meth:`ml_tasks.core.artifacts.StoreLayout.report_history_entry`), next to the ``latest.json``
+pointer that ``python -m ml_tasks status`` reads. Whoever lists verdicts (the on-call view in
+the Airflow UI, the run notes, a script) reads these records, never the full reports with
+their embedded charts; listing a prefix of small entries is cheap on a local folder and on S3.
 
 Entry names start with the UTC time the report was written, so the newest sort last; a run
 that is re-run keeps its old entries, which is what an on-call reviewer wants to see.
@@ -17,7 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from ml_tasks.core.artifacts import StoreLayout
 from ml_tasks.io.store import ArtifactStore
 
-# Run keys and model names come from URLs in the view: only these shapes are ever looked up.
+# Run keys and model names may come from a URL or a form: only these shapes are ever looked up,
+# so a name never reaches the store as a path to somewhere else.
 RUN_KEY_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6,64}$")
 MODEL_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 

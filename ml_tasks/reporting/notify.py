@@ -28,7 +28,7 @@ import smtplib
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal
@@ -64,7 +64,7 @@ class Notification:
     task_id: str | None = None
     reasons: list[str] = field(default_factory=list)
     report_uri: str | None = None
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +90,8 @@ def load_notify_settings(home: Path, env: Mapping[str, str] | None = None) -> No
     channels = tuple(c.strip() for c in env.get("REFIT_NOTIFY_CHANNELS", "log").split(",") if c.strip())
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown:
-        raise NotifySettingsError(f"REFIT_NOTIFY_CHANNELS: unknown channel(s) {unknown}; expected some of {list(CHANNELS)}")
+        raise NotifySettingsError(f"REFIT_NOTIFY_CHANNELS: unknown channel(s) {unknown}; expected some of "
+                                  f"{list(CHANNELS)}")
     webhook_url = env.get("REFIT_NOTIFY_WEBHOOK_URL") or None
     if "webhook" in channels and not (webhook_url or "").startswith(("http://", "https://")):
         raise NotifySettingsError("REFIT_NOTIFY_WEBHOOK_URL: the webhook channel needs an http(s) URL")
@@ -122,6 +123,8 @@ def _to_log(settings: NotifySettings, notification: Notification, undelivered: l
 
 
 def _to_webhook(settings: NotifySettings, notification: Notification) -> None:
+    if settings.webhook_url is None:  # load_notify_settings refuses the webhook channel without a URL
+        raise OSError("no webhook URL is set (REFIT_NOTIFY_WEBHOOK_URL)")
     body = json.dumps({"text": notification.summary, **notification.to_dict()}).encode()
     request = urllib.request.Request(settings.webhook_url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})

@@ -10,7 +10,7 @@ added for the gate results view in the Airflow UI (:mod:`ml_tasks.reporting.gate
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -63,7 +63,7 @@ def build_report(
         "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
         "drift": drift,
         "test_reliability_chart": _data_uri(test_reliability_png),
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

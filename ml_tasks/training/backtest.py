@@ -130,8 +130,9 @@ def _fit_on_fold(spec: ModelSpec, recipe: dict, train: pd.DataFrame):
     model = build_candidate(CandidateSpec(name="fold", family=recipe["family"], params=recipe["params"]),
                             spec.features, seed=spec.sampling.seed)
     X_stop = None if stop is None else feature_frame(stop, spec.features)
-    model.fit(feature_frame(fit, spec.features), fit[label].to_numpy(), fit[WEIGHT].to_numpy(),
-              X_stop, None if stop is None else stop[label].to_numpy(), None if stop is None else stop[WEIGHT].to_numpy())
+    y_stop = None if stop is None else stop[label].to_numpy()
+    w_stop = None if stop is None else stop[WEIGHT].to_numpy()
+    model.fit(feature_frame(fit, spec.features), fit[label].to_numpy(), fit[WEIGHT].to_numpy(), X_stop, y_stop, w_stop)
     return model
 
 

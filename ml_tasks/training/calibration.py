@@ -10,12 +10,12 @@ held-out data is the best guide) is cut in two by time: the earlier part *fits* 
 later part *selects* the one with the lowest weighted log loss. Choosing on the fitting rows would
 always favour the most flexible method, since it fits those rows best by construction.
 
->>> fit_idx, select_idx = split_calibration_window(valid["event_time"], spec.calibration.selection_fraction)  # doctest: +SKIP
+>>> fit_idx, select_idx = split_calibration_window(valid["t"], spec.calibration.selection_fraction)  # doctest: +SKIP
 >>> result = fit_calibrator(p[fit_idx], y[fit_idx], w[fit_idx],
-...                         p[select_idx], y[select_idx], w[select_idx], spec.calibration)                 # doctest: +SKIP
->>> result.method, result.select_metrics[result.method]["ece"]                                              # doctest: +SKIP
+...                         p[select_idx], y[select_idx], w[select_idx], spec.calibration)       # doctest: +SKIP
+>>> result.method, result.select_metrics[result.method]["ece"]                                    # doctest: +SKIP
 ('isotonic', 0.011)
->>> served = CalibratedCandidate(candidate, result.calibrator)   # what ml_tasks.registry.pyfunc.CandidateModel wraps  # doctest: +SKIP
+>>> served = CalibratedCandidate(candidate, result.calibrator)  # what the pyfunc wraps            # doctest: +SKIP
 
 Every function takes sample weights: the sampler's inverse inclusion probabilities, so fits and
 metrics estimate population values rather than the stratified sample's.
@@ -101,7 +101,8 @@ def fit_calibrator(p_fit, y_fit, w_fit, p_select, y_select, w_select, spec: Cali
 
 def _methods_to_try(spec: CalibrationSpec, n_fit: int) -> tuple[list[str], dict[str, str]]:
     """The spec's methods in :data:`METHOD_ORDER` (duplicates dropped), and those skipped with why."""
-    tried, skipped = [], {}
+    tried: list[str] = []
+    skipped: dict[str, str] = {}
     for method in (m for m in METHOD_ORDER if m in spec.methods):
         if method == "isotonic" and n_fit < spec.min_isotonic_rows:
             skipped[method] = (f"the fit part has {n_fit} rows, fewer than calibration.min_isotonic_rows "

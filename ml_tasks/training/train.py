@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,18 @@ from ml_tasks.models import Candidate, build_candidate, feature_frame
 from ml_tasks.registry.tracking import model_requirements, setup_experiment, use_store
 from ml_tasks.training.tuning import TuningResult, learning_curve, tune
 
+if TYPE_CHECKING:
+    from ml_tasks.models.calibrators import CalibratedCandidate
+
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Checkpointing(Protocol):
+    """A candidate that checkpoints its training (the network): where to, and who hears of each."""
+
+    checkpoint_dir: str | Path | None
+    on_checkpoint: Callable[[Path], None] | None
 
 
 class _Data:
@@ -75,7 +87,7 @@ def train_candidate(
                                     seed=spec.sampling.seed)
             if champion is not None:
                 model.warm_start_from = champion
-            if hasattr(model, "checkpoint_dir") and rows is None:
+            if isinstance(model, Checkpointing) and rows is None:
                 model.checkpoint_dir = str(checkpoints.path / f"trial-{trial}")
                 model.on_checkpoint = checkpoints.sync
             X, y, w = ((data.X_train, data.y_train, data.w_train) if rows is None else
@@ -117,7 +129,7 @@ def train_candidate(
     return result
 
 
-def _calibrate(spec: ModelSpec, model: Candidate, data: _Data) -> tuple[object, dict, bytes]:
+def _calibrate(spec: ModelSpec, model: Candidate, data: _Data) -> tuple[CalibratedCandidate, dict[str, Any], bytes]:
     """Calibrate on the validation window (later than training, earlier than test).
 
     Its earlier part fits each method, its later part picks the one with the lowest log loss,
@@ -145,6 +157,7 @@ def _calibrate(spec: ModelSpec, model: Candidate, data: _Data) -> tuple[object, 
 def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, data: _Data, model, tuned: TuningResult,
                    curve, metrics, fit_seconds, p_valid, calibration: dict, reliability_png: bytes):
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     from ml_tasks.registry.pyfunc import CandidateModel
@@ -165,12 +178,13 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
         _log_network_history(getattr(model, "candidate", model))
         mlflow.set_tag("refit.calibration", calibration["method"])
         mlflow.log_metrics({f"calibration_{method}_{name}": value
-                            for method, values in calibration["select_metrics"].items() for name, value in values.items()})
+                            for method, values in calibration["select_metrics"].items()
+                            for name, value in values.items()})
         mlflow.log_dict(calibration, "calibration/calibration.json")
         _log_png(reliability_png, "calibration", "reliability.png")
         mlflow.log_dict({"trials": [vars(t) | {"params": _plain(t.params)} for t in tuned.trials],
                          "learning_curve": curve}, "tuning.json")
-        dataset = mlflow.data.from_pandas(data.X_train.assign(**{spec.columns.label: data.y_train}),
+        dataset = from_pandas(data.X_train.assign(**{spec.columns.label: data.y_train}),
                                           source=tags["refit.train_uri"], name=f"{spec.name}-train",
                                           targets=spec.columns.label)
         mlflow.log_input(dataset, context="training")

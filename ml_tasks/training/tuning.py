@@ -21,10 +21,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ml_tasks.core.spec import CandidateSpec, SearchRange
+from ml_tasks.models import Candidate
 
 #: Fractions of the training rows the learning curve fits on.
 CURVE_FRACTIONS = (0.25, 0.5, 1.0)
@@ -44,8 +46,8 @@ class Trial:
 class TuningResult:
     """The best model of the budget, and every trial for the log."""
 
-    model: object
-    params: dict
+    model: Candidate
+    params: dict[str, Any]
     score: float
     trials: list[Trial] = field(default_factory=list)
     stopped_by: str = "trials"
@@ -67,7 +69,7 @@ def draw_params(space: dict[str, list | SearchRange], rng: np.random.Generator) 
 
 def tune(
     candidate: CandidateSpec,
-    fit_and_score: Callable[[dict, int], tuple[object, float]],
+    fit_and_score: Callable[[dict[str, Any], int], tuple[Candidate, float]],
     *,
     trials: int,
     time_budget_seconds: float | None,

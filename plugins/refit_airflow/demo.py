@@ -38,7 +38,7 @@ class DagRunOutcome:
     report_uri: str
 
 
-class DagRunFailed(RuntimeError):
+class DagRunFailedError(RuntimeError):
     """``airflow dags test`` failed; the message points at its log."""
 
 
@@ -59,7 +59,7 @@ def prepare_airflow(settings: Settings) -> None:
 def run_dag_test(settings: Settings, model: str, logical_date: str, conf: dict | None = None) -> DagRunOutcome:
     """Run the model's retrain DAG once with ``airflow dags test`` and read back its outcome.
 
-    Raises :class:`DagRunFailed` unless Airflow recorded the run as successful.
+    Raises :class:`DagRunFailedError` unless Airflow recorded the run as successful.
     """
     dag_id = retrain_dag_id(model)
     command = [airflow_binary(), "dags", "test", dag_id, logical_date]
@@ -69,7 +69,7 @@ def run_dag_test(settings: Settings, model: str, logical_date: str, conf: dict |
     _run(command, settings, log_path)
     state = dag_run_state(settings, dag_id, logical_date)
     if state != "success":
-        raise DagRunFailed(f"{dag_id} at {logical_date} ended {state!r}, expected 'success'; full log: {log_path}")
+        raise DagRunFailedError(f"{dag_id} at {logical_date} ended {state!r}, expected 'success'; full log: {log_path}")
     store = store_from_settings(settings)
     latest = store.read_json(store.layout.latest_report(model))
     return DagRunOutcome(logical_date=logical_date, verdict=latest["verdict"], challenger=latest["challenger"],
@@ -92,7 +92,7 @@ def _run(command: list[str], settings: Settings, log_path: Path) -> None:
         code = subprocess.run(command, env=airflow_env(settings), stdout=log, stderr=subprocess.STDOUT).returncode
     if code != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-40:])
-        raise DagRunFailed(f"{' '.join(command[1:])} exited with {code}; full log: {log_path}\n{tail}")
+        raise DagRunFailedError(f"{' '.join(command[1:])} exited with {code}; full log: {log_path}\n{tail}")
 
 
 def run_demo(dates: list[str] | None = None) -> int:

@@ -117,9 +117,9 @@ def report_of_dag_run(request: Request, dag_id: str, run_id: str):
     model = _model_of(dag_id)
     result = _result(model, dag_run_id=run_id)
     if result is None:
-        return _page("No gate result", f"<p id='no-result'>Run <code>{escape(run_id)}</code> of {escape(model)} has no gate "
-                     "result yet: it is still running, or it failed before its report stage (its task logs say "
-                     "why).</p>", status_code=404)
+        return _page("No gate result", f"<p id='no-result'>Run <code>{escape(run_id)}</code> of {escape(model)} "
+                     "has no gate result yet: it is still running, or it failed before its report stage (its task "
+                     "logs say why).</p>", status_code=404)
     return RedirectResponse(f"{_base(request)}/reports/{model}/{result.run_key}", status_code=307)
 
 

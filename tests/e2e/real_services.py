@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -63,7 +63,7 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class ServiceDied(RuntimeError):
+class ServiceDiedError(RuntimeError):
     """A service process exited while the test still needed it."""
 
 
@@ -97,13 +97,13 @@ class Processes:
             except subprocess.TimeoutExpired:
                 code = "timeout"
         if code != 0:
-            raise ServiceDied(f"{' '.join(argv)} ended with {code}:\n{tail(log)}")
+            raise ServiceDiedError(f"{' '.join(argv)} ended with {code}:\n{tail(log)}")
 
     def check(self) -> None:
-        """Raise :class:`ServiceDied`, with its log, if any service has exited."""
+        """Raise :class:`ServiceDiedError`, with its log, if any service has exited."""
         for name, (process, log) in self._started.items():
             if process.poll() is not None:
-                raise ServiceDied(f"{name} exited with code {process.returncode}:\n{tail(log)}")
+                raise ServiceDiedError(f"{name} exited with code {process.returncode}:\n{tail(log)}")
 
     def tails(self, lines: int = 40) -> str:
         return "\n\n".join(f"===== {log.name} (last {lines} lines) =====\n{tail(log, lines)}"
@@ -116,23 +116,17 @@ class Processes:
             _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process, _ in started:
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             # Also after a clean exit of the leader: forked workers may outlive it.
             _signal_group(process, signal.SIGKILL)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(process.pid, signum)  # the group id is the pid: start_new_session made it leader
-    except ProcessLookupError:
-        pass
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, processes: Processes,

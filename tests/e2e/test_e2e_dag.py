@@ -22,7 +22,7 @@ from ml_tasks.core.settings import REPO_ROOT, ensure_local_folders, load_setting
 from ml_tasks.data.demo_warehouse import build_demo_warehouse
 from ml_tasks.io.store import store_from_settings
 from ml_tasks.reporting import gate_results
-from refit_airflow.demo import DagRunFailed, airflow_env, prepare_airflow, run_dag_test
+from refit_airflow.demo import DagRunFailedError, airflow_env, prepare_airflow, run_dag_test
 from tests.conftest import TINY_ROWS
 
 pytestmark = pytest.mark.e2e
@@ -63,11 +63,10 @@ def mapped_instances(settings, task_id: str, logical_date: str) -> list[tuple[in
 
     database = settings.home / "airflow" / "airflow.db"
     with sqlite3.connect(database) as conn:
-        rows = conn.execute(
+        return conn.execute(
             "SELECT ti.map_index, ti.state FROM task_instance ti JOIN dag_run dr ON dr.run_id = ti.run_id "
             "AND dr.dag_id = ti.dag_id WHERE ti.dag_id = ? AND ti.task_id = ? AND dr.logical_date LIKE ? "
             "ORDER BY dr.id DESC, ti.map_index", (f"retrain_{MODEL}", task_id, f"{logical_date}%")).fetchall()
-    return rows
 
 
 def run_note(settings, logical_date: str) -> str | None:
@@ -77,7 +76,8 @@ def run_note(settings, logical_date: str) -> str | None:
     with sqlite3.connect(settings.home / "airflow" / "airflow.db") as conn:
         row = conn.execute(
             "SELECT n.content FROM dag_run dr JOIN dag_run_note n ON n.dag_run_id = dr.id WHERE dr.dag_id = ? "
-            "AND dr.logical_date LIKE ? ORDER BY dr.id DESC LIMIT 1", (f"retrain_{MODEL}", f"{logical_date}%")).fetchone()
+            "AND dr.logical_date LIKE ? ORDER BY dr.id DESC LIMIT 1",
+            (f"retrain_{MODEL}", f"{logical_date}%")).fetchone()
     return row[0] if row else None
 
 
@@ -121,7 +121,7 @@ def test_status_cli_shows_champion_and_last_verdict(settings):
 
 
 def test_trigger_with_out_of_bounds_param_is_refused(settings):
-    with pytest.raises(DagRunFailed, match="sample_size"):
+    with pytest.raises(DagRunFailedError, match="sample_size"):
         run_dag_test(settings, MODEL, "2024-04-01", conf={"sample_size": 5})
     assert len(versions(settings)) == 1
 

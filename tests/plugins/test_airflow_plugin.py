@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from types import SimpleNamespace
 
@@ -20,12 +19,11 @@ from refit_airflow.dag_ids import model_of, retrain_model_of
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="refit-airflow-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO_ROOT / "plugins"))
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-from airflow.models.taskinstancekey import TaskInstanceKey  # noqa: E402  (needs AIRFLOW_HOME first)
+from airflow.models.taskinstancekey import TaskInstanceKey
 
-from refit_airflow.callbacks import notify_task_failure  # noqa: E402
-from refit_airflow.links import GateReportLink, MlflowRunLink  # noqa: E402
+from refit_airflow.callbacks import notify_task_failure
+from refit_airflow.links import GateReportLink, MlflowRunLink
 
 
 def test_airflow_loads_the_plugin_with_its_view_ui_entries_and_links():
@@ -64,7 +62,8 @@ def test_a_task_that_fails_for_good_notifies_with_its_model_task_and_error(monke
     notify_task_failure(context)
     record = json.loads((tmp_path / "notifications.log").read_text())
     assert record["kind"] == "task_failed" and record["model"] == "credit_default" and record["task_id"] == "extract"
-    assert record["summary"] == "credit_default: task extract failed: ValueError: column 'income': expected float, got text"
+    assert record["summary"] == ("credit_default: task extract failed: ValueError: column 'income': expected float, "
+                                 "got text")
 
 
 def test_model_names_come_from_both_refit_dag_families():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,13 +20,11 @@ from ml_tasks.core.settings import REPO_ROOT
 from ml_tasks.core.spec import load_spec
 
 DAGS = REPO_ROOT / "dags"
-PLUGINS = REPO_ROOT / "plugins"
 DAG_ID = "retrain_credit_default"
 
 # Airflow reads its configuration at import: point it at a throwaway home first.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="refit-airflow-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-sys.path.insert(0, str(PLUGINS))
 
 from refit_airflow.trainer import (  # noqa: E402  (needs AIRFLOW_HOME and the plugins folder first)
     DockerTrainerOperator,

@@ -58,7 +58,8 @@ def test_promote_a_rejected_challenger_then_roll_back_and_forward(refit_home, st
     assert refused.returncode != 0 and "parameter 'reason'" in refused.stderr
 
     promoted = json.loads(cli("promote", "--model", MODEL, "--run-key", rejected["run_key"], "--reason",
-                              "reviewed: threshold too strict for this quarter", "--by", "oncall").stdout.splitlines()[-1])
+                              "reviewed: threshold too strict for this quarter", "--by", "oncall"
+                              ).stdout.splitlines()[-1])
     assert promoted["action"] == "promoted_manually" and promoted["champion_version"] == "1"
     client = MlflowClient(tracking_uri=refit_home.mlflow_tracking_uri, registry_uri=refit_home.mlflow_tracking_uri)
     tags = client.get_model_version(MODEL, "1").tags
@@ -73,7 +74,8 @@ def test_promote_a_rejected_challenger_then_roll_back_and_forward(refit_home, st
     cli("promote", "--model", MODEL, "--run-key", later["run_key"], "--reason", "reviewed: second promotion")
     assert aliases(refit_home) == {"champion": "2", "previous": "1"}
 
-    rolled = json.loads(cli("rollback", "--model", MODEL, "--reason", "v2 misbehaves in serving").stdout.splitlines()[-1])
+    rolled = json.loads(cli("rollback", "--model", MODEL, "--reason", "v2 misbehaves in serving"
+                            ).stdout.splitlines()[-1])
     assert rolled["action"] == "rolled_back" and aliases(refit_home) == {"champion": "1", "previous": "2"}
     assert client.get_model_version(MODEL, "2").tags["refit.rolled_back_reason"] == "v2 misbehaves in serving"
     cli("rollback", "--model", MODEL, "--reason", "fixed upstream, roll forward")

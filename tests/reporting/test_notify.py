@@ -130,5 +130,6 @@ def test_bad_settings_name_the_variable(tmp_path, env, named):
 
 def test_the_email_body_lists_reasons_and_where_to_look(tmp_path):
     settings = load_notify_settings(Path(tmp_path), env={"REFIT_NOTIFY_EMAIL_TO": "a@b.c"})
-    body = email_message(settings, task_failed("credit", "train", "run-3", "CUDA out of memory\ntraceback…")).get_content()
+    failure = task_failed("credit", "train", "run-3", "CUDA out of memory\ntraceback…")
+    body = email_message(settings, failure).get_content()
     assert "- CUDA out of memory" in body and "traceback" not in body and "task: train" in body

@@ -72,7 +72,8 @@ def test_every_candidate_and_the_champions_recipe_run_on_the_same_folds(demo_spe
     # The champion's recipe is the same logistic regression, retrained per fold: identical scores.
     by_job = {(f["candidate"], f["fold"]): f for f in folds}
     for fold in range(demo_spec.backtest.folds):
-        champion, candidate = by_job[(CHAMPION, fold)]["metrics_by_age"], by_job[("logistic_baseline", fold)]["metrics_by_age"]
+        champion = by_job[(CHAMPION, fold)]["metrics_by_age"]
+        candidate = by_job[("logistic_baseline", fold)]["metrics_by_age"]
         assert set(champion) == set(candidate)
         for age in champion:
             assert champion[age] == pytest.approx(candidate[age])

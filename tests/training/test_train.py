@@ -67,7 +67,8 @@ def test_every_family_beats_the_prior_only_baseline_on_test_roc_auc(demo_run, de
 
 def test_every_candidate_gets_the_same_seeded_budget():
     searched = CandidateSpec(name="gbm", family="lightgbm", params={"num_leaves": 15},
-                             search={"num_leaves": [7, 15, 31, 63], "learning_rate": {"low": 0.01, "high": 0.3, "log": True}})
+                             search={"num_leaves": [7, 15, 31, 63],
+                                     "learning_rate": {"low": 0.01, "high": 0.3, "log": True}})
     seen: list[tuple[int, dict]] = []
 
     def fit_and_score(params, number):
@@ -173,7 +174,8 @@ def test_checkpoints_reach_the_artifact_store_so_a_retry_on_another_host_resumes
     from ml_tasks.training.train import checkpoint_folder
 
     plan = RunPlan(model="m", spec_path="s", spec_hash="h", as_of="2024-03-01", window_start="2023-03-01",
-                   run_key="20240301T000000-abcdef12", run_prefix=any_store.uri("runs", "m", "20240301T000000-abcdef12"),
+                   run_key="20240301T000000-abcdef12",
+                   run_prefix=any_store.layout.run("m", "20240301T000000-abcdef12").prefix,
                    dag_run_id="manual", dry_run=False, sample_size=100, candidates=["mlp"])
     with checkpoint_folder(any_store, plan, "mlp") as first:
         saved = first.path / "trial-0" / "checkpoint.pt"
