@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
-from ml_tasks.core.settings import load_settings
-from ml_tasks.core.spec import discover_specs, load_spec
+from ml_tasks.core.spec import ModelSpec
 from refit_airflow.callbacks import notify_task_failure
 from refit_airflow.dag_ids import registry_dag_id
+from refit_airflow.spec_dags import dags_per_spec
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
 
-def build_registry_dag(spec_path) -> DAG:
-    spec = load_spec(spec_path)
+def build_registry_dag(spec_path: Path, spec: ModelSpec) -> DAG:
     with DAG(
         dag_id=registry_dag_id(spec.name),
         description=f"Promote a reviewed challenger of {spec.name}, or roll its champion back",
@@ -43,6 +43,7 @@ def build_registry_dag(spec_path) -> DAG:
                             description="Why (recorded on the model version for the audit trail)."),
         },
         doc_md=__doc__,
+        auto_register=False,  # a DAG is collected only once built whole (refit_airflow.spec_dags)
     ) as dag:
 
         @task
@@ -59,6 +60,5 @@ def build_registry_dag(spec_path) -> DAG:
     return dag
 
 
-for _spec_path in discover_specs(load_settings().models_dir):
-    _dag = build_registry_dag(_spec_path)
-    globals()[_dag.dag_id] = _dag
+# One DAG per spec; a spec that does not load becomes a placeholder DAG that names its file and field.
+globals().update(dags_per_spec(build_registry_dag, registry_dag_id, kind="registry"))

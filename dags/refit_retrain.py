@@ -12,11 +12,11 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
-from ml_tasks.core.settings import load_settings
-from ml_tasks.core.spec import ModelSpec, discover_specs, load_spec
+from ml_tasks.core.spec import SAMPLE_SIZES, ModelSpec
 from refit_airflow.callbacks import notify_task_failure
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import retrain_dag_id
+from refit_airflow.spec_dags import dags_per_spec
 from refit_airflow.trainer import trainer_task
 
 # mlflow's logging set-up otherwise replaces the handlers of Airflow's task logs.
@@ -28,7 +28,7 @@ def _params(spec: ModelSpec) -> dict[str, Param]:
     return {
         "as_of": Param(None, type=["null", "string"], format="date",
                        description="Train on data up to this date (UTC). Empty: the run's logical date."),
-        "sample_size": Param(spec.sampling.size, type="integer", minimum=100, maximum=10_000_000,
+        "sample_size": Param(spec.sampling.size, type="integer", minimum=SAMPLE_SIZES[0], maximum=SAMPLE_SIZES[1],
                              description="Rows in the stratified training sample."),
         "candidates": Param(spec.candidate_names, type="array", minItems=1, uniqueItems=True,
                             items={"type": "string", "enum": spec.candidate_names},
@@ -37,8 +37,7 @@ def _params(spec: ModelSpec) -> dict[str, Param]:
     }
 
 
-def build_retrain_dag(spec_path: Path) -> DAG:
-    spec = load_spec(spec_path)
+def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
     with DAG(
         dag_id=retrain_dag_id(spec.name),
         description=spec.description or f"Retrain {spec.name}",
@@ -51,6 +50,7 @@ def build_retrain_dag(spec_path: Path) -> DAG:
         default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2),
                       "on_failure_callback": notify_task_failure},
         doc_md=__doc__,
+        auto_register=False,  # a DAG is collected only once built whole (refit_airflow.spec_dags)
     ) as dag:
 
         @task
@@ -151,6 +151,5 @@ def build_retrain_dag(spec_path: Path) -> DAG:
     return dag
 
 
-for _spec_path in discover_specs(load_settings().models_dir):
-    _dag = build_retrain_dag(_spec_path)
-    globals()[_dag.dag_id] = _dag
+# One DAG per spec; a spec that does not load becomes a placeholder DAG that names its file and field.
+globals().update(dags_per_spec(build_retrain_dag, retrain_dag_id, kind="retrain"))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from ml_tasks import pipeline
 from ml_tasks.core.artifacts import RunArtifacts
 from ml_tasks.core.settings import load_settings
+from ml_tasks.core.spec import NAME_PATTERN
 from ml_tasks.io.store import store_from_settings
 
 # Manifests a stage reads, by file name under the run's folder.
@@ -28,6 +30,14 @@ _INPUTS = {
     "register": ["validation", "gate"],
     "report": ["validation", "sample", "split", "evaluation", "gate", "registration"],
 }
+
+
+def _model_name(value: str) -> str:
+    """``--model``: a spec's name (its file ``include/models/<name>.yaml``), never a path."""
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"expected a model name such as 'credit_default' (lowercase letters, digits "
+                                         f"and _, starting with a letter; a spec's name, not a path), got {value!r}")
+    return value
 
 
 def _spec_path(model: str) -> Path:
@@ -54,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, helptext in (("plan", "resolve a run's plan and write it to the store"),
                            ("run", "run every stage in this process (the DAG's path without Airflow)")):
         sub = commands.add_parser(name, help=helptext)
-        sub.add_argument("--model", required=True)
+        sub.add_argument("--model", required=True, type=_model_name)
         sub.add_argument("--as-of", required=True, help="ISO date or datetime (UTC)")
         sub.add_argument("--sample-size", type=int)
         sub.add_argument("--candidates", help="comma-separated candidate names")
@@ -78,16 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--results", nargs="*", help="URIs of train results (default: all under the run)")
 
     promote = commands.add_parser("promote", help="promote a run's challenger after review (records the reason)")
-    promote.add_argument("--model", required=True)
+    promote.add_argument("--model", required=True, type=_model_name)
     promote.add_argument("--run-key", required=True, help="the run's key (its folder under runs/<model>/)")
     promote.add_argument("--reason", required=True, help="why the gate's verdict is overridden (audit trail)")
     promote.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who decided")
     rollback = commands.add_parser("rollback", help="move the champion alias back to the previous version")
-    rollback.add_argument("--model", required=True)
+    rollback.add_argument("--model", required=True, type=_model_name)
     rollback.add_argument("--reason", required=True)
     rollback.add_argument("--by", default=os.environ.get("USER", "unknown"))
     status = commands.add_parser("status", help="champion and last run of a model")
-    status.add_argument("--model", required=True)
+    status.add_argument("--model", required=True, type=_model_name)
     status.add_argument("--json", action="store_true")
     return parser
 

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
+from croniter import CroniterBadDateError, CroniterError, croniter  # type: ignore[import-untyped]
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,7 +39,9 @@ FAMILIES = ("prior", "logistic_regression", "lightgbm", "torch_mlp")
 _CRON_FIELD = r"[\d\*/,\-A-Za-z?LW#]+"
 _CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
 _PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
-_NAME = r"^[a-z][a-z0-9_]*$"
+#: Model, candidate and stream names: plain identifiers (also what the CLI's ``--model`` accepts).
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+SAMPLE_SIZES = (100, 10_000_000)  # bounds of sampling.size, and of the retrain DAG form's sample_size
 
 
 class SpecError(ValueError):
@@ -45,7 +49,8 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a number must be written as one (``size: true`` is not 1, ``"5"`` not 5); ints pass as floats.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class StreamSpec(_Strict):
@@ -55,7 +60,7 @@ class StreamSpec(_Strict):
     the streams' weights, e.g. 0.8 recent traffic and 0.2 a curated older set.
     """
 
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     query_file: str
     weight: float = Field(gt=0.0)
     #: Window of this stream; None: the source's ``window_days``.
@@ -108,6 +113,16 @@ class ColumnsSpec(_Strict):
     timestamp: str
     label_observed_at: str
     entity: str | None = None
+
+    @field_validator("label_values", mode="before")
+    @classmethod
+    def _zero_one(cls, value: object, info: ValidationInfo) -> object:
+        # One convention end to end (strata, metrics, gate, served probability); the SQL defines labels.
+        if not (isinstance(value, list) and all(type(v) is int for v in value) and sorted(value) == [0, 1]):
+            label = info.data.get("label", "<label>")
+            raise ValueError(f"expected [0, 1] (1: the outcome the model predicts), got {value!r}; map other values "
+                             f"in the source query, e.g. CASE WHEN status = 'yes' THEN 1 ELSE 0 END AS {label}")
+        return value
 
 
 class FeaturesSpec(_Strict):
@@ -169,7 +184,7 @@ class SamplingSpec(_Strict):
     every sampled row carries ``_weight``, its inverse inclusion probability.
     """
 
-    size: int = Field(gt=0)
+    size: int = Field(ge=SAMPLE_SIZES[0], le=SAMPLE_SIZES[1])
     segments: list[str] = []
     #: Every stratum keeps at least this many rows (or all it has), so rare strata survive.
     min_per_stratum: int = Field(default=200, ge=1)
@@ -238,7 +253,7 @@ class TrainingSpec(_Strict):
 
 
 class CandidateSpec(_Strict):
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     family: Literal["prior", "logistic_regression", "lightgbm", "torch_mlp"]
     params: dict[str, float | int | str | bool] = {}
     #: Random-search space: a list of values to choose from, or a range, per parameter.
@@ -386,7 +401,7 @@ class TrainerSpec(_Strict):
 class ModelSpec(_Strict):
     """Everything about one model. See ``include/models/credit_default.yaml`` for a full example."""
 
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
     registry_name: str
     schedule: str
@@ -410,8 +425,17 @@ class ModelSpec(_Strict):
     @field_validator("schedule")
     @classmethod
     def _cron_or_preset(cls, value: str) -> str:
-        if value not in _PRESETS and not _CRON.match(value.strip()):
-            raise ValueError(f"expected a 5-field cron expression or one of {sorted(_PRESETS)}, got {value!r}")
+        if value in _PRESETS:
+            return value
+        expected = f"expected a 5-field cron expression or one of {sorted(_PRESETS)}, got {value!r}"
+        if not _CRON.match(value.strip()):
+            raise ValueError(expected)
+        try:  # croniter is the parser Airflow's cron timetables validate with
+            croniter(value).get_next(float)
+        except CroniterBadDateError:
+            raise ValueError(f"{value!r} never fires (no such date); expected a schedule that runs") from None
+        except (CroniterError, TypeError) as exc:
+            raise ValueError(f"{expected}: {exc}") from None
         return value
 
     @field_validator("selection_metric")
@@ -531,6 +555,8 @@ def _describe(exc: ValidationError) -> str:
             message = "unknown field (check the spelling)"
         elif error["type"] == "missing":
             message = "required field is missing"
+        elif error["type"].endswith("_type"):  # strict types: say what was written instead
+            message += f", got {error['input']!r:.60}"
         parts.append(f"field '{field}': {message}")
     return "; ".join(parts)
 

@@ -55,6 +55,22 @@ def test_every_shipped_spec_is_valid():
          "acceptance.slices.columns: ['income'] must be"),
         (lambda r: r["acceptance"]["backtest"].update(require_significance=True),
          "with backtest.folds=4 the fold test can never reach alpha=0.05; it needs at least 5"),
+        # Crons are parsed by croniter, as Airflow's cron timetables parse them: the shape alone is not enough.
+        (lambda r: r.update(schedule="99 99 99 99 99"), "field 'schedule': expected a 5-field cron expression"),
+        (lambda r: r.update(schedule="*/0 * * * *"), "step '0' in field 0 is not acceptable"),
+        (lambda r: r.update(schedule="0 0 * * 8"), "[0 0 * * 8] is not acceptable, out of range"),
+        (lambda r: r.update(schedule="0 0 31 2 *"), "field 'schedule': '0 0 31 2 *' never fires"),
+        # Numbers are written as numbers: a boolean or a string is never read as one.
+        (lambda r: r["sampling"].update(size=True), "field 'sampling.size': Input should be a valid integer, got True"),
+        (lambda r: r["sampling"].update(size=2000.5), "field 'sampling.size': Input should be a valid integer"),
+        (lambda r: r["sampling"].update(size=50), "field 'sampling.size': Input should be greater than or equal"),
+        (lambda r: r["validation"].update(min_rows=True), "field 'validation.min_rows': Input should be a valid"),
+        (lambda r: r["validation"].update(max_null_rate=True), "field 'validation.max_null_rate': Input should be a "
+                                                               "valid number, got True"),
+        (lambda r: r["trainer"].update(gpus="2"), "field 'trainer.gpus': Input should be a valid integer, got '2'"),
+        (lambda r: r["backtest"].update(folds=False), "field 'backtest.folds': Input should be a valid integer"),
+        (lambda r: r["sampling"].update(label_shares={True: 0.3}), "field 'sampling.label_shares."),
+        (lambda r: r["columns"].update(label_values=[True, False]), "field 'columns.label_values': expected [0, 1]"),
     ],
 )
 def test_bad_spec_names_the_field(tmp_path, change, expected):
@@ -86,3 +102,16 @@ def test_spec_hash_changes_with_spec_or_query(demo_spec):
     assert base == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     budgeted = demo_spec.model_copy(update={"trainer": demo_spec.trainer.model_copy(update={"cpus": 4})})
     assert spec_hash(budgeted, "SELECT 1") != base
+
+
+@pytest.mark.parametrize("schedule", ["@daily", "@once", "@quarterly", "0 3 1 * *", "*/15 2-5 * * 1-5",
+                                      "0 6 * * MON-FRI", "0 0 L * *", "0 0 29 2 *"])
+def test_presets_and_crons_that_fire_load(tmp_path, schedule):
+    assert load_spec(write_variant(tmp_path, lambda r: r.update(schedule=schedule))).schedule == schedule
+
+
+def test_an_integer_where_a_float_is_meant_loads_as_that_number(tmp_path):
+    # Strict types reject booleans and strings, not YAML's "3" for a ratio of 3.0.
+    spec = load_spec(write_variant(tmp_path, lambda r: r["acceptance"].update(guardrails={"max_latency_ratio": 3})))
+    assert spec.acceptance.guardrails.max_latency_ratio == 3.0
+    assert isinstance(spec.model_dump()["acceptance"]["guardrails"]["max_latency_ratio"], float)

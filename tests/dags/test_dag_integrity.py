@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ml_tasks.core.settings import REPO_ROOT
-from ml_tasks.core.spec import discover_specs, load_spec
+from ml_tasks.core.spec import SpecError, discover_specs, load_spec
+from tests.conftest import DEMO_SPEC
 
 DAGS = REPO_ROOT / "dags"
 PLUGINS = REPO_ROOT / "plugins"
@@ -32,13 +36,38 @@ def dagbag():
     return DagBag(dag_folder=str(DAGS))
 
 
+def include_with_specs(folder: Path, specs: dict[str, str]) -> Path:
+    """A copy of ``include/`` with extra spec files (``{file name: YAML text}``) in its models folder."""
+    include = folder / "include"
+    shutil.copytree(REPO_ROOT / "include", include)
+    for name, text in specs.items():
+        (include / "models" / name).write_text(text)
+    return include
+
+
+def demo_spec_text(**changes) -> str:
+    """The demo spec's YAML with top-level fields replaced (e.g. a new ``name``)."""
+    return yaml.safe_dump(yaml.safe_load(DEMO_SPEC.read_text()) | changes)
+
+
+def dagbag_of(include, monkeypatch):
+    """A real DagBag of ``dags/`` reading its specs from ``include`` (REFIT_INCLUDE_DIR)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("REFIT_INCLUDE_DIR", str(include))
+    return DagBag(dag_folder=str(DAGS))
+
+
 @pytest.fixture(scope="module")
 def specs():
     return [load_spec(path) for path in discover_specs(REPO_ROOT / "include" / "models")]
 
 
 def test_dags_import_without_errors_one_per_spec(dagbag, specs):
+    from refit_airflow.spec_dags import SPEC_ERROR_TAG
+
     assert dagbag.import_errors == {}
+    assert not [dag_id for dag_id, dag in dagbag.dags.items() if SPEC_ERROR_TAG in dag.tags]
     assert set(dagbag.dag_ids) == ({f"retrain_{spec.name}" for spec in specs}
                                    | {f"registry_{spec.name}" for spec in specs})
 
@@ -102,3 +131,58 @@ def test_parsing_the_dags_does_not_import_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert json.loads(out.stdout.strip().splitlines()[-1]) is False
+
+
+@pytest.mark.parametrize("schedule", ["0 3 1 * *", "*/15 2-5 * * 1-5", "0 6 * * MON-FRI", "0 0 L * *", "0 0 ? * *",
+                                      "99 99 99 99 99", "*/0 * * * *", "0 0 1-40 * *", "0 0 * * 8", "H 0 * * *"])
+def test_a_spec_schedule_loads_exactly_when_airflow_accepts_it(tmp_path, schedule):
+    from airflow.sdk import DAG
+    from airflow.sdk.exceptions import AirflowTimetableInvalid
+
+    path = tmp_path / "variant.yaml"
+    path.write_text(demo_spec_text(schedule=schedule))
+    try:
+        DAG("schedule_check", schedule=schedule).validate()
+        airflow_accepts = True
+    except AirflowTimetableInvalid:
+        airflow_accepts = False
+    try:
+        load_spec(path)
+        spec_loads = True
+    except SpecError as error:
+        assert "field 'schedule'" in str(error)
+        spec_loads = False
+    assert spec_loads == airflow_accepts
+
+
+def test_a_spec_whose_dag_fails_to_build_or_reuses_a_name_becomes_a_placeholder_and_takes_no_other_dag(tmp_path):
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+
+    from refit_airflow.spec_dags import SPEC_ERROR_TAG, dags_per_spec
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a.yaml").write_text(demo_spec_text())                       # good: credit_default
+    (models / "credit_default.yaml").write_text("name: [unclosed\n")      # its stem is a good DAG's model name
+    (models / "dup.yaml").write_text(demo_spec_text())                     # credit_default again
+    (models / "second.yaml").write_text(demo_spec_text(name="second"))     # its DAG raises half-built
+
+    def build(path, spec):
+        with DAG(dag_id=f"t_{spec.name}", schedule=None, auto_register=False) as dag:
+            EmptyOperator(task_id="stage")
+            if spec.name == "second":
+                raise RuntimeError("trainer image missing")
+        return dag
+
+    dags = dags_per_spec(build, lambda name: f"t_{name}", kind="test", models_dir=models)
+    assert set(dags) == {"t_credit_default", "t_credit_default_spec_error", "t_dup", "t_second"}
+    assert [task.task_id for task in dags["t_credit_default"].tasks] == ["stage"]
+    expected = {"t_credit_default_spec_error": ["credit_default.yaml: not valid YAML"],
+                "t_dup": ["dup.yaml: field 'name': 'credit_default' is already the name of", "a.yaml"],
+                "t_second": ["second.yaml: its test DAG could not be built: RuntimeError: trainer image missing"]}
+    for dag_id, parts in expected.items():
+        placeholder = dags[dag_id]
+        assert SPEC_ERROR_TAG in placeholder.tags and placeholder.schedule is None
+        assert [task.task_id for task in placeholder.tasks] == ["spec_error"]
+        assert all(part in placeholder.doc_md for part in parts), placeholder.doc_md
