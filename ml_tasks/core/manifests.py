@@ -84,6 +84,14 @@ class SnapshotManifest(Manifest):
     strata: StrataCounts | None = None
     #: Where the data waits until validation commits it to ``uri``; None once committed.
     staging_uri: str | None = None
+    #: Size and SHA-256 (hex) of the Parquet file's bytes, taken when it was extracted and
+    #: checked before a committed snapshot is reused. None in manifests written before snapshots
+    #: carried a checksum: those are checked by reading the file's footer and row count.
+    data_bytes: int | None = None
+    data_sha256: str | None = None
+    #: Why the snapshot already committed under this id could not be reused (the reason names the
+    #: file), when this extraction replaces it; None for a first extraction or a reuse.
+    replaces_corrupt: str | None = None
 
 
 class CheckResult(Manifest):

@@ -10,15 +10,27 @@ The snapshot id is a hash of the content, computed column by column over canonic
 it does not depend on how the rows were batched: extracting the same interval twice gives the
 same id and the second run writes nothing. With several streams, each row carries its stream's
 name in ``_stream`` and the manifest records each stream's rows.
+
+The manifest also records the size and SHA-256 of the Parquet file. Before a committed snapshot
+is reused, its manifest must read and agree with the fresh extraction, and its file must still
+have that checksum (:func:`verified_snapshot`); a snapshot that fails is re-extracted under the
+same id, which a correct extraction reproduces, and replaced when the new copy is validated.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any, cast
 
 import numpy as np
@@ -33,8 +45,15 @@ from ml_tasks.core.manifests import (
     StrataCounts,
     StreamExtract,
 )
+from ml_tasks.core.redact import leaks, redact, url_secrets
 from ml_tasks.core.spec import ModelSpec, StreamSpec, query_path
-from ml_tasks.io.store import ArtifactStore
+from ml_tasks.io.store import (
+    ArtifactStore,
+    CorruptArtifactError,
+    MissingArtifactError,
+    StoreError,
+    file_checksum,
+)
 from ml_tasks.io.warehouse import (
     ExtractTypeError,
     TargetType,
@@ -43,6 +62,9 @@ from ml_tasks.io.warehouse import (
 )
 
 CHUNK_ROWS = 131_072
+log = logging.getLogger(__name__)
+#: Temporary folders of extractions: ``refit-extract-<pid>-<random>`` under the temp directory.
+_TMP_PREFIX = "refit-extract-"
 
 
 class ExtractError(RuntimeError):
@@ -82,42 +104,50 @@ def extract_snapshot(
     """Run every stream's query for the plan's window and stage the result as a snapshot.
 
     The data goes to ``staging/`` until validation commits it (:func:`commit_snapshot`), so
-    nothing unvalidated is ever visible under the snapshot's final name.
+    nothing unvalidated is ever visible under the snapshot's final name. A snapshot already
+    committed under the same id is reused only after :func:`verified_snapshot` finds it intact;
+    otherwise this extraction is staged to replace it (``replaces_corrupt`` says why).
+
+    The rows pass through a temporary folder (``refit-extract-<pid>-*``) that is removed when
+    this returns or raises, and on SIGTERM too (how Airflow stops a task); folders left by a
+    process killed outright are removed by the next extraction on the host.
     """
+    _remove_orphaned_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as folder, \
+            _terminate_unwinds(Path(folder)):
+        return _extract(spec, plan, store, warehouse_url, include_dir, chunk_rows, engine, Path(folder))
+
+
+def _extract(spec: ModelSpec, plan: RunPlan, store: ArtifactStore, warehouse_url: str, include_dir: Path,
+             chunk_rows: int, engine: str, folder: Path) -> SnapshotManifest:
     stats = _SnapshotStats(spec)
     streams: list[StreamExtract] = []
     engine_used = _engine_name(warehouse_url, engine)
-    with tempfile.TemporaryDirectory(prefix="refit-extract-") as folder:
-        tmp = Path(folder) / "snapshot.parquet"
-        with _SnapshotWriter(tmp, tag_streams=bool(spec.source.streams)) as writer:
-            for stream in spec.source.stream_list:
-                params = stream_params(spec, plan, stream)
-                before = stats.rows
-                for batch in _stream_batches(spec, stream, params, warehouse_url, include_dir, chunk_rows, engine):
-                    batch = writer.write(batch, stream.name)
-                    stats.update(batch)
-                streams.append(StreamExtract(name=stream.name, query_file=stream.query_file, weight=stream.weight,
-                                             params={k: v.isoformat() for k, v in params.items()},
-                                             rows=stats.rows - before))
-                if stats.rows == before:
-                    raise ExtractError(
-                        f"empty window: the query {stream.query_file} over tables {', '.join(spec.source.tables)} "
-                        f"returned no rows with mature labels for [{params['window_start']:%Y-%m-%d}, "
-                        f"{params['as_of']:%Y-%m-%d}); expected at least one row")
-        snapshot_id = stats.digest(writer.schema)
-        layout = store.layout
-        data_uri = layout.snapshot_data(spec.name, snapshot_id)
-        manifest_uri = layout.snapshot_manifest(spec.name, snapshot_id)
-        reused = store.exists(manifest_uri)
-        staging_uri = None if reused else layout.staging_data(spec.name, snapshot_id)
-        if staging_uri is not None:
-            store.put_file(tmp, staging_uri)
+    tmp = folder / "snapshot.parquet"
+    with _SnapshotWriter(tmp, tag_streams=bool(spec.source.streams)) as writer:
+        for stream in spec.source.stream_list:
+            params = stream_params(spec, plan, stream)
+            before = stats.rows
+            for batch in _stream_batches(spec, stream, params, warehouse_url, include_dir, chunk_rows, engine):
+                batch = writer.write(batch, stream.name)
+                stats.update(batch)
+            streams.append(StreamExtract(name=stream.name, query_file=stream.query_file, weight=stream.weight,
+                                         params={k: v.isoformat() for k, v in params.items()},
+                                         rows=stats.rows - before))
+            if stats.rows == before:
+                raise ExtractError(
+                    f"empty window: the query {stream.query_file} over tables {', '.join(spec.source.tables)} "
+                    f"returned no rows with mature labels for [{params['window_start']:%Y-%m-%d}, "
+                    f"{params['as_of']:%Y-%m-%d}); expected at least one row")
+    snapshot_id = stats.digest(writer.schema)
+    layout = store.layout
+    data_bytes, data_sha256 = file_checksum(tmp)
     first = streams[0]
-    return SnapshotManifest(
+    extracted = SnapshotManifest(
         model=spec.name,
         snapshot_id=snapshot_id,
-        uri=data_uri,
-        manifest_uri=manifest_uri,
+        uri=layout.snapshot_data(spec.name, snapshot_id),
+        manifest_uri=layout.snapshot_manifest(spec.name, snapshot_id),
         rows=stats.rows,
         columns={f.name: str(f.type) for f in writer.schema or []},
         label_counts={str(k): v for k, v in sorted(stats.label_counts.items())},
@@ -128,23 +158,87 @@ def extract_snapshot(
         window_start=plan.window_start,
         query_file=first.query_file,
         params=first.params,
-        reused=reused,
+        reused=False,
         streams=streams,
         engine=engine_used,
         strata=StrataCounts(columns=stats.strata_columns,
                             counts=[[*key, n] for key, n in stats.strata_counts.items()]),
-        staging_uri=staging_uri,
+        data_bytes=data_bytes,
+        data_sha256=data_sha256,
     )
+    problem = None
+    if store.exists(extracted.manifest_uri):
+        stored = verified_snapshot(store, extracted)
+        if isinstance(stored, SnapshotManifest):
+            return extracted.model_copy(update={"reused": True, "data_bytes": stored.data_bytes,
+                                                "data_sha256": stored.data_sha256})
+        problem = stored
+        log.warning("snapshot %s is re-extracted under the same id: %s", snapshot_id, problem)
+    staging_uri = layout.staging_data(spec.name, snapshot_id)
+    store.put_file(tmp, staging_uri)
+    return extracted.model_copy(update={"staging_uri": staging_uri, "replaces_corrupt": problem})
+
+
+#: What a committed manifest must agree on with a fresh extraction of the same content.
+_CONTENT_FIELDS = ("snapshot_id", "rows", "columns", "label_counts", "time_min", "time_max")
+
+
+def verified_snapshot(store: ArtifactStore, extracted: SnapshotManifest) -> SnapshotManifest | str:
+    """The manifest committed under ``extracted``'s id if that snapshot can be reused, else why not
+    (a sentence that names the file at fault).
+
+    The committed manifest must read, describe the same content as ``extracted`` (a fresh
+    extraction: same id, rows, columns, labels and time range), and the data file must have the
+    size and SHA-256 the manifest recorded. A manifest from before snapshots carried a checksum
+    is checked the old way: the data file's Parquet footer must read and hold its row count.
+    On S3 the check streams the object once (nothing is written to disk).
+    """
+    manifest_uri, data_uri = extracted.manifest_uri, extracted.uri
+    try:
+        stored = SnapshotManifest.model_validate(store.read_json(manifest_uri))
+    except CorruptArtifactError as exc:
+        return f"manifest {manifest_uri} is corrupt ({exc.detail})"
+    except ValueError as exc:  # pydantic's ValidationError
+        return f"manifest {manifest_uri} does not describe a snapshot ({str(exc).splitlines()[0]})"
+    differs = [name for name in _CONTENT_FIELDS if getattr(stored, name) != getattr(extracted, name)]
+    if differs:
+        return (f"manifest {manifest_uri} disagrees with the rows extracted for its id on {', '.join(differs)} "
+                f"(e.g. {differs[0]}={getattr(stored, differs[0])!r}, expected {getattr(extracted, differs[0])!r})")
+    try:
+        if stored.data_sha256 is None:
+            with store.parquet_file(data_uri) as parquet:
+                rows = parquet.metadata.num_rows
+            return stored if rows == stored.rows else \
+                f"data file {data_uri} holds {rows} rows; its manifest {manifest_uri} says {stored.rows}"
+        size, sha256 = store.checksum(data_uri)
+    except CorruptArtifactError as exc:
+        return f"data file {data_uri} is corrupt ({exc.detail})"
+    except StoreError as exc:  # the file is missing
+        return str(exc)
+    if (size, sha256) != (stored.data_bytes, stored.data_sha256):
+        return (f"data file {data_uri} is corrupt: {size} bytes with SHA-256 {sha256[:16]}..., but its manifest "
+                f"{manifest_uri} recorded {stored.data_bytes} bytes with SHA-256 {stored.data_sha256[:16]}...")
+    return stored
 
 
 def commit_snapshot(snapshot: SnapshotManifest, store: ArtifactStore) -> SnapshotManifest:
     """Move a validated snapshot from staging to its final name; the manifest is written last,
-    so its presence marks a complete, validated snapshot."""
+    so its presence marks a complete, validated snapshot. A snapshot staged to replace a corrupt
+    one (``replaces_corrupt``) loses the old manifest first, so no reader trusts the old one
+    while the data is replaced."""
     if snapshot.staging_uri is None:
         return snapshot
     committed = snapshot.model_copy(update={"staging_uri": None})
+    if snapshot.replaces_corrupt is not None:
+        store.delete(snapshot.manifest_uri)
     if not store.exists(snapshot.manifest_uri):
-        store.copy(snapshot.staging_uri, snapshot.uri)
+        try:
+            store.copy(snapshot.staging_uri, snapshot.uri)
+        except MissingArtifactError:
+            # A concurrent run of this interval committed the same rows and removed the staged copy.
+            if not store.exists(snapshot.manifest_uri):
+                raise
+            return committed
         store.write_json(snapshot.manifest_uri, committed.to_xcom())
     store.delete(snapshot.staging_uri)
     return committed
@@ -164,8 +258,56 @@ def stream_params(spec: ModelSpec, plan: RunPlan, stream: StreamSpec) -> dict[st
 def _engine_name(url: str, engine: str) -> str:
     try:
         return available_engines(url)[0] if engine == "auto" else engine
-    except Exception as exc:  # an unparsable URL: say which setting holds it
-        raise ExtractError(f"warehouse URL {url!r} is not a valid SQLAlchemy URL: {exc}") from None
+    except ValueError as exc:  # an unparsable URL, shown with its password hidden
+        raise ExtractError(str(exc)) from None
+
+
+@contextmanager
+def _terminate_unwinds(folder: Path) -> Iterator[None]:
+    """While the block runs, SIGTERM removes ``folder`` and raises SystemExit in the main thread,
+    so ``finally`` blocks and context managers (a staged upload, the connection) clean up too.
+
+    Airflow stops a task with SIGTERM (then SIGKILL if it lingers), and the default action ends
+    the process at once, leaving the temporary folder behind. The folder goes first, in the
+    handler itself: unwinding may wait for the reading thread to leave the driver, and a SIGKILL
+    in that wait must find nothing left to remove. A handler installed before (Airflow's task
+    runner calls the operator's ``on_kill``) runs next; an ignored SIGTERM stays ignored. Off the
+    main thread, where Python cannot install handlers, nothing changes.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        if callable(previous):
+            previous(signum, frame)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_orphaned_folders() -> None:
+    """Remove the temporary folders of extractions whose process is gone (killed by SIGKILL)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_TMP_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _stream_batches(spec: ModelSpec, stream: StreamSpec, params: dict[str, datetime], url: str, include_dir: Path,
@@ -181,8 +323,12 @@ def _stream_batches(spec: ModelSpec, stream: StreamSpec, params: dict[str, datet
         raise
     except Exception as exc:
         # The driver's message names the missing or renamed column; say which query and tables too.
-        message = str(getattr(exc, "orig", None) or exc).strip()
-        raise ExtractError(f"{source} failed: {type(exc).__name__}: {message}") from exc
+        # It may also quote the warehouse URL, or a piece of it, so its password is hidden, and
+        # the driver's own exception is chained only when its traceback shows no secret.
+        secrets = url_secrets(url)
+        message = redact(str(getattr(exc, "orig", None) or exc).strip(), secrets)
+        cause = None if leaks(exc, secrets) else exc
+        raise ExtractError(f"{source} failed: {type(exc).__name__}: {message}") from cause
 
 
 class _SnapshotWriter:

@@ -12,10 +12,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ml_tasks.core.columns import STREAM
 from ml_tasks.core.manifests import (
@@ -26,7 +28,7 @@ from ml_tasks.core.manifests import (
 )
 from ml_tasks.core.spec import ModelSpec
 from ml_tasks.data.extract import commit_snapshot, data_location
-from ml_tasks.io.store import ArtifactStore
+from ml_tasks.io.store import ArtifactStore, CorruptArtifactError, MissingArtifactError, StoreError
 
 
 class DataValidationError(ValueError):
@@ -274,45 +276,114 @@ def _warnings(spec: ModelSpec, profile: SnapshotProfile) -> list[str]:
     return warnings
 
 
-def previous_snapshot_rows(store: ArtifactStore, snapshot: SnapshotManifest) -> int | None:
-    """Rows of the model's latest snapshot taken before this one's as-of date, if any."""
-    earlier = []
+def previous_snapshot_rows(store: ArtifactStore, snapshot: SnapshotManifest) -> tuple[int | None, list[str]]:
+    """Rows of the model's latest snapshot taken before this one's as-of date, if any, and a
+    warning for each committed manifest that cannot be read (it is left out of the comparison;
+    the warning says how to repair it)."""
+    earlier, unreadable = [], []
     # Only committed (validated) snapshots count: their manifests sit under snapshots/.
     for uri in store.list(store.layout.snapshots(snapshot.model), suffix="manifest.json"):
-        other = SnapshotManifest.model_validate(store.read_json(uri))
+        if uri == snapshot.manifest_uri:
+            continue  # this snapshot itself: extraction verified it, or replaces it
+        try:
+            other = SnapshotManifest.model_validate(store.read_json(uri))
+        except (StoreError, ValueError) as exc:  # ValueError: pydantic's ValidationError
+            problem = f"corrupt: {exc.detail}" if isinstance(exc, CorruptArtifactError) else str(exc).splitlines()[0]
+            unreadable.append(f"snapshot manifest {uri} cannot be read ({problem}), so that snapshot is left out of "
+                              "the row-count comparison; to repair it, re-run its interval (extract re-extracts "
+                              "it under the same id) or delete its folder")
+            continue
         if other.snapshot_id != snapshot.snapshot_id and other.as_of < snapshot.as_of:
             earlier.append(other)
-    return max(earlier, key=lambda m: m.as_of).rows if earlier else None
+    return (max(earlier, key=lambda m: m.as_of).rows if earlier else None), unreadable
 
 
-def _batches(path: Path) -> Iterator[pd.DataFrame]:
-    """The snapshot's rows as pandas batches; an empty file still yields its (empty) schema."""
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
+def _batches(parquet: pq.ParquetFile, uri: str) -> Iterator[pd.DataFrame]:
+    """The snapshot's rows as pandas batches; an empty file still yields its (empty) schema.
+    A page that cannot be decoded raises :class:`CorruptArtifactError` naming ``uri``."""
     if parquet.metadata.num_rows == 0:
         yield parquet.schema_arrow.empty_table().to_pandas()
         return
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+    batches = parquet.iter_batches(batch_size=BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptArtifactError(uri, "a Parquet file", exc) from None
         yield batch.to_pandas()
 
 
 def run_validation(spec: ModelSpec, plan: RunPlan, snapshot: SnapshotManifest,
                    store: ArtifactStore) -> ValidationManifest:
-    """Validate the stored snapshot; write the report; raise if any check failed."""
-    with store.local_copy(data_location(snapshot)) as path:
-        profile = profile_snapshot(spec, _batches(path), plan.as_of)
+    """Validate the stored snapshot; write the report; raise if any check failed.
+
+    A snapshot that fails is rejected: its staged copy is removed (validation.json keeps the
+    checks), and a retry of this stage raises the same error again.
+    """
+    if snapshot.staging_uri is not None and not store.exists(snapshot.staging_uri):
+        snapshot = _committed_meanwhile(store, plan, snapshot)
+    try:
+        profile = _profile(spec, plan, store, data_location(snapshot))
+    except MissingArtifactError:
+        if snapshot.staging_uri is None:
+            raise
+        # The staged copy went between the look-up and the read: the same hand-over as above.
+        snapshot = _committed_meanwhile(store, plan, snapshot)
+        profile = _profile(spec, plan, store, data_location(snapshot))
     source = f"query {', '.join(spec.source.query_files)} (tables {', '.join(spec.source.tables)})"
-    checks, warnings = check_profile(spec, profile, plan.as_of, source, previous_snapshot_rows(store, snapshot))
+    previous_rows, unreadable = previous_snapshot_rows(store, snapshot)
+    checks, warnings = check_profile(spec, profile, plan.as_of, source, previous_rows)
+    if snapshot.replaces_corrupt:
+        warnings.insert(0, f"snapshot {snapshot.snapshot_id} was re-extracted under the same id because the "
+                           f"stored copy could not be reused: {snapshot.replaces_corrupt}")
+    warnings += unreadable
     failed = [c.detail for c in checks if not c.passed]
     report = {"snapshot_id": snapshot.snapshot_id, "rows": profile.rows, "checks": [c.to_xcom() for c in checks],
               "warnings": warnings}
     store.write_json(plan.artifacts.validation, report)
     if failed:
-        raise DataValidationError(f"snapshot {snapshot.snapshot_id} failed {len(failed)} check(s): "
-                                  + "; ".join(failed))
+        if snapshot.staging_uri is not None:
+            store.delete(snapshot.staging_uri)
+        raise DataValidationError(_failure(snapshot.snapshot_id, failed))
     manifest = ValidationManifest(snapshot_id=snapshot.snapshot_id, snapshot=commit_snapshot(snapshot, store),
                                   rows=profile.rows, checks=checks, warnings=warnings,
                                   uri=plan.artifacts.validation)
     store.write_json(manifest.uri, manifest.to_xcom())
     return manifest
+
+
+def _failure(snapshot_id: str, failed: list[str]) -> str:
+    return f"snapshot {snapshot_id} failed {len(failed)} check(s): " + "; ".join(failed)
+
+
+def _profile(spec: ModelSpec, plan: RunPlan, store: ArtifactStore, location: str) -> SnapshotProfile:
+    with store.parquet_file(location) as parquet:
+        return profile_snapshot(spec, _batches(parquet, location), plan.as_of)
+
+
+def _committed_meanwhile(store: ArtifactStore, plan: RunPlan, snapshot: SnapshotManifest) -> SnapshotManifest:
+    """The snapshot to validate when its staged copy is gone.
+
+    Another run of this interval (a manual run beside the scheduled one, the CLI) staged the same
+    rows under the same id (their content hash), validated them first, committed them and
+    removed the staged copy both had written: validate the committed one. Otherwise the staged
+    copy was removed by a failed validation, or never written.
+    """
+    if not store.exists(snapshot.manifest_uri):
+        _rejected_before(store, plan, snapshot)
+    return snapshot.model_copy(update={"staging_uri": None})
+
+
+def _rejected_before(store: ArtifactStore, plan: RunPlan, snapshot: SnapshotManifest) -> NoReturn:
+    """The staged copy is gone: raise the error of the validation that rejected (and removed) it,
+    or say how to stage it again."""
+    uri = plan.artifacts.validation
+    report = store.read_json(uri) if store.exists(uri) else {}
+    failed = [c["detail"] for c in report.get("checks", []) if not c["passed"]]
+    if report.get("snapshot_id") == snapshot.snapshot_id and failed:
+        raise DataValidationError(_failure(snapshot.snapshot_id, failed)
+                                  + f" (the staged copy was removed when it failed; see {uri})")
+    raise StoreError(f"staged snapshot {snapshot.staging_uri} does not exist: it was removed or never written; "
+                     "expected the extract stage of this run to have staged it: re-run extract")

@@ -5,6 +5,11 @@ task re-run alone. Writes are staged: the file is written under a temporary name
 temporary file for S3) and only becomes visible under its final name once complete, so a
 crash never leaves a half-written snapshot where a reader would find it.
 
+A file that is there but cannot be read (a JSON manifest cut short, a Parquet file without its
+footer, from a full disk, a manual copy or a store outside Refit's control) raises
+:class:`CorruptArtifactError` naming its URI, never a bare decoder error. :meth:`ArtifactStore.checksum`
+gives the size and SHA-256 that snapshots record and verify before they are reused.
+
 >>> store = ArtifactStore("/tmp/refit-doc")                       # doctest: +SKIP
 >>> uri = store.uri("notes", "credit_default.json")               # doctest: +SKIP
 >>> store.write_json(uri, {"rows": 3}); store.read_json(uri)      # doctest: +SKIP
@@ -14,6 +19,7 @@ crash never leaves a half-written snapshot where a reader would find it.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +38,35 @@ from ml_tasks.core.settings import Settings
 
 class StoreError(RuntimeError):
     """An artifact is missing or cannot be written; the message names the URI."""
+
+
+class MissingArtifactError(StoreError):
+    """An artifact is not there (never written, or removed meanwhile); the message names the URI."""
+
+
+class CorruptArtifactError(StoreError):
+    """An artifact is there but cannot be read as what it should be; the message names the URI."""
+
+    def __init__(self, uri: str, kind: str, reason: object,
+                 remedy: str = "delete it and re-run the stage that writes it") -> None:
+        #: What is wrong, without the remedy: "expected <kind>, but <reason>".
+        self.detail = f"expected {kind}, but {str(reason).rstrip('. ')}"
+        self.uri = uri
+        super().__init__(f"artifact {uri} is corrupt: {self.detail}; {remedy}")
+
+
+#: Bytes read at a time when a file is hashed.
+_CHUNK_BYTES = 1 << 20
+
+
+def file_checksum(path: Path) -> tuple[int, str]:
+    """Size in bytes and SHA-256 (hex) of the local file ``path``, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 class ArtifactStore:
@@ -93,7 +128,7 @@ class ArtifactStore:
             self.s3.head_object(Bucket=bucket, Key=key)
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if _not_found(exc):
                 return False
             raise
 
@@ -141,7 +176,7 @@ class ArtifactStore:
         if not self.is_s3:
             path = self._local(uri)
             if not path.is_file():
-                raise StoreError(f"artifact {uri} does not exist")
+                raise MissingArtifactError(f"artifact {uri} does not exist")
             yield path
             return
         with tempfile.TemporaryDirectory(prefix="refit-") as folder:
@@ -152,12 +187,45 @@ class ArtifactStore:
     def download(self, uri: str, path: Path) -> None:
         """Copy ``uri`` to the local file ``path`` (which the caller owns and keeps)."""
         if not self.exists(uri):
-            raise StoreError(f"artifact {uri} does not exist")
+            raise MissingArtifactError(f"artifact {uri} does not exist")
         if self.is_s3:
+            from botocore.exceptions import ClientError
+
             bucket, key = self._bucket_key(uri)
-            self.s3.download_file(bucket, key, str(path))
+            try:
+                self.s3.download_file(bucket, key, str(path))
+            except ClientError as exc:  # removed between the look-up and the download
+                if not _not_found(exc):
+                    raise
+                raise MissingArtifactError(f"artifact {uri} does not exist") from None
         else:
-            shutil.copyfile(self._local(uri), path)
+            try:
+                shutil.copyfile(self._local(uri), path)
+            except FileNotFoundError:
+                raise MissingArtifactError(f"artifact {uri} does not exist") from None
+
+    def checksum(self, uri: str) -> tuple[int, str]:
+        """Size in bytes and SHA-256 (hex) of ``uri``'s content, streamed (S3 objects are not
+        written to disk)."""
+        if not self.is_s3:
+            path = self._local(uri)
+            if not path.is_file():
+                raise StoreError(f"artifact {uri} does not exist")
+            return file_checksum(path)
+        from botocore.exceptions import ClientError
+
+        bucket, key = self._bucket_key(uri)
+        try:
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if _not_found(exc):
+                raise StoreError(f"artifact {uri} does not exist") from None
+            raise
+        digest, size = hashlib.sha256(), 0
+        for chunk in body.iter_chunks(_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+        return size, digest.hexdigest()
 
     def delete(self, uri: str) -> None:
         """Remove ``uri`` if it exists."""
@@ -179,13 +247,23 @@ class ArtifactStore:
         """
         if not self.is_s3:
             with self.local_copy(source_uri) as path:
-                self.put_file(path, uri)
+                try:
+                    self.put_file(path, uri)
+                except FileNotFoundError:  # removed while being copied
+                    raise MissingArtifactError(f"artifact {source_uri} does not exist") from None
             return
         if not self.exists(source_uri):
-            raise StoreError(f"artifact {source_uri} does not exist")
+            raise MissingArtifactError(f"artifact {source_uri} does not exist")
+        from botocore.exceptions import ClientError
+
         source_bucket, source_key = self._bucket_key(source_uri)
         bucket, key = self._bucket_key(uri)
-        self.s3.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
+        try:
+            self.s3.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
+        except ClientError as exc:  # removed between the look-up and the copy
+            if not _not_found(exc):
+                raise
+            raise MissingArtifactError(f"artifact {source_uri} does not exist") from None
 
     # -- typed helpers ----------------------------------------------------------------------
     def write_bytes(self, uri: str, data: bytes) -> None:
@@ -200,13 +278,20 @@ class ArtifactStore:
         self.write_bytes(uri, text.encode())
 
     def read_text(self, uri: str) -> str:
-        return self.read_bytes(uri).decode()
+        try:
+            return self.read_bytes(uri).decode()
+        except UnicodeDecodeError as exc:
+            raise CorruptArtifactError(uri, "UTF-8 text", exc) from None
 
     def write_json(self, uri: str, payload: Any) -> None:
         self.write_text(uri, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
     def read_json(self, uri: str) -> Any:
-        return json.loads(self.read_text(uri))
+        text = self.read_text(uri)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CorruptArtifactError(uri, "a JSON document", f"{exc} ({len(text)} characters in all)") from None
 
     def write_frame(self, uri: str, frame: pd.DataFrame) -> None:
         with self.staged(uri) as tmp:
@@ -214,10 +299,43 @@ class ArtifactStore:
 
     # builtins.list: inside this class ``list`` names the method above.
     def read_frame(self, uri: str, columns: builtins.list[str] | None = None) -> pd.DataFrame:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         with self.local_copy(uri) as path:
-            return pd.read_parquet(path, columns=columns)
+            try:
+                names = pq.read_schema(path).names
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise CorruptArtifactError(uri, "a Parquet file", exc) from None
+            missing = [c for c in columns or [] if c not in names]
+            if missing:
+                raise StoreError(f"artifact {uri} has no column(s) {missing}; it has {names}")
+            try:
+                return pd.read_parquet(path, columns=columns)
+            except (pa.ArrowInvalid, OSError) as exc:  # a damaged page behind an intact footer
+                raise CorruptArtifactError(uri, "a Parquet file", exc) from None
+
+    @contextmanager
+    def parquet_file(self, uri: str, **options: Any) -> Iterator[Any]:
+        """Yield ``uri`` opened as a :class:`pyarrow.parquet.ParquetFile` (``options`` go to it);
+        a file that is not Parquet, or has lost its footer, raises :class:`CorruptArtifactError`."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self.local_copy(uri) as path:
+            try:
+                parquet = pq.ParquetFile(path, **options)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise CorruptArtifactError(uri, "a Parquet file", exc) from None
+            with parquet:
+                yield parquet
 
 
 def store_from_settings(settings: Settings) -> ArtifactStore:
     """The artifact store configured by :class:`ml_tasks.core.settings.Settings`."""
     return ArtifactStore(settings.artifact_root, settings.s3_endpoint_url)
+
+
+def _not_found(error: Any) -> bool:
+    """Whether a botocore ``ClientError`` says the object (or bucket) does not exist."""
+    return error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}

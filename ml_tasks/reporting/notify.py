@@ -17,6 +17,13 @@ its own:
 A channel that cannot deliver never fails the run it reports on (the run's own state already
 says what happened); the failure is logged and written to the log file instead, so a
 notification is never silently lost.
+
+No secret leaves in a notification: before any channel sees it, every text of a notification
+(and every delivery error) goes through :func:`ml_tasks.core.redact.redact`, which hides URL
+passwords and ``password=`` values, and masks the secrets this process was configured with
+(the passwords in ``REFIT_WAREHOUSE_URL``, ``MLFLOW_TRACKING_URI``, ``REFIT_LOCK_URL`` and
+Airflow's database URL, ``REFIT_SMTP_PASSWORD``, ``MLFLOW_TRACKING_PASSWORD``,
+``AWS_SECRET_ACCESS_KEY``) wherever they appear, if at least :data:`MIN_CONFIGURED_SECRET` long.
 """
 
 from __future__ import annotations
@@ -27,15 +34,24 @@ import os
 import smtplib
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal
 
+from ml_tasks.core.redact import redact, url_secrets
+
 log = logging.getLogger(__name__)
 CHANNELS = ("log", "webhook", "email")
 WEBHOOK_TIMEOUT_S = 10
+#: Settings that are URLs whose password must never show, and settings that are secrets whole.
+SECRET_URL_VARIABLES = ("REFIT_WAREHOUSE_URL", "MLFLOW_TRACKING_URI", "REFIT_LOCK_URL",
+                        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+SECRET_VARIABLES = ("REFIT_SMTP_PASSWORD", "MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY")
+#: A configured secret shorter than this is not masked as a literal (a test's ``"test"`` key, a
+#: demo's ``"refit"`` password would garble every message); URL passwords are hidden whatever their length.
+MIN_CONFIGURED_SECRET = 8
 
 
 class NotifySettingsError(ValueError):
@@ -69,6 +85,15 @@ class Notification:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def redacted(self, secrets: tuple[str, ...] = ()) -> Notification:
+        """This notification with every text passed through :func:`~ml_tasks.core.redact.redact`."""
+        def hide(text: str | None) -> str | None:
+            return None if text is None else redact(text, secrets)
+
+        return replace(self, summary=redact(self.summary, secrets), dag_run_id=hide(self.dag_run_id),
+                       task_id=hide(self.task_id), reasons=[redact(r, secrets) for r in self.reasons],
+                       report_uri=hide(self.report_uri))
+
 
 @dataclass(frozen=True)
 class NotifySettings:
@@ -80,8 +105,10 @@ class NotifySettings:
     smtp_host: str = "localhost"
     smtp_port: int = 25
     smtp_user: str | None = None
-    smtp_password: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
     smtp_starttls: bool = False
+    #: Literal secrets masked in every notification (see the module docstring).
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 def load_notify_settings(home: Path, env: Mapping[str, str] | None = None) -> NotifySettings:
@@ -112,7 +139,14 @@ def load_notify_settings(home: Path, env: Mapping[str, str] | None = None) -> No
         smtp_user=env.get("REFIT_SMTP_USER") or None,
         smtp_password=env.get("REFIT_SMTP_PASSWORD") or None,
         smtp_starttls=env.get("REFIT_SMTP_STARTTLS", "false").lower() in {"1", "true", "yes"},
+        secrets=_configured_secrets(env),
     )
+
+
+def _configured_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    found = {secret for name in SECRET_URL_VARIABLES for secret in url_secrets(env.get(name))}
+    found.update(value for name in SECRET_VARIABLES if (value := env.get(name)))
+    return tuple(sorted(secret for secret in found if len(secret) >= MIN_CONFIGURED_SECRET))
 
 
 def _to_log(settings: NotifySettings, notification: Notification, undelivered: list[str] | None = None) -> None:
@@ -162,15 +196,19 @@ _SENDERS = {"log": _to_log, "webhook": _to_webhook, "email": _to_email}
 
 
 def notify(notification: Notification, settings: NotifySettings) -> list[str]:
-    """Send ``notification`` on every configured channel; returns the channels that delivered."""
+    """Send ``notification`` on every configured channel; returns the channels that delivered.
+
+    Every channel gets the notification with its secrets hidden (see the module docstring)."""
+    notification = notification.redacted(settings.secrets)
     delivered, undelivered = [], []
     for channel in settings.channels:
         try:
             _SENDERS[channel](settings, notification)
             delivered.append(channel)
         except (OSError, smtplib.SMTPException) as exc:
-            log.error("notification channel %s failed for %s: %s", channel, notification.model, exc)
-            undelivered.append(f"{channel}: {exc}")
+            error = redact(str(exc), settings.secrets)
+            log.error("notification channel %s failed for %s: %s", channel, notification.model, error)
+            undelivered.append(f"{channel}: {error}")
     if undelivered and "log" not in delivered:
         try:
             _to_log(settings, notification, undelivered)
@@ -193,7 +231,8 @@ def gate_failed(model: str, report: dict, dag_run_id: str | None, report_uri: st
 
 def task_failed(model: str, task_id: str, dag_run_id: str | None, error: str | None) -> Notification:
     """The notification for a stage that errored. Pure."""
-    lines = (error or "").strip().splitlines()
+    # Hidden before the first line is cut short, which could cut a URL before its '@'.
+    lines = redact(error or "").strip().splitlines()
     first_line = lines[0][:500] if lines else "unknown error"
     return Notification(kind="task_failed", model=model, task_id=task_id, dag_run_id=dag_run_id,
                         reasons=[first_line], summary=f"{model}: task {task_id} failed: {first_line}")

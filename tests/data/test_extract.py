@@ -128,3 +128,33 @@ def test_postgres_and_sqlite_give_the_same_snapshot(demo_spec, refit_home, postg
     assert on_postgres.rows == on_sqlite.rows > 0
     assert on_postgres.columns == on_sqlite.columns
     assert on_postgres.snapshot_id == on_sqlite.snapshot_id and on_postgres.reused
+
+
+def test_the_manifest_records_the_size_and_sha256_of_the_snapshot_file_and_a_reuse_keeps_them(
+        demo_spec, refit_home, tiny_warehouse_url):
+    from ml_tasks.io.store import file_checksum
+
+    store = store_from_settings(refit_home)
+    plan = plan_for(demo_spec, refit_home)
+    staged = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir)
+    committed = commit_snapshot(staged, store)
+    path = refit_home.home / "artifacts" / "snapshots" / "credit_default" / staged.snapshot_id / "data.parquet"
+    assert file_checksum(path) == (staged.data_bytes, staged.data_sha256) == (committed.data_bytes,
+                                                                              committed.data_sha256)
+    reused = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir, chunk_rows=999)
+    assert reused.reused and (reused.data_bytes, reused.data_sha256) == (staged.data_bytes, staged.data_sha256)
+
+
+def test_an_extraction_puts_back_the_sigterm_handler_it_found(demo_spec, refit_home, tiny_warehouse_url):
+    import signal
+
+    def airflow_like(signum, frame):  # what Airflow's task runner installs: it calls on_kill
+        pass
+
+    previous = signal.signal(signal.SIGTERM, airflow_like)
+    try:
+        store = store_from_settings(refit_home)
+        extract_snapshot(demo_spec, plan_for(demo_spec, refit_home), store, tiny_warehouse_url, refit_home.include_dir)
+        assert signal.getsignal(signal.SIGTERM) is airflow_like
+    finally:
+        signal.signal(signal.SIGTERM, previous)

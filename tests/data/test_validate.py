@@ -129,3 +129,21 @@ def test_checks_do_not_depend_on_how_the_snapshot_is_batched(demo_spec, batch_ro
     assert failed["unique_ids"] == "column 'application_id': 8 duplicated ids"
     assert "{'amount': 1}" in failed["finite_numerics"]
     assert "column 'prior_defaults_observed': constant in this window" in whole[1]
+
+
+def test_a_staged_snapshot_cut_short_is_named_as_corrupt_not_a_bare_parquet_error(
+        demo_spec, refit_home, tiny_warehouse_url):
+    from ml_tasks.core.plan import make_plan
+    from ml_tasks.data.extract import extract_snapshot
+    from ml_tasks.data.validate import run_validation
+    from ml_tasks.io.store import CorruptArtifactError, store_from_settings
+    from tests.conftest import DEMO_SPEC
+
+    store = store_from_settings(refit_home)
+    plan = make_plan(demo_spec, DEMO_SPEC, refit_home.include_dir, store.layout, "2024-03-01")
+    snapshot = extract_snapshot(demo_spec, plan, store, tiny_warehouse_url, refit_home.include_dir)
+    data = store.read_bytes(snapshot.staging_uri)
+    store.write_bytes(snapshot.staging_uri, data[: len(data) // 3])
+    with pytest.raises(CorruptArtifactError, match=rf"artifact {snapshot.staging_uri} is corrupt: expected a Parquet"):
+        run_validation(demo_spec, plan, snapshot, store)
+    assert store.list(store.uri("snapshots")) == []

@@ -79,3 +79,47 @@ def test_copy_within_the_store_writes_the_whole_object_and_names_a_missing_sourc
     with pytest.raises(StoreError, match="does not exist"):
         any_store.copy(any_store.uri("staging", "m", "missing.parquet"), any_store.uri("elsewhere.parquet"))
     assert not any_store.exists(any_store.uri("elsewhere.parquet"))
+
+
+def test_checksum_is_the_size_and_sha256_of_the_stored_bytes_streamed_from_either_store(any_store):
+    import hashlib
+
+    data = bytes(range(256)) * 9_000  # more than one chunk
+    uri = any_store.uri("snapshots", "m", "abc", "data.parquet")
+    any_store.write_bytes(uri, data)
+    assert any_store.checksum(uri) == (len(data), hashlib.sha256(data).hexdigest())
+    with pytest.raises(StoreError, match=r"missing.parquet does not exist"):
+        any_store.checksum(any_store.uri("missing.parquet"))
+
+
+def test_unreadable_json_and_parquet_raise_a_corrupt_artifact_error_naming_the_uri(any_store):
+    from ml_tasks.io.store import CorruptArtifactError
+
+    frame_uri = any_store.uri("runs", "m", "k", "sample.parquet")
+    any_store.write_frame(frame_uri, pd.DataFrame({"a": range(100)}))
+    whole = any_store.read_bytes(frame_uri)
+    any_store.write_bytes(frame_uri, whole[: len(whole) // 2])
+    json_uri = any_store.uri("runs", "m", "k", "plan.json")
+    any_store.write_text(json_uri, '{"model": "m", "as_of": "2024-')
+    binary_uri = any_store.uri("runs", "m", "k", "gate.json")
+    any_store.write_bytes(binary_uri, b"\xff\xfe{")
+
+    for read, uri, kind in [(any_store.read_frame, frame_uri, "a Parquet file"),
+                            (any_store.read_json, json_uri, "a JSON document"),
+                            (any_store.read_json, binary_uri, "UTF-8 text")]:
+        with pytest.raises(CorruptArtifactError, match=rf"artifact {uri} is corrupt: expected {kind}, but .*; delete"):
+            read(uri)
+    with pytest.raises(CorruptArtifactError, match=rf"artifact {frame_uri} is corrupt"), \
+            any_store.parquet_file(frame_uri):
+        pass
+
+
+def test_reading_columns_a_parquet_file_lacks_names_them_and_the_file(tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    uri = store.uri("snapshots", "m", "abc", "data.parquet")
+    store.write_frame(uri, pd.DataFrame({"income": [1.0], "age": [30]}))
+    named = rf"artifact {uri} has no column\(s\) \['region'\]; it has \['income', 'age'\]"
+    with pytest.raises(StoreError, match=named):
+        store.read_frame(uri, columns=["income", "region"])
+    with store.parquet_file(uri) as parquet:
+        assert parquet.metadata.num_rows == 1

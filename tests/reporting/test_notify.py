@@ -133,3 +133,34 @@ def test_the_email_body_lists_reasons_and_where_to_look(tmp_path):
     failure = task_failed("credit", "train", "run-3", "CUDA out of memory\ntraceback…")
     body = email_message(settings, failure).get_content()
     assert "- CUDA out of memory" in body and "traceback" not in body and "task: train" in body
+
+
+LEAKED = ("extract failed: could not connect to postgresql+psycopg://etl:Kx9Canary7q@db:5432/warehouse "
+          "(conninfo host=db password=Kx9Canary7q) with SMTP login Smtp-Secret-42")
+
+
+def test_every_channel_gets_the_notification_with_passwords_hidden_even_when_a_stage_leaked_one(
+        tmp_path, webhook, smtp_server, caplog):
+    url, posted = webhook
+    port, mailed = smtp_server
+    settings = load_notify_settings(tmp_path, env={
+        "REFIT_NOTIFY_CHANNELS": "log,webhook,email", "REFIT_NOTIFY_WEBHOOK_URL": url,
+        "REFIT_NOTIFY_EMAIL_TO": "oncall@example.com", "REFIT_SMTP_HOST": "127.0.0.1", "REFIT_SMTP_PORT": str(port),
+        "REFIT_SMTP_PASSWORD": "Smtp-Secret-42"})
+
+    assert notify(task_failed("credit", "extract", "manual__1", LEAKED), settings) == ["log", "webhook", "email"]
+
+    outputs = {"log": (tmp_path / "notifications.log").read_text(), "webhook": json.dumps(posted),
+               "email": b"".join(mailed).decode(), "task log": caplog.text, "settings": repr(settings)}
+    for channel, text in outputs.items():
+        assert "Kx9Canary7q" not in text and "Smtp-Secret-42" not in text, channel
+    record = json.loads(outputs["log"])
+    assert "postgresql+psycopg://etl:***@db:5432/warehouse" in record["summary"]
+    assert "password=***" in record["reasons"][0]
+
+
+
+def test_a_url_cut_by_the_first_line_limit_still_has_its_password_hidden(tmp_path):
+    error = "x" * 470 + " postgresql://etl:Kx9Canary7q-and-more@db/w"  # the line limit falls inside the password
+    failure = task_failed("credit", "extract", "run-4", error)
+    assert "Kx9Can" not in failure.summary + "".join(failure.reasons)

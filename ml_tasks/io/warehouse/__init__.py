@@ -72,6 +72,7 @@ from ml_tasks.io.warehouse.types import (
     TargetType,
     checked_target_types,
 )
+from ml_tasks.io.warehouse.urls import parse_url
 
 __all__ = ["ENGINES", "ColumnTypes", "ExtractTypeError", "TargetType", "available_engines", "stream_query"]
 
@@ -148,14 +149,16 @@ def stream_query(
     Raises
     ------
     ValueError
-        At call time: an unknown or unavailable engine, a missing parameter, an unknown type
-        name in ``column_types``, or ``batch_rows < 1``.
+        At call time: a URL that is not a SQLAlchemy URL (the message shows it with its password
+        hidden), an unknown or unavailable engine, a missing parameter, an unknown type name in
+        ``column_types``, or ``batch_rows < 1``.
     ExtractTypeError
         While iterating: a column named in ``column_types`` is missing or holds a value that
         cannot be converted.
 
     Errors from the database driver (a syntax error, a missing table) are raised while
-    iterating too, unchanged.
+    iterating too, unchanged: a caller that shows them passes them through
+    :func:`ml_tasks.core.redact.redact` first, as :mod:`ml_tasks.data.extract` does.
 
     Notes
     -----
@@ -179,9 +182,7 @@ def stream_query(
 
 
 def _backend(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).get_backend_name()
+    return parse_url(url).get_backend_name()
 
 
 @functools.cache

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ml_tasks.io.warehouse.types import ExtractTypeError
+from ml_tasks.io.warehouse.urls import parse_url
 
 if TYPE_CHECKING:  # imported where used: a worker that never reads PostgreSQL needs no driver
     import psycopg
@@ -95,9 +96,7 @@ _CSV_SESSION = (
 
 def _libpq_params(url: str) -> dict[str, str]:
     """libpq connection parameters for a SQLAlchemy PostgreSQL URL, whatever its driver."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
+    parsed = parse_url(url)
     fields: dict[str, str | int | None] = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
                                            "password": parsed.password, "dbname": parsed.database}
     params = {key: str(value) for key, value in fields.items() if value is not None}
