@@ -8,10 +8,12 @@ stage modules, which know nothing about where their inputs came from.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ml_tasks.core.manifests import (
     BacktestManifest,
@@ -31,6 +33,7 @@ from ml_tasks.core.spec import ModelSpec, load_spec
 from ml_tasks.io.store import ArtifactStore, store_from_settings
 
 M = TypeVar("M", bound=Manifest)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,17 @@ def _plan(plan: dict) -> tuple[RunPlan, StageContext]:
 def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = None,
              candidates: list[str] | None = None, dry_run: bool = False, dag_run_id: str = "cli") -> dict:
     from ml_tasks.core.plan import make_plan
+    from ml_tasks.registry.tracking import check_reachable
     from ml_tasks.reporting.notify import load_notify_settings
 
     ctx = context_for(spec_path)
-    # A bad notification setting stops the run here, naming the variable, not after the gate.
+    # A bad setting, or a service that does not answer, stops the run here, named, in seconds:
+    # not after extraction and training, nor after minutes of retries.
     load_notify_settings(ctx.settings.home)
     plan = make_plan(ctx.spec, Path(spec_path), ctx.settings.include_dir, ctx.store.layout, as_of,
                      sample_size=sample_size, candidates=candidates, dry_run=dry_run, dag_run_id=dag_run_id)
-    ctx.store.write_json(plan.artifacts.plan, plan.to_xcom())
+    check_reachable(ctx.settings)
+    ctx.store.write_json(plan.artifacts.plan, plan.to_xcom())  # also proves the store takes writes
     return plan.to_xcom()
 
 
@@ -177,15 +183,25 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
     run_plan, ctx = _plan(plan)
     evaluation_manifest = EvaluationManifest.model_validate(evaluation)
     gate_result = GateManifest.model_validate(gate_manifest)
+    validation = ValidationManifest.model_validate(validation_manifest)
+    # Sections the verdict does not depend on: one that cannot be built (a champion snapshot gone
+    # or corrupt, a chart that fails) becomes a warning in the report, never a missing report.
+    section_warnings: list[str] = []
+    no_calibration: tuple[dict[str, Any] | None, bytes | None] = (None, None)
+    calibration, reliability_png = _optional(
+        "challenger calibration", lambda: _challenger_calibration(run_plan, ctx.store, gate_result.challenger),
+        no_calibration, section_warnings)
+    drift = _optional("feature drift against the champion's snapshot",
+                      lambda: _champion_drift(ctx, evaluation_manifest, validation), None, section_warnings)
+    test_reliability = _optional("reliability on the test rows",
+                                 lambda: _test_reliability(ctx, evaluation_manifest, gate_result.challenger), None,
+                                 section_warnings)
     content = build_report(
-        run_plan, ValidationManifest.model_validate(validation_manifest),
-        SampleManifest.model_validate(sample_manifest), SplitManifest.model_validate(split_manifest),
-        evaluation_manifest, gate_result,
+        run_plan, validation, SampleManifest.model_validate(sample_manifest),
+        SplitManifest.model_validate(split_manifest), evaluation_manifest, gate_result,
         RegistrationManifest.model_validate(registration),
         BacktestManifest.model_validate(backtest) if backtest else None, ctx.spec,
-        *_challenger_calibration(run_plan, ctx.store, gate_result.challenger),
-        _champion_drift(ctx, evaluation_manifest, ValidationManifest.model_validate(validation_manifest)),
-        _test_reliability(ctx, evaluation_manifest, gate_result.challenger),
+        calibration, reliability_png, drift, test_reliability, section_warnings=section_warnings,
     )
     written = write_report(content, run_plan, ctx.store, ctx.settings,
                            gate_result.challenger_model.run_id,
@@ -246,6 +262,19 @@ def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
 
     ctx = context_for(spec_path)
     return registry_rollback(ctx.spec, reason, requested_by, ctx.settings).to_xcom()
+
+
+T = TypeVar("T")
+
+
+def _optional(section: str, build: Callable[[], T], fallback: T, warnings: list[str]) -> T:
+    """``build()``, or ``fallback`` with a warning naming the section and the error when it fails."""
+    try:
+        return build()
+    except Exception as exc:  # an optional section must never cost the report
+        log.warning("report section %r left out: %s", section, exc, exc_info=True)
+        warnings.append(f"{section}: left out ({type(exc).__name__}: {exc})")
+        return fallback
 
 
 def _test_reliability(ctx: StageContext, evaluation: EvaluationManifest, challenger: str) -> bytes:

@@ -30,6 +30,10 @@ class Settings:
     mlflow_artifact_root : where new MLflow experiments keep artifacts (None: server default).
     s3_endpoint_url : S3 API endpoint (MinIO, moto); None for AWS.
     include_dir : folder with model specs, SQL and report templates.
+    lock_url : SQLAlchemy URL of a PostgreSQL database whose advisory locks serialise the
+        registry writers of a model across hosts (``REFIT_LOCK_URL``); None: a file lock under
+        ``home``, which serialises the processes of one host.
+    lock_timeout_s : how long a registry writer waits for another one (``REFIT_LOCK_TIMEOUT_S``).
     """
 
     home: Path
@@ -39,6 +43,8 @@ class Settings:
     mlflow_artifact_root: str | None
     s3_endpoint_url: str | None
     include_dir: Path
+    lock_url: str | None = None
+    lock_timeout_s: float = 600.0
 
     @property
     def models_dir(self) -> Path:
@@ -60,7 +66,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mlflow_artifact_root=env.get("REFIT_MLFLOW_ARTIFACT_ROOT") or default_mlflow_artifacts,
         s3_endpoint_url=env.get("REFIT_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3") or None,
         include_dir=Path(env.get("REFIT_INCLUDE_DIR") or REPO_ROOT / "include").resolve(),
+        lock_url=env.get("REFIT_LOCK_URL") or None,
+        lock_timeout_s=_seconds(env, "REFIT_LOCK_TIMEOUT_S", 600.0),
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds >= 0")
+    return value
 
 
 # Airflow connection URIs name the database type; SQLAlchemy also wants the driver we ship.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml_tasks.core.settings import Settings, ensure_local_folders
@@ -75,7 +77,33 @@ def use_store(settings: Settings) -> MlflowClient:
 
     ensure_local_folders(settings)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    with _creating_local_store(settings):
+        return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+
+#: Local stores this process has seen created (or found), so later calls skip the file lock.
+_CREATED_STORES: set[str] = set()
+
+
+@contextmanager
+def _creating_local_store(settings: Settings) -> Iterator[None]:
+    """Around the first client of an embedded (SQLite) store in this process: one creator at a time.
+
+    MLflow creates and migrates a SQLite store's tables when a client first opens it; several
+    processes doing that at once (parallel train tasks on a fresh home) fail with "duplicate
+    column name" or "table latest_metrics already exists". A server creates its own tables.
+    """
+    uri = settings.mlflow_tracking_uri
+    if not uri.startswith("sqlite:///") or uri in _CREATED_STORES:
+        yield
+        return
+    from ml_tasks.registry.lock import file_lock
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    with file_lock(database.with_name(f"{database.name}.create.lock"), f"MLflow store {database}",
+                   settings.lock_timeout_s):
+        yield
+    _CREATED_STORES.add(uri)
 
 
 def mlflow_ui_url(settings: Settings, run_id: str, env: Mapping[str, str] | None = None,
@@ -92,5 +120,42 @@ def mlflow_ui_url(settings: Settings, run_id: str, env: Mapping[str, str] | None
         settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith(("http://", "https://")) else None)
     if base is None:
         return None
+    from urllib.parse import urlsplit, urlunsplit
+
     experiment_id = experiment_id or use_store(settings).get_run(run_id).info.experiment_id
+    # The address goes into pages and links: a login in the tracking URI must not (browsers ask).
+    parts = urlsplit(base)
+    base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+class TrackingUnavailable(RuntimeError):  # noqa: N818 (reads as what happened, like TimeoutError)
+    """The MLflow tracking store does not answer; the message names the setting."""
+
+
+#: How long the plan stage waits for MLflow before it gives up: a few seconds, not the minutes
+#: of MLflow's own retries (7 retries with backoff: about 250 s).
+CHECK_TIMEOUT_S = 10
+
+
+def check_reachable(settings: Settings, timeout_s: int = CHECK_TIMEOUT_S) -> None:
+    """Fail fast, before any data is read, when the configured MLflow store does not answer."""
+    import os
+
+    from ml_tasks.core.redact import redact, redact_url
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)})
+    try:
+        use_store(settings).search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingUnavailable(
+            f"MLflow at {redact_url(settings.mlflow_tracking_uri)} (MLFLOW_TRACKING_URI) did not answer within "
+            f"{timeout_s} s: {redact(str(exc)).splitlines()[0][:300]}. Nothing was read or trained; run again "
+            "when it answers") from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -3,8 +3,9 @@
 The verdict and the failing reasons come first, then every check, the metrics of every model
 on the same test rows, the data summary and the lineage. The report is written to the run's
 folder in the artifact store, logged to the challenger's MLflow run, and the model's
-``latest.json`` pointer is updated for ``python -m ml_tasks status``, and a history entry is
-added for the gate results view in the Airflow UI (:mod:`ml_tasks.reporting.gate_results`).
+``latest.json`` pointer is updated for ``python -m ml_tasks status`` (by real runs, not dry
+runs), and a history entry is added for the gate results view in the Airflow UI and the run
+notes (:mod:`ml_tasks.reporting.gate_results`).
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ def build_report(
     split: SplitManifest, evaluation: EvaluationManifest, gate: GateManifest, registration: RegistrationManifest,
     backtest: BacktestManifest | None = None, spec: ModelSpec | None = None,
     calibration: dict | None = None, reliability_png: bytes | None = None, drift: dict | None = None,
-    test_reliability_png: bytes | None = None,
+    test_reliability_png: bytes | None = None, section_warnings: list[str] | None = None,
 ) -> dict:
-    """The report's content as one JSON-safe dict (charts as PNG data URIs). Pure."""
+    """The report's content as one JSON-safe dict (charts as PNG data URIs). Pure.
+
+    ``section_warnings`` name the optional sections that could not be built, and why.
+    """
     from ml_tasks.reporting.charts import intervals_png
 
     gate_content = gate.to_xcom()
@@ -63,6 +67,7 @@ def build_report(
         "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
         "drift": drift,
         "test_reliability_chart": _data_uri(test_reliability_png),
+        "section_warnings": list(section_warnings or []),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -115,8 +120,10 @@ def write_report(
                               champion_version=registration["champion_version"], run_key=plan.run_key)
     experiment_id = _log_to_mlflow(settings, mlflow_run_id, html, content) if mlflow_run_id else None
     # One record for `status`, the run note and the on-call view: the latest, and the history.
+    # A dry run is history only: `latest` keeps pointing at the last real run.
     result = gate_result_of(content, manifest, plan, mlflow_run_id, experiment_id)
-    store.write_json(store.layout.latest_report(plan.model), result.to_dict())
+    if not plan.dry_run:
+        store.write_json(store.layout.latest_report(plan.model), result.to_dict())
     gate_results.record(store, result)
     return manifest
 

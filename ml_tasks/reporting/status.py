@@ -6,12 +6,16 @@ from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import ModelSpec
 from ml_tasks.io.store import ArtifactStore
 from ml_tasks.registry.versions import PREVIOUS, get_champion
+from ml_tasks.reporting.gate_results import recent_results
 
 
 def model_status(spec: ModelSpec, settings: Settings, store: ArtifactStore) -> dict:
     champion = get_champion(settings, spec.registry_name)
     latest = store.layout.latest_report(spec.name)
     last_run = store.read_json(latest) if store.exists(latest) else None
+    # Dry runs never move the latest pointer; the newest one is shown beside it.
+    newest = recent_results(store, spec.name, limit=1)
+    last_dry_run = newest[0].to_dict() if newest and newest[0].dry_run else None
     return {
         "model": spec.name,
         "registry_name": spec.registry_name,
@@ -22,6 +26,7 @@ def model_status(spec: ModelSpec, settings: Settings, store: ArtifactStore) -> d
         },
         "previous_version": _previous_version(settings, spec.registry_name),
         "last_run": last_run,
+        "last_dry_run": last_dry_run,
     }
 
 
@@ -53,4 +58,8 @@ def format_status(status: dict) -> str:
         lines.append(f"  report:   {last['html_uri']}")
     else:
         lines.append("  last run: none yet")
+    dry = status.get("last_dry_run")
+    if dry:
+        lines.append(f"  last dry run: {dry['verdict']} · as of {dry['as_of']} · challenger {dry['challenger']}")
+        lines.append(f"  report:   {dry['html_uri']}")
     return "\n".join(lines)

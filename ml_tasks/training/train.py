@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ml_tasks.core.columns import HIGHER_IS_BETTER, WEIGHT
+from ml_tasks.core.fault_points import reached
 from ml_tasks.core.manifests import RunPlan, SplitManifest, TrainResult
 from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import CandidateSpec, ModelSpec
@@ -163,10 +166,12 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
     from ml_tasks.registry.pyfunc import CandidateModel
 
     experiment_id = setup_experiment(settings, spec)
+    close_abandoned_runs(settings, experiment_id, plan, candidate_spec.name)
     example = data.X_valid.head(5)
     metric = spec.selection_metric
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{candidate_spec.name}-{plan.run_key}",
-                          tags=tags) as run:
+                          tags={**tags, **_trainer_identity()}) as run:
+        reached("train.run_started")
         mlflow.log_params({"family": candidate_spec.family, **_plain(tuned.params), "train_rows": len(data.y_train),
                            "validation_rows": len(data.y_valid), "tuning_trials": len(tuned.trials),
                            "tuning_stopped_by": tuned.stopped_by})
@@ -297,6 +302,54 @@ def checkpoint_folder(store: ArtifactStore, plan: RunPlan, candidate: str) -> It
 def _plain(params: dict) -> dict:
     """Parameters as JSON scalars (numpy numbers from the search become Python numbers)."""
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+
+
+def _trainer_identity() -> dict[str, str]:
+    """Where this trainer runs: a retry reads it to tell an abandoned MLflow run from a live one."""
+    return {"refit.trainer_host": socket.gethostname(), "refit.trainer_pid": str(os.getpid())}
+
+
+def close_abandoned_runs(settings: Settings, experiment_id: str, plan: RunPlan, candidate: str) -> list[str]:
+    """Mark this candidate's MLflow runs of this run key that a killed trainer left RUNNING as FAILED.
+
+    A run is abandoned when its trainer is gone: on this host, its process no longer exists; on
+    another host (another container), it belonged to this same Airflow run, which only retries a
+    task after the previous try ended. A run of another process that is alive (a concurrent CLI
+    run of the same interval) is left alone. Returns the ids of the runs closed.
+    """
+    from mlflow.entities import RunStatus
+
+    client = use_store(settings)
+    found = client.search_runs(
+        [experiment_id], max_results=1000,
+        filter_string=(f"tags.`refit.run_key` = '{plan.run_key}' and tags.`refit.candidate` = '{candidate}' "
+                       "and attributes.status = 'RUNNING'"))
+    closed = []
+    for run in found:
+        if _abandoned(run.data.tags, plan):
+            client.set_tag(run.info.run_id, "refit.closed_as", "abandoned by a killed trainer; retried")
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            closed.append(run.info.run_id)
+            log.warning("MLflow run %s of %s was left RUNNING by a killed trainer: marked FAILED",
+                        run.info.run_id, candidate)
+    return closed
+
+
+def _abandoned(tags: dict[str, str], plan: RunPlan) -> bool:
+    host, pid = tags.get("refit.trainer_host"), tags.get("refit.trainer_pid")
+    if host == socket.gethostname() and pid and pid.isdigit():
+        return not _alive(int(pid))
+    return tags.get("refit.dag_run_id") == plan.dag_run_id and plan.dag_run_id != "cli"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _finished_result(plan: RunPlan, candidate: str, store: ArtifactStore, settings: Settings) -> TrainResult | None:

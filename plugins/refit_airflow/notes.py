@@ -2,9 +2,9 @@
 
 A listener (registered by :mod:`refit_airflow.plugin`) runs where DAG runs change state — the
 scheduler, or ``airflow dags test`` — which has the metadata database at hand; tasks in
-Airflow 3 do not. When a ``retrain_*`` run ends, it reads the model's latest report pointer
-and, if that report belongs to this run, sets the note: verdict, challenger, champion, the
-first failing reasons and where the full report is.
+Airflow 3 do not. When a ``retrain_*`` run ends, it looks up that run's gate result in the
+model's history and sets the note: verdict, challenger, champion, the first failing reasons
+and where the full report is.
 """
 
 from __future__ import annotations
@@ -33,15 +33,14 @@ def note_text(latest: dict) -> str:
 def _run_note(dag_run, model: str) -> str | None:
     from ml_tasks.core.settings import load_settings
     from ml_tasks.io.store import store_from_settings
+    from ml_tasks.reporting.gate_results import find_result
 
-    store = store_from_settings(load_settings())
-    pointer = store.layout.latest_report(model)
-    if not store.exists(pointer):
-        return None
-    latest = store.read_json(pointer)
-    if latest.get("dag_run_id") != dag_run.run_id:
+    # The run's own gate result, from the history (newest first: normally the first entry read).
+    # Not the latest pointer: a dry run does not move it, and another run may have since.
+    result = find_result(store_from_settings(load_settings()), model, dag_run_id=dag_run.run_id)
+    if result is None:
         return None  # the run failed before its report: its own logs say why
-    return note_text(latest)
+    return note_text(result.to_dict())
 
 
 def _set_note(dag_run) -> None:

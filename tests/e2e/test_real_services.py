@@ -16,6 +16,8 @@ The two tests run in order: the second re-runs the interval the first one regist
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from ml_tasks.core.settings import REPO_ROOT
 from tests.conftest import postgres_databases
 from tests.e2e.real_services import (
     AWS_TEST_CREDENTIALS,
@@ -36,6 +40,7 @@ from tests.e2e.real_services import (
     start_airflow,
     start_mlflow,
     start_moto,
+    tail,
     wait_for,
     wait_for_mlflow,
     wait_for_run,
@@ -52,6 +57,8 @@ ARTIFACT_PREFIX = "refit"
 CONF = {"sample_size": 2_000, "candidates": ["logistic_baseline"]}
 WAREHOUSE_ROWS = 8_000
 RUN_TIMEOUT_S = 420
+#: A second model, registered only by the race test: its first version is unambiguous.
+RACE_MODEL = "credit_default_race"
 
 
 @dataclass
@@ -62,6 +69,8 @@ class Stack:
     mlflow_uri: str
     task_log_folder: Path
     embedded_warehouse: Path
+    #: What a Refit process of the deployment sees (a CLI run beside the Airflow workers).
+    refit_env: dict[str, str]
 
     def wait_for_run(self, run_id: str) -> dict:
         return wait_for_run(self.api, self.processes, self.task_log_folder, DAG_ID, run_id, RUN_TIMEOUT_S)
@@ -109,6 +118,9 @@ def stack(tmp_path_factory, request):
                    "REFIT_S3_ENDPOINT_URL": s3_endpoint,
                    "MLFLOW_TRACKING_URI": mlflow_uri,
                    "MLFLOW_CONFIGURE_LOGGING": "false",
+                   # Registry writers take turns through advisory locks on Airflow's database,
+                   # as in the compose stack.
+                   "REFIT_LOCK_URL": databases["airflow"],
                    "REFIT_TRAINER_MODE": "local"})
         processes.run("demo-data", [sys.executable, "-m", "ml_tasks", "demo-data", "--url", databases["warehouse"],
                                     "--rows", str(WAREHOUSE_ROWS), "--seed", "11"], env, timeout=180)
@@ -119,7 +131,8 @@ def stack(tmp_path_factory, request):
         for name, value in mlflow_credentials.items():
             monkeypatch.setenv(name, value)
         yield Stack(api=api, processes=processes, s3=s3, mlflow_uri=mlflow_uri,
-                    task_log_folder=airflow_home / "logs", embedded_warehouse=root / "refit" / "warehouse.db")
+                    task_log_folder=airflow_home / "logs", embedded_warehouse=root / "refit" / "warehouse.db",
+                    refit_env={**env, "REFIT_WAREHOUSE_URL": databases["warehouse"]})
 
 
 def run_prefix(run_key: str) -> str:
@@ -192,3 +205,28 @@ def test_second_trigger_of_the_same_interval_registers_no_second_version(stack, 
     registration = report["registration"]
     assert (registration["action"], registration["version"]) == ("already_registered", str(champion.version))
     assert stack.note(run_id).startswith("**PASS**")
+
+
+def test_concurrent_runs_of_one_interval_register_exactly_one_version(stack, tmp_path):
+    """Four `run` processes of one interval at once, beside the Airflow stack, on the MLflow server."""
+    include = tmp_path / "include"
+    shutil.copytree(REPO_ROOT / "include", include)
+    spec = yaml.safe_load((include / "models" / f"{MODEL}.yaml").read_text())
+    name = RACE_MODEL
+    (include / "models" / f"{name}.yaml").write_text(yaml.safe_dump({**spec, "name": name, "registry_name": name}))
+    env = {**stack.refit_env, "REFIT_INCLUDE_DIR": str(include)}
+    command = [sys.executable, "-m", "ml_tasks", "run", "--model", name, "--as-of", AS_OF, "--sample-size", "2000",
+               "--candidates", "logistic_baseline"]
+
+    logs = [tmp_path / f"race-{n}.log" for n in range(4)]
+    with ExitStack() as files:
+        runs = [subprocess.Popen(command, env=env, stdout=files.enter_context(log.open("wb")),
+                                 stderr=subprocess.STDOUT) for log in logs]
+        codes = [run.wait(timeout=RUN_TIMEOUT_S) for run in runs]
+
+    assert codes == [0] * 4, "\n\n".join(f"== {log.name}\n{tail(log)}" for log in logs)
+    found = stack.mlflow().search_model_versions(f"name = '{name}'")
+    assert len(found) == 1, [(v.version, v.tags.get("refit.idempotency_key")) for v in found]
+    assert {a: str(v) for a, v in stack.mlflow().get_registered_model(name).aliases.items()} == {
+        "champion": str(found[0].version)}
+    assert found[0].tags["refit.registration"] == "complete"
