@@ -1,0 +1,52 @@
+"""The model spec: one YAML file says everything about one model.
+
+A spec is loaded into :class:`ModelSpec`, a pydantic model that rejects unknown fields and
+wrong values with a message naming the field, so a typo in a spec fails before any task runs.
+A new model needs a new spec file in ``include/models/``, never new code.
+
+Example
+-------
+>>> spec = load_spec("include/models/credit_default.yaml")      # doctest: +SKIP
+>>> spec.columns.label, spec.features.numeric[:2]                # doctest: +SKIP
+('defaulted', ['age', 'income'])
+"""
+
+from ml_tasks.core.spec.acceptance import (
+    AcceptanceSpec,
+    ComparisonSpec,
+    ConsistencySpec,
+    GuardrailSpec,
+    SliceSpec,
+    ThresholdSpec,
+    min_folds_for,
+)
+from ml_tasks.core.spec.base import FAMILIES, NAME_PATTERN, SAMPLE_SIZES, SpecError
+from ml_tasks.core.spec.data import (
+    ColumnsSpec,
+    FeaturesSpec,
+    LeakageSpec,
+    RatioBounds,
+    SamplingSpec,
+    SourceSpec,
+    SplitSpec,
+    StreamSpec,
+    ValidationSpec,
+)
+from ml_tasks.core.spec.loading import ADDED_FIELDS, discover_specs, load_spec, query_path, query_texts, spec_hash
+from ml_tasks.core.spec.model import ModelSpec
+from ml_tasks.core.spec.training import (
+    BacktestSpec,
+    CalibrationSpec,
+    CandidateSpec,
+    SearchRange,
+    TrainerSpec,
+    TrainingSpec,
+)
+
+__all__ = [
+    "ADDED_FIELDS", "FAMILIES", "NAME_PATTERN", "SAMPLE_SIZES", "AcceptanceSpec", "BacktestSpec", "CalibrationSpec",
+    "CandidateSpec", "ColumnsSpec", "ComparisonSpec", "ConsistencySpec", "FeaturesSpec", "GuardrailSpec",
+    "LeakageSpec", "ModelSpec", "RatioBounds", "SamplingSpec", "SearchRange", "SliceSpec", "SourceSpec", "SpecError",
+    "SplitSpec", "StreamSpec", "ThresholdSpec", "TrainerSpec", "TrainingSpec", "ValidationSpec", "discover_specs",
+    "load_spec", "min_folds_for", "query_path", "query_texts", "spec_hash",
+]

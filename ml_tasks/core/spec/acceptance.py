@@ -1,0 +1,113 @@
+"""What a challenger must show to be promoted: absolute thresholds, paired comparisons with the
+champion, fold wins, slices and serving guardrails."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from ml_tasks.core.columns import COMPARABLE_METRICS
+from ml_tasks.core.spec.base import Strict
+
+
+class ThresholdSpec(Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ThresholdSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold needs min or max")
+        return self
+
+
+class ComparisonSpec(Strict):
+    """One paired comparison with the champion on the same test rows.
+
+    ``roc_auc`` is tested with DeLong's test; ``log_loss``, ``brier``, ``pr_auc`` and ``ece`` with a
+    paired Poisson bootstrap; ``accuracy`` (at ``acceptance.decision_threshold``) with McNemar.
+    """
+
+    metric: str = "roc_auc"
+    mode: Literal["non_inferior", "superior"] = "non_inferior"
+    #: Allowed loss in the metric for ``non_inferior`` (in the metric's own units).
+    margin: float = Field(default=0.01, ge=0.0)
+
+    @field_validator("metric")
+    @classmethod
+    def _testable(cls, value: str) -> str:
+        if value not in COMPARABLE_METRICS:
+            raise ValueError(f"unknown metric {value!r}; expected one of {list(COMPARABLE_METRICS)}")
+        return value
+
+
+class ConsistencySpec(Strict):
+    """Across backtest folds the challenger must win at least ``min_win_fraction`` of them."""
+
+    metric: str = "roc_auc"
+    min_win_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    test: Literal["sign", "wilcoxon"] = "sign"
+    #: Also require the one-sided fold test to be significant (needs enough folds: 5 at 0.05).
+    require_significance: bool = False
+
+
+class SliceSpec(Strict):
+    """Per-slice non-inferiority for the values of ``columns`` with at least ``min_size`` test rows."""
+
+    columns: list[str] = []
+    min_size: int = Field(default=200, ge=10)
+    metric: str = "roc_auc"
+    margin: float = Field(default=0.03, ge=0.0)
+
+
+class GuardrailSpec(Strict):
+    """Serving costs: latency per 1,000 rows and model size, absolute and relative to the champion."""
+
+    max_latency_ms_per_1k: float | None = Field(default=None, gt=0)
+    max_latency_ratio: float | None = Field(default=3.0, gt=0)
+    max_size_mb: float | None = Field(default=None, gt=0)
+    max_size_ratio: float | None = Field(default=5.0, gt=0)
+
+
+class AcceptanceSpec(Strict):
+    thresholds: dict[str, ThresholdSpec] = {}
+    #: Paired comparisons with the champion (a single mapping is accepted too).
+    champion: list[ComparisonSpec] = [ComparisonSpec()]
+    #: With no champion yet the challenger must beat the baseline candidate on this comparison.
+    baseline: ComparisonSpec = ComparisonSpec(metric="roc_auc", mode="superior", margin=0.0)
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    bootstrap_replicates: int = Field(default=1000, ge=100, le=100_000)
+    seed: int = 0
+    #: Threshold that turns probabilities into decisions for ``accuracy`` (McNemar).
+    decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    backtest: ConsistencySpec = ConsistencySpec()
+    slices: SliceSpec = SliceSpec()
+    guardrails: GuardrailSpec = GuardrailSpec()
+
+    @field_validator("champion", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value
+
+
+def min_folds_for(alpha: float, one_sided: bool = True) -> int:
+    """The fewest folds with which an exact sign or Wilcoxon test can reach ``p <= alpha``.
+
+    The most extreme outcome, every fold favouring the challenger, has probability ``2^-n``
+    under H0; a two-sided test doubles it. So ``n`` is the smallest integer with ``2^-n <=
+    alpha`` (one-sided) or ``2^(1-n) <= alpha`` (two-sided): at alpha 0.05, 5 folds one-sided
+    (1/32 = 0.031) and 6 two-sided (2/64 = 0.031; 5 folds give 1/16 = 0.0625). A spec whose
+    fold count is below this configures a gate that can never pass.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha: expected a level in (0, 1), got {alpha}")
+    factor = 1.0 if one_sided else 2.0
+    n = 1
+    while factor * 0.5**n > alpha:
+        n += 1
+    return n

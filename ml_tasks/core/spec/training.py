@@ -1,0 +1,110 @@
+"""How candidates are trained and backtested: tuning, the candidate list, backtest windows,
+calibration and the trainer's resources."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from ml_tasks.core.spec.base import NAME_PATTERN, Strict
+
+
+class SearchRange(Strict):
+    """A continuous (or integer) range of one hyper-parameter for the random search."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class TrainingSpec(Strict):
+    """How candidates are trained: the same tuning budget for each, and how retraining starts."""
+
+    #: ``stateless``: train from scratch; ``warm_start``: continue from the champion when it is
+    #: of the same family (LightGBM keeps boosting its booster, the network fine-tunes its weights).
+    mode: Literal["stateless", "warm_start"] = "stateless"
+    #: Fits per candidate (the first uses ``params`` as written, the others draw from ``search``).
+    trials: int = Field(default=1, ge=1, le=200)
+    #: Stop a candidate's tuning after this much fitting, even with trials left (None: no limit).
+    time_budget_seconds: float | None = Field(default=None, gt=0)
+    #: Refit on 1/4 and 1/2 of the training rows and log the validation metric against rows.
+    learning_curve: bool = True
+
+
+class CandidateSpec(Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    family: Literal["prior", "logistic_regression", "lightgbm", "torch_mlp"]
+    params: dict[str, float | int | str | bool] = {}
+    #: Random-search space: a list of values to choose from, or a range, per parameter.
+    search: dict[str, list[float | int | str | bool] | SearchRange] = {}
+
+
+class BacktestSpec(Strict):
+    """Walk-forward folds on event time (``ml_tasks.data.folds``) and the staleness curve.
+
+    The last fold's test window ends ``label_delay_days`` before the run's as-of date, so every
+    test label has had time to arrive (the snapshot only holds labels observed by the as-of
+    date; a later window would hold only the quickest labels, a biased sample); each earlier
+    fold sits ``test_days`` earlier. The backtest needs ``train_days + gap_days + folds *
+    test_days + label_delay_days`` days of the source window. Between a fold's training cutoff
+    and its test window lies a gap of ``gap_days`` (at least the label delay), and a fold trains
+    only on labels observed by its own cutoff.
+    """
+
+    folds: int = Field(default=4, ge=1, le=52)
+    window: Literal["expanding", "sliding"] = "expanding"
+    #: Training window of a sliding fold; the first (shortest) window of an expanding one.
+    train_days: int = Field(default=120, gt=0)
+    test_days: int = Field(default=30, gt=0)
+    gap_days: int = Field(default=90, ge=0)
+    #: Longest time from event to label; the gap may not be shorter.
+    label_delay_days: int = Field(default=90, ge=0)
+    #: No entity (``columns.entity``) on both sides of a fold's cutoff.
+    entity_disjoint: bool = False
+    #: Each fold's model is also scored on the test windows 1..k periods later (model age).
+    staleness_periods: int = Field(default=3, ge=0, le=24)
+    #: Loss of the staleness metric, against age 0, that calls for a retrain.
+    staleness_tolerance: float = Field(default=0.01, gt=0.0)
+    staleness_metric: str = "roc_auc"
+
+    @model_validator(mode="after")
+    def _gap_covers_label_delay(self) -> BacktestSpec:
+        if self.gap_days < self.label_delay_days:
+            raise ValueError(f"gap_days {self.gap_days} is shorter than label_delay_days {self.label_delay_days}: "
+                             "a fold's test labels would overlap its training period")
+        return self
+
+
+class CalibrationSpec(Strict):
+    """Probability calibration on a window later than training and earlier than test."""
+
+    #: Methods to try; the one with the lowest log loss on held-out calibration rows wins.
+    methods: list[Literal["none", "sigmoid", "isotonic", "temperature"]] = [
+        "none", "sigmoid", "isotonic", "temperature"]
+    #: Isotonic regression overfits small sets: below this many fitting rows it is not tried.
+    min_isotonic_rows: int = Field(default=1000, ge=10)
+    #: Share of the calibration window (its later part) kept for choosing the method.
+    selection_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    #: Equal-mass bins of the expected calibration error.
+    ece_bins: int = Field(default=15, ge=2, le=100)
+
+
+class TrainerSpec(Strict):
+    image: str = "refit-trainer:latest"
+    gpus: int = Field(default=0, ge=0, le=16)
+    #: CPU threads per trainer process (REFIT_TRAINER_THREADS); None: all the CPUs the process
+    #: may use. Set it to cores / trainers-per-worker when mapped tasks share a worker.
+    cpus: int | None = Field(default=None, ge=1, le=1024)
