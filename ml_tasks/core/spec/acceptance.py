@@ -37,6 +37,8 @@ class ComparisonSpec(Strict):
     mode: Literal["non_inferior", "superior"] = "non_inferior"
     #: Allowed loss in the metric for ``non_inferior`` (in the metric's own units).
     margin: float = Field(default=0.01, ge=0.0)
+    #: Smallest gain worth a promotion for ``superior`` (H0: the gain is at most this much).
+    min_improvement: float = Field(default=0.0, ge=0.0)
 
     @field_validator("metric")
     @classmethod
@@ -88,6 +90,13 @@ class AcceptanceSpec(Strict):
     backtest: ConsistencySpec = ConsistencySpec()
     slices: SliceSpec = SliceSpec()
     guardrails: GuardrailSpec = GuardrailSpec()
+    #: Fewest positive and fewest negative rows a compared set (the test rows, a slice) needs for
+    #: a paired test; below it the check is "insufficient data".
+    min_class_rows: int = Field(default=10, ge=1)
+    #: When the champion itself fails the absolute thresholds on the test rows: ``alert`` (report
+    #: and notify; a challenger must still clear every bar) or ``replace_if_better`` (a challenger
+    #: significantly better than the failing champion may replace it without clearing them).
+    degraded_champion: Literal["alert", "replace_if_better"] = "alert"
 
     @field_validator("champion", mode="before")
     @classmethod

@@ -66,6 +66,10 @@ def query_texts(spec: ModelSpec, include_dir: Path) -> str:
 #: A spec that sets one to another value is a new recipe, as it should be.
 ADDED_FIELDS: tuple[tuple[tuple[str, ...], object], ...] = (
     (("trainer", "cpus"), None),
+    (("acceptance", "champion", "min_improvement"), 0.0),
+    (("acceptance", "baseline", "min_improvement"), 0.0),
+    (("acceptance", "min_class_rows"), 10),
+    (("acceptance", "degraded_champion"), "alert"),
 )
 
 
