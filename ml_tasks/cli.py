@@ -3,22 +3,37 @@
 Stages after ``plan`` take ``--plan URI`` (the plan manifest in the artifact store) and find
 their inputs under the run's folder, so any stage can be re-run alone. Each prints its
 manifest as one JSON line, last, which is what a trainer container hands back to Airflow.
+
+A failure is one line on stderr that names the file, field or parameter (``error: SpecError:
+spec …: field 'candidates.2.params.epochs': …``) and a non-zero exit (1; 2 for a usage error);
+``--debug`` adds the traceback. MLflow's routine messages (the cloudpickle notice, the
+integer-column hint, the "View run … at" links) stay out of the terminal: they go, with
+everything the command logs, to its log file (``$REFIT_HOME/logs/ml_tasks.log``, or
+``REFIT_LOG_FILE``; empty: none). A reader that stops early (``status --json | head -1``) ends
+the command quietly, with the exit status of a process killed by SIGPIPE (141).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
 from ml_tasks import pipeline
 from ml_tasks.core.artifacts import RunArtifacts
 from ml_tasks.core.settings import load_settings
-from ml_tasks.core.spec import NAME_PATTERN
+from ml_tasks.core.spec import NAME_PATTERN, SpecError, spec_reference
 from ml_tasks.io.store import store_from_settings
+
+log = logging.getLogger(__name__)
 
 # Manifests a stage reads, by file name under the run's folder.
 _INPUTS = {
@@ -30,6 +45,26 @@ _INPUTS = {
     "register": ["validation", "gate"],
     "report": ["validation", "sample", "split", "evaluation", "gate", "registration"],
 }
+
+#: MLflow's messages on every run that ask nothing of the reader: kept in the log file only.
+ROUTINE = re.compile("|".join((
+    r"Passing a Python object as `python_model`",            # cloudpickle notice (mlflow.pyfunc)
+    r"Hint: Inferred schema contains integer column",         # signature hint (a UserWarning)
+    r"The specified dataset source can be interpreted in multiple ways",
+    r"View (run|experiment) .*at",                            # run links, printed on stdout
+)))
+#: The exit status of a process killed by SIGPIPE, as shells report it.
+EXIT_BROKEN_PIPE = 141
+
+
+class CliError(ValueError):
+    """A command-line input is wrong; the message names the parameter."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A usage error on one line (argparse prints the whole usage first)."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _model_name(value: str) -> str:
@@ -43,7 +78,7 @@ def _model_name(value: str) -> str:
 def _spec_path(model: str) -> Path:
     path = load_settings().models_dir / f"{model}.yaml"
     if not path.is_file():
-        raise SystemExit(f"--model {model!r}: no spec at {path}")
+        raise CliError(f"--model {model!r}: no spec at {path}")
     return path
 
 
@@ -52,8 +87,10 @@ def _emit(payload: dict) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ml_tasks", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m ml_tasks", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="on a failure, print the traceback too")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("spec-reference", help="print every spec section and family param (Markdown)")
 
     demo_data = commands.add_parser("demo-data", help="build the seeded demo credit warehouse")
     demo_data.add_argument("--url", help="SQLAlchemy URL (default: REFIT_WAREHOUSE_URL or the embedded SQLite)")
@@ -99,13 +136,48 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="champion and last run of a model")
     status.add_argument("--model", required=True, type=_model_name)
     status.add_argument("--json", action="store_true")
+    for sub in commands.choices.values():  # --debug after the command too; SUPPRESS keeps one given before
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The CLI sets up logging itself (below); MLflow's own set-up would print past its filters.
+    os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
+    with _cli_output(args.debug):
+        log.info("python -m ml_tasks %s", " ".join(sys.argv[1:] if argv is None else argv),
+                 extra={"file_only": True})
+        try:
+            _run(args)
+            sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
+        except BrokenPipeError:
+            _discard_stdout()
+            return EXIT_BROKEN_PIPE
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            log.error("python -m ml_tasks %s failed", args.command, exc_info=True, extra={"file_only": True})
+            if args.debug:
+                traceback.print_exc()
+            hint = "" if args.debug or isinstance(exc, CliError | SpecError) else " (--debug for the traceback)"
+            print(f"error: {one_line(exc)}{hint}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type (not for a CLI input error) and its message."""
+    message = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or "(no message)"
+    return message if isinstance(exc, CliError) else f"{type(exc).__name__}: {message}"
+
+
+def _run(args: argparse.Namespace) -> None:
     command = args.command
-    if command == "demo-data":
+    if command == "spec-reference":
+        print(spec_reference(), end="")
+    elif command == "demo-data":
         from ml_tasks.core.settings import ensure_local_folders
         from ml_tasks.data.demo_warehouse import build_demo_warehouse
 
@@ -158,7 +230,75 @@ def main(argv: list[str] | None = None) -> int:
         ctx = pipeline.context_for(_spec_path(args.model))
         status = model_status(ctx.spec, ctx.settings, ctx.store)
         print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
-    return 0
+
+
+@contextlib.contextmanager
+def _cli_output(debug: bool) -> Iterator[None]:
+    """For one command: warnings become log records; the terminal (stderr) gets warnings and
+    errors less MLflow's routine ones (all of them with ``--debug``); the log file gets every
+    record; MLflow's "View run" lines on stdout go to the log instead. Undone afterwards."""
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if debug else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.addFilter(lambda record: not getattr(record, "file_only", False)
+                      and (debug or not ROUTINE.search(record.getMessage())))
+    handlers: list[logging.Handler] = [console]
+    logfile = _log_file()
+    if logfile is not None:
+        handlers.append(logfile)
+    level = root.level
+    root.setLevel(logging.INFO)
+    for handler in handlers:
+        root.addHandler(handler)
+    logging.captureWarnings(True)
+    try:
+        with contextlib.redirect_stdout(_StdoutLessRoutine(sys.stdout)):
+            yield
+    finally:
+        logging.captureWarnings(False)
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+
+
+def _log_file() -> logging.Handler | None:
+    """The command's log file (REFIT_LOG_FILE, else under REFIT_HOME), or None where it cannot be written."""
+    configured = os.environ.get("REFIT_LOG_FILE")
+    if configured == "":
+        return None
+    try:
+        path = Path(configured) if configured else load_settings().home / "logs" / "ml_tasks.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except (OSError, ValueError):
+        return None  # a read-only image, say: the terminal still gets what matters
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+class _StdoutLessRoutine:
+    """stdout, less MLflow's "View run … at" lines (MLflow writes them to ``sys.stdout`` itself,
+    not through logging), which go to the log file instead."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if ROUTINE.search(text):
+            log.info(text.strip(), extra={"file_only": True})
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _discard_stdout() -> None:
+    """The reader of stdout has gone: point stdout at /dev/null so the interpreter's last flush is quiet."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -156,11 +156,21 @@ def evaluate(plan: dict, split_manifest: dict, results: list[dict]) -> dict:
 
 
 def gate(plan: dict, evaluation: dict, backtest: dict | None = None) -> dict:
+    from ml_tasks.core.columns import CHAMPION
     from ml_tasks.gating.gate import run_gate
+    from ml_tasks.training.backtest import champion_recipe
 
     run_plan, ctx = _plan(plan)
-    return run_gate(ctx.spec, run_plan, EvaluationManifest.model_validate(evaluation), ctx.store,
-                    BacktestManifest.model_validate(backtest) if backtest else None).to_xcom()
+    backtested = BacktestManifest.model_validate(backtest) if backtest else None
+    # The recipe the backtest retrained for the champion: with it the fold check knows when the
+    # challenger's recipe is the same one (not informative) even if the folds do not tie exactly.
+    recipes = None
+    if backtested is not None and backtested.champion_recipe_version is not None:
+        recipe = champion_recipe(ctx.spec, ctx.settings)
+        if recipe is not None and recipe.get("version") == backtested.champion_recipe_version:
+            recipes = {CHAMPION: recipe}
+    return run_gate(ctx.spec, run_plan, EvaluationManifest.model_validate(evaluation), ctx.store, backtested,
+                    recipes=recipes).to_xcom()
 
 
 def register(plan: dict, validation_manifest: dict, gate_manifest: dict) -> dict:
@@ -206,11 +216,14 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
     written = write_report(content, run_plan, ctx.store, ctx.settings,
                            gate_result.challenger_model.run_id,
                            ctx.spec.acceptance.alpha)
-    if written.verdict == "FAIL":
-        from ml_tasks.reporting.notify import gate_failed, load_notify_settings, notify
+    from ml_tasks.reporting.notify import load_notify_settings, notify, report_notifications
 
-        notify(gate_failed(run_plan.model, content, run_plan.dag_run_id, written.html_uri),
-               load_notify_settings(ctx.settings.home))
+    # A champion failing its own bars is told on every verdict; a failed gate after it.
+    notifications = report_notifications(run_plan.model, content, run_plan.dag_run_id, written.html_uri)
+    if notifications:
+        notify_settings = load_notify_settings(ctx.settings.home)
+        for notification in notifications:
+            notify(notification, notify_settings)
     return written.to_xcom()
 
 

@@ -220,6 +220,13 @@ class EvaluationManifest(Manifest):
     serving_costs: dict[str, dict[str, float]] = {}
     #: Why the registered champion is not compared with (it was trained by this very run).
     champion_note: str | None = None
+    #: The columns the champion was scored on: the inputs of its own MLflow signature, which may
+    #: differ from this spec's features (a feature added or dropped since it was trained).
+    champion_columns: list[str] = []
+    #: Why the registered champion (``champion_version``) could not be scored on the test rows, and
+    #: the signature columns the rows lack; ``champion`` is then None and the run must not promote.
+    champion_error: str | None = None
+    champion_missing_columns: list[str] = []
     #: Every candidate's MLflow run and model, by candidate name: the gate may put the baseline
     #: forward instead of the challenger.
     models: dict[str, ModelRef]
@@ -240,7 +247,12 @@ class EvaluationManifest(Manifest):
 
 
 class GateCheck(Manifest):
-    """One line of the gate: enough to explain the outcome without opening anything else."""
+    """One line of the gate: enough to explain the outcome without opening anything else.
+
+    ``challenger`` is the value checked: the challenger's metric, or for a ``champion_health``
+    check the champion's own. ``passed`` says whether the check lets the challenger through
+    (a ``waived`` bar does); ``reason`` says why, in words a reviewer reads.
+    """
 
     name: str
     metric: str
@@ -253,17 +265,45 @@ class GateCheck(Manifest):
     threshold: float | None
     passed: bool
     reason: str
-    #: Holm-adjusted p-value across the gate's family of tests (None for checks that are not tests).
+    #: The p-value after its family's multiplicity adjustment: Bonferroni ``min(1, k p)`` for a
+    #: harm check (k tested slices). None for the promotion family, which needs none
+    #: (intersection-union: the raw ``p_value`` is judged at ``level``), and for non-tests. In a
+    #: gate.json of an earlier release: the Holm-adjusted p of the promotion family (``rule`` "holm").
     p_adjusted: float | None = None
     #: The test behind the p-value (DeLong, paired bootstrap, McNemar, sign test, ...).
     test: str | None = None
-    #: Which family the p-value belongs to: "promotion" (Holm-adjusted together: evidence that the
-    #: challenger may replace the reference), "harm" (per-slice guards, Bonferroni within the
-    #: slices), or None for a check that is not a hypothesis test.
+    #: Which family the p-value belongs to: "promotion" (evidence that the challenger may replace
+    #: the reference: every one must pass), "harm" (per-slice guards: any one harmed slice fails
+    #: the gate), or None for a check that is not a hypothesis test.
     family: Literal["promotion", "harm"] | None = None
     #: A test that also needs a condition besides its p-value (the backtest win fraction) records
-    #: here whether that condition holds; the Holm step keeps a test failed when it does not.
+    #: here whether that condition holds; the test fails when it does not.
     condition_met: bool = True
+    #: The multiplicity rule the p-value was judged by: "intersection_union" (promotion family:
+    #: each test at alpha on its own, since the gate promotes only if all pass), "bonferroni" (harm
+    #: family: each slice at alpha / k), "holm" (the promotion family of a gate.json of an earlier
+    #: release), or None for a check that is not a test.
+    rule: Literal["intersection_union", "bonferroni", "holm"] | None = None
+    #: The level the raw ``p_value`` was compared with (alpha, or alpha / k under Bonferroni).
+    level: float | None = None
+    #: Why a check is not an ordinary one: "insufficient_data" (too few positive or negative rows
+    #: for a test: no p-value, fails closed), "not_informative" (tests nothing, e.g. fold wins of
+    #: the champion's own recipe: passes), "waived" (an absolute bar the challenger misses, set
+    #: aside under ``degraded_champion: replace_if_better``: passes), or None.
+    status: Literal["insufficient_data", "not_informative", "waived"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_rule(cls, data: Any) -> Any:
+        """A check of an earlier release's gate.json says which rule decided it: Holm across the
+        promotion family (its ``p_adjusted``), Bonferroni across the slices."""
+        if not isinstance(data, dict) or "rule" in data:
+            return data
+        if data.get("family") == "promotion" and data.get("p_adjusted") is not None:
+            return {**data, "rule": "holm"}
+        if data.get("family") == "harm":
+            return {**data, "rule": "bonferroni"}
+        return data
 
 
 class GateManifest(Manifest):
@@ -277,6 +317,20 @@ class GateManifest(Manifest):
     #: The model put forward for registration: the challenger, or the baseline the gate fell back
     #: to. The one place registration (automatic or manual) and the report read it from.
     challenger_model: ModelRef
+    #: The champion's health: the spec's absolute ``thresholds`` applied to the champion's own
+    #: metrics on the same test rows (``EvaluationManifest.champion``), one check per bound, named
+    #: ``champion_health:<metric>:<min|max>``, ``challenger`` holding the champion's value. Checked
+    #: on every run with a champion, whatever the verdict; they never decide it themselves. Empty
+    #: without a champion (and in a gate.json of an earlier release).
+    champion_health: list[GateCheck] = []
+    #: The spec's ``acceptance.degraded_champion`` policy, recorded when the champion fails a bar
+    #: (None otherwise): "alert" (nothing else changed: the challenger had to clear every check) or
+    #: "replace_if_better" (bars the challenger missed may have been waived: checks with status
+    #: "waived", and ``champion_note`` says whether and why).
+    degraded_champion_policy: Literal["alert", "replace_if_better"] | None = None
+    #: One paragraph for the report's opening and the notification when the champion fails a bar:
+    #: which bars (with the champion's values), the policy, and what it did. None otherwise.
+    champion_note: str | None = None
 
     # mypy does not understand a decorator over @property; this is the form pydantic documents.
     @computed_field  # type: ignore[prop-decorator]
@@ -285,14 +339,27 @@ class GateManifest(Manifest):
         """The candidate put forward (``challenger_model.candidate``); in the JSON for its readers."""
         return self.challenger_model.candidate
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def champion_degraded(self) -> bool:
+        """The champion fails at least one of its own absolute bars (a failed ``champion_health``
+        check): the report opens with it and a notification goes out, whatever the verdict."""
+        return any(not c.passed for c in self.champion_health)
+
+    @property
+    def waived(self) -> list[GateCheck]:
+        """Bars the challenger misses that the degraded-champion policy set aside (status "waived")."""
+        return [c for c in self.checks if c.status == "waived"]
+
     @model_validator(mode="before")
     @classmethod
     def _stored(cls, data: Any) -> Any:
-        """Read a stored gate.json: ``challenger`` is derived, not read back; a gate.json of an
-        earlier release has the model put forward as two fields."""
+        """Read a stored gate.json: ``challenger`` and ``champion_degraded`` are derived, not read
+        back; a gate.json of an earlier release has the model put forward as two fields."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        data.pop("champion_degraded", None)
         challenger = data.pop("challenger", None)
         if "challenger_model" not in data and "challenger_run_id" in data:
             data["challenger_model"] = {"candidate": challenger, "run_id": data.pop("challenger_run_id"),

@@ -2,6 +2,11 @@
 
 Weights are the sampler's inverse inclusion probabilities, so every metric estimates the
 population value, not the (stratified) sample's.
+
+One clipping rule for every metric and every test: a probability enters them through
+:func:`clip_probabilities` (``[EPS, 1 - EPS]``), so a saturated score (exactly 0 or 1, or a
+difference beyond 1e-7 that only the clip would flatten) gives one AUC for one model, whether the
+metrics table, the paired bootstrap or DeLong's test computes it.
 """
 
 from __future__ import annotations
@@ -20,11 +25,22 @@ from sklearn.metrics import (
 EPS = 1e-7
 
 
+def clip_probabilities(p: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Probabilities as floats clipped to ``[EPS, 1 - EPS]``: the one rule every metric and test applies.
+
+    Log loss needs it (``log 0``); the others must then see the same numbers, or a model whose
+    scores saturate would have one ROC AUC in the metrics table and another in the gate's test
+    (clipping merges scores that differ only beyond 1e-7 of 0 or 1 into one tie).
+    """
+    clipped: npt.NDArray[np.float64] = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    return clipped
+
+
 def compute_metrics(y_true: npt.ArrayLike, p_positive: npt.ArrayLike,
                     weights: npt.ArrayLike | None = None) -> dict[str, float]:
     """ROC AUC, log loss and Brier score of positive-class probabilities."""
     y = np.asarray(y_true, dtype=int)
-    p = np.clip(np.asarray(p_positive, dtype=float), EPS, 1 - EPS)
+    p = clip_probabilities(p_positive)
     w = None if weights is None else np.asarray(weights, dtype=float)
     return {
         "roc_auc": float(roc_auc_score(y, p, sample_weight=w)),
@@ -81,7 +97,7 @@ def weighted_roc_auc(scores: npt.NDArray[np.float64], labels: npt.NDArray[np.gen
 
 def row_losses(metric: str, y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Per-row contributions of a mean-type metric (log loss, Brier)."""
-    p = np.clip(p, EPS, 1 - EPS)
+    p = clip_probabilities(p)
     losses: npt.NDArray[np.float64]
     if metric == "log_loss":
         losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
@@ -165,17 +181,16 @@ def max_calibration_error(y: npt.ArrayLike, p: npt.ArrayLike, w: npt.ArrayLike |
 
 def calibration_metrics(y: npt.ArrayLike, p: npt.ArrayLike, w: npt.ArrayLike | None = None,
                         bins: int = 15) -> dict[str, float]:
-    """ECE, MCE, Brier score and log loss (weighted); log loss clips p to ``[EPS, 1 - EPS]``."""
+    """ECE, MCE, Brier score and log loss (weighted), all on :func:`clip_probabilities`' values."""
     labels = np.asarray(y, dtype=int).reshape(-1)
-    probabilities = np.asarray(p, dtype=float).reshape(-1)
+    probabilities = clip_probabilities(p).reshape(-1)
     weights = checked_weights("w", w, len(probabilities))
     table = reliability_table(labels, probabilities, weights, bins)
     return {
         "ece": float(np.dot(table.mass, table.gaps)),
         "mce": float(table.gaps.max()),
         "brier": float(brier_score_loss(labels, probabilities, sample_weight=weights)),
-        "log_loss": float(log_loss(labels, np.clip(probabilities, EPS, 1.0 - EPS), sample_weight=weights,
-                                   labels=[0, 1])),
+        "log_loss": float(log_loss(labels, probabilities, sample_weight=weights, labels=[0, 1])),
     }
 
 

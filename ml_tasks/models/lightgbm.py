@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ml_tasks.core.resources import trainer_threads
+from ml_tasks.core.spec import FeaturesSpec, LightGBMParamsSpec
 from ml_tasks.models.base import Candidate, category_vocabulary, frozen_categorical
 
 if TYPE_CHECKING:
@@ -18,9 +19,12 @@ if TYPE_CHECKING:
 class LightGBMCandidate(Candidate):
     """Gradient-boosted trees with native categoricals and early stopping on the validation split."""
 
-    family = "lightgbm"
+    family = LightGBMParamsSpec.family
     supports_warm_start = True
-    _RENAMED: dict[str, str] = {"n_estimators": "num_boost_round", "min_child_samples": "min_data_in_leaf"}
+    #: Spec names LightGBM's ``train`` knows by another name (the others are its aliases already).
+    _RENAMED: dict[str, str] = {"min_child_samples": "min_data_in_leaf"}
+    #: Spec params that steer Refit's call rather than being passed to LightGBM.
+    _REFIT_PARAMS = ("n_estimators", "early_stopping_rounds", "num_threads")
 
     # Set by fit: the frozen categories, the trees, how many of them predict, and whether they
     # continued the champion's.
@@ -28,6 +32,20 @@ class LightGBMCandidate(Candidate):
     booster_: lgb.Booster
     best_iteration_: int
     warm_started_: bool
+
+    def __init__(self, features: FeaturesSpec, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+        super().__init__(features, params, seed)
+        LightGBMParamsSpec.of(self.params)  # fail on a bad param before any data is read
+
+    def _native_params(self) -> tuple[dict[str, Any], int, int]:
+        """LightGBM's params (those the spec sets, under LightGBM's names), the most rounds and the
+        early-stopping patience. Unset parameters are left to LightGBM's own defaults."""
+        spec = LightGBMParamsSpec.of(self.params)
+        params = {self._RENAMED.get(name, name): getattr(spec, name)
+                  for name in self.params if name not in self._REFIT_PARAMS}
+        params.update(objective="binary", seed=self.seed, deterministic=True, verbosity=-1,
+                      num_threads=spec.num_threads or trainer_threads())
+        return params, spec.n_estimators, spec.early_stopping_rounds
 
     def _dataset_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         # Built column by column without copying the numerics: conversion is the only overhead
@@ -46,11 +64,7 @@ class LightGBMCandidate(Candidate):
         # Warm start keeps the champion's category codes, or its trees would split on other values.
         self.categories_ = (dict(champion.categories_) if champion is not None else
                             {n: category_vocabulary(X[n]) for n in self.categorical})
-        params = {self._RENAMED.get(k, k): v for k, v in self.params.items()}
-        rounds = int(params.pop("num_boost_round", 500))
-        stopping = int(params.pop("early_stopping_rounds", 50))
-        params.update(objective="binary", seed=self.seed, deterministic=True, verbosity=-1,
-                      num_threads=int(params.get("num_threads") or trainer_threads()))
+        params, rounds, stopping = self._native_params()
         train = lgb.Dataset(self._dataset_frame(X), label=np.asarray(y), weight=sample_weight,
                             categorical_feature=self.categorical, free_raw_data=False)
         valid_sets: list[lgb.Dataset] = []

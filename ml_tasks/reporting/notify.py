@@ -1,4 +1,5 @@
-"""Tell the person on call when a gate fails or a task of a retrain run fails.
+"""Tell the person on call when a gate fails, when the champion fails its own bars (on any
+verdict), or when a task of a retrain run fails.
 
 Channels are chosen by environment, so embedded mode needs nothing and a deployment picks
 its own:
@@ -64,7 +65,8 @@ class Notification:
 
     Attributes
     ----------
-    kind : ``gate_failed`` (a challenger was rejected) or ``task_failed`` (a stage errored).
+    kind : ``gate_failed`` (a challenger was rejected), ``champion_degraded`` (the champion fails
+        its own bars on the test rows, whatever the verdict) or ``task_failed`` (a stage errored).
     model : spec name.
     summary : one line for a chat message or an e-mail subject.
     dag_run_id : the Airflow run (None from the CLI).
@@ -73,7 +75,7 @@ class Notification:
     report_uri : the gating report, when there is one.
     """
 
-    kind: Literal["gate_failed", "task_failed"]
+    kind: Literal["gate_failed", "champion_degraded", "task_failed"]
     model: str
     summary: str
     dag_run_id: str | None = None
@@ -225,8 +227,44 @@ def gate_failed(model: str, report: dict, dag_run_id: str | None, report_uri: st
     return Notification(
         kind="gate_failed", model=model, dag_run_id=dag_run_id, reasons=failing, report_uri=report_uri,
         summary=f"{model}: gate FAIL for challenger {challenger} ({len(failing)} failing check"
-                f"{'' if len(failing) == 1 else 's'}); champion unchanged",
+                f"{'' if len(failing) == 1 else 's'}); {_champion_state(report)}",
     )
+
+
+def _champion_state(report: dict) -> str:
+    """What became of the champion after a FAIL, and what is wrong with it if anything is."""
+    evaluation, health = report.get("evaluation") or {}, report.get("champion_health") or {}
+    missing = evaluation.get("champion_missing_columns")
+    if missing:
+        return f"champion v{evaluation.get('champion_version')} unchanged but cannot score the test rows: " \
+               f"missing column(s) {missing}"
+    if health.get("degraded"):
+        return f"{health['champion']} unchanged although it fails its own bars: {', '.join(health['failing'])}"
+    return "champion unchanged"
+
+
+def champion_degraded(model: str, report: dict, dag_run_id: str | None, report_uri: str) -> Notification | None:
+    """The notification for a champion that fails its own bars on this run's test rows, whatever
+    the verdict (None when it clears them). Pure."""
+    health = report.get("champion_health") or {}
+    if not health.get("degraded"):
+        return None
+    policy = f"policy {health['policy']}: " if health.get("policy") else ""
+    return Notification(
+        kind="champion_degraded", model=model, dag_run_id=dag_run_id, report_uri=report_uri,
+        reasons=[c["reason"] for c in health["checks"] if not c["passed"]] + [health["note"] or health["outcome"]],
+        summary=f"{model}: {health['champion']} fails its own bars: {', '.join(health['failing'])}; "
+                f"{policy}{health['outcome']}",
+    )
+
+
+def report_notifications(model: str, report: dict, dag_run_id: str | None, report_uri: str) -> list[Notification]:
+    """What a finished report tells the person on call: a degraded champion (on any verdict),
+    then a failed gate. Pure."""
+    found = [champion_degraded(model, report, dag_run_id, report_uri)]
+    if report.get("verdict") == "FAIL":
+        found.append(gate_failed(model, report, dag_run_id, report_uri))
+    return [notification for notification in found if notification is not None]
 
 
 def task_failed(model: str, task_id: str, dag_run_id: str | None, error: str | None) -> Notification:

@@ -1,7 +1,9 @@
 """The gating report: what the person on call reads, as self-contained HTML and as JSON.
 
-The verdict and the failing reasons come first, then every check, the metrics of every model
-on the same test rows, the data summary and the lineage. The report is written to the run's
+The verdict comes first; right under it, a champion that could not be scored (its missing
+columns) or that fails its own bars (which, its values, what the policy did); then the failing
+reasons, every check (its reason on a line under its row, so the table fits a 1280 px screen),
+the metrics of every model on the same test rows, the data summary and the lineage. The report is written to the run's
 folder in the artifact store, logged to the challenger's MLflow run, and the model's
 ``latest.json`` pointer is updated for ``python -m ml_tasks status`` (by real runs, not dry
 runs), and a history entry is added for the gate results view in the Airflow UI and the run
@@ -31,9 +33,20 @@ from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import ModelSpec
 from ml_tasks.io.store import ArtifactStore
 from ml_tasks.reporting import gate_results
+from ml_tasks.reporting.champion import champion_health, champion_inputs_note
 from ml_tasks.reporting.gate_results import GateResult
 
 METRICS = ["roc_auc", "pr_auc", "log_loss", "brier", "ece"]
+#: The multiplicity rule of a check (``GateCheck.rule``), named and explained under the checks table.
+RULES = {"intersection_union": "intersection–union", "bonferroni": "Bonferroni", "holm": "Holm"}
+RULE_REASONS = {
+    "intersection_union": "the promotion tests. The gate promotes only if every one of them passes, so each is "
+                          "judged at alpha on its own: the chance of a false promotion is already at most alpha, and "
+                          "an adjustment would only cost power.",
+    "bonferroni": "the slice harm checks. Any one harmed slice fails the gate, so each of the k tested slices is "
+                  "tested at alpha / k; the adjusted p is min(1, k p), compared with alpha.",
+    "holm": "the promotion tests of a gate of an earlier release, Holm-adjusted together.",
+}
 
 
 def _fmt(value, signed: bool = False) -> str:
@@ -62,6 +75,8 @@ def build_report(
         "plan": plan.to_xcom(), "snapshot": validation.snapshot.to_xcom(), "validation": validation.to_xcom(),
         "sample": sample.to_xcom(), "split": split.to_xcom(), "evaluation": evaluation.to_xcom(),
         "gate": gate_content, "gate_chart": _data_uri(intervals_png(gate_content["checks"])),
+        "champion_health": champion_health(evaluation, gate, registration),
+        "champion_inputs": champion_inputs_note(evaluation, spec),
         "registration": registration.to_xcom(),
         "backtest": _backtest_section(backtest, gate.challenger, spec) if backtest else None,
         "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
@@ -105,7 +120,8 @@ def _backtest_section(backtest: BacktestManifest, challenger: str, spec: ModelSp
 def render_html(content: dict, templates_dir: Path, alpha: float) -> str:
     environment = Environment(loader=FileSystemLoader(templates_dir), autoescape=select_autoescape(["html", "j2"]),
                               undefined=StrictUndefined)
-    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt, alpha=alpha)
+    return environment.get_template("report.html.j2").render(**content, metric_names=METRICS, fmt=_fmt, alpha=alpha,
+                                                            rules=RULES, rule_reasons=RULE_REASONS)
 
 
 def write_report(

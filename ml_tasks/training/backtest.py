@@ -70,6 +70,11 @@ def _recipe(spec: ModelSpec, plan: RunPlan, candidate: str, store: ArtifactStore
         recipe = champion_recipe(spec, settings)
         if recipe is None:
             raise BacktestError(f"backtest job {candidate!r}: no champion with a recorded recipe (tag refit.recipe)")
+        try:  # a champion trained by an earlier release may hold a parameter this one refuses
+            CandidateSpec(name="champion", family=recipe["family"], params=recipe["params"])
+        except ValueError as exc:
+            raise BacktestError(f"backtest job {candidate!r}: the recipe of champion version {recipe['version']} "
+                                f"(tag refit.recipe) is not one this release can train: {exc}") from None
         return recipe
     spec.candidate(candidate)  # an unknown name fails here, naming the spec's candidates
     uri = plan.artifacts.train_result(candidate)

@@ -1,4 +1,5 @@
-"""The weighted metrics' rank helpers (ml_tasks.evaluation.metrics): tie groups and the fast weighted AUC."""
+"""The weighted metrics (ml_tasks.evaluation.metrics): tie groups and the fast weighted AUC, calibration
+error, and the one clipping rule every metric applies."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ml_tasks.evaluation.metrics import (
+    EPS,
     calibration_metrics,
+    clip_probabilities,
+    compute_metrics,
     equal_mass_bins,
     expected_calibration_error,
     max_calibration_error,
@@ -71,3 +75,18 @@ def test_integer_weights_equal_repeated_rows():
     expanded = calibration_metrics(y[repeated], p[repeated], None, bins=7)
     assert weighted == pytest.approx(expanded, rel=1e-12, abs=1e-15)
     assert set(weighted) == {"ece", "mce", "brier", "log_loss"}
+
+
+# --- one clipping rule for every metric ------------------------------------------------------------
+
+def test_calibration_metrics_clip_probabilities_as_every_other_metric_does():
+    rng = np.random.default_rng(4)
+    p = rng.random(200)
+    p[:20], p[20:40] = 0.0, 1.0                      # saturated scores
+    y = (rng.random(200) < p).astype(int)
+    clipped = clip_probabilities(p)
+    assert clipped.min() == EPS and clipped.max() == 1 - EPS
+    assert calibration_metrics(y, p, bins=10) == calibration_metrics(y, clipped, bins=10)
+    table = compute_metrics(y, p)
+    assert {k: table[k] for k in ("brier", "log_loss", "ece")} == pytest.approx(
+        {k: calibration_metrics(y, p, bins=15)[k] for k in ("brier", "log_loss", "ece")}, abs=1e-15)

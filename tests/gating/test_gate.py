@@ -1,5 +1,6 @@
-"""The gate end to end on stored predictions: each metric's test, Holm across the family,
-non-inferiority margins, slices and Simpson's paradox, fold wins, guardrails, no champion."""
+"""The gate end to end on stored predictions: each metric's test, the promotion family judged as an
+intersection–union test, non-inferiority margins, slices (Bonferroni) and Simpson's paradox, fold
+wins, guardrails, no champion."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from ml_tasks.core.manifests import (
 from ml_tasks.core.spec import ComparisonSpec, ModelSpec
 from ml_tasks.evaluation.metrics import compute_metrics
 from ml_tasks.gating import gate as gate_module
+from ml_tasks.gating.folds import consistency_check
 from ml_tasks.gating.gate import (
     accuracy_test,
-    apply_holm,
-    consistency_check,
+    judge_promotion_family,
     paired_test,
     paired_tests,
     run_gate,
@@ -45,7 +46,7 @@ def simulated(n: int = 6_000, seed: int = 0, gap: float = 0.0):
 
 
 def gate_spec(demo_spec: ModelSpec, **acceptance) -> ModelSpec:
-    raw = demo_spec.model_dump()
+    raw = demo_spec.model_dump(exclude_unset=True)  # what the spec file wrote, varied
     raw["acceptance"] = {**raw["acceptance"], "thresholds": {}, **acceptance}
     raw["candidates"] = [{"name": "lr", "family": "logistic_regression"}, {"name": "gbm", "family": "lightgbm"}]
     return ModelSpec.model_validate(raw)
@@ -70,7 +71,7 @@ def gate_on(spec, frame, tmp_path, champion=True, costs=None, backtest=None):
     return run_gate(spec, plan, evaluation, store, backtest)
 
 
-def test_each_metric_gets_its_test_and_holm_adjusts_the_family(demo_spec, tmp_path):
+def test_each_metric_gets_its_test_and_each_promotion_test_is_judged_alone_at_alpha(demo_spec, tmp_path):
     spec = gate_spec(demo_spec, champion=[{"metric": m, "mode": "non_inferior", "margin": 0.02}
                                           for m in ("roc_auc", "log_loss", "brier", "pr_auc", "accuracy")],
                      decision_threshold=0.3, bootstrap_replicates=300)
@@ -79,14 +80,15 @@ def test_each_metric_gets_its_test_and_holm_adjusts_the_family(demo_spec, tmp_pa
     assert tests["roc_auc"].test.startswith("DeLong")
     assert tests["log_loss"].test.startswith("paired Poisson bootstrap") and tests["pr_auc"].test.startswith("paired")
     assert "discordant" in tests["accuracy"].test
-    tested = [c for c in gate.checks if c.p_adjusted is not None]
-    assert tested == [c for c in gate.checks if c.family == "promotion"]
+    tested = [c for c in gate.checks if c.family == "promotion"]
     assert {c.name for c in tested} >= {c.name for c in tests.values()}
-    assert all(c.p_adjusted >= c.p_value for c in tested)
-    assert all(c.p_adjusted is None for c in gate.checks if c.family != "promotion")  # slices guard harm
-    # Holm: the smallest p is multiplied by the family size (capped at 1).
-    smallest = min(tested, key=lambda c: c.p_value)
-    assert smallest.p_adjusted == pytest.approx(min(1.0, smallest.p_value * len(tested)))
+    # Intersection–union: no adjustment, each raw p at alpha, and the rule on every record.
+    assert all(c.rule == "intersection_union" and c.level == 0.05 and c.p_adjusted is None for c in tested)
+    assert all(c.passed == (c.p_value <= 0.05) for c in tested)
+    assert all("all must pass" in c.reason for c in tested)
+    harms = [c for c in gate.checks if c.family == "harm"]
+    assert all(c.rule == "bonferroni" for c in harms)  # slices: any one decides
+    assert all(c.rule is None for c in gate.checks if c.family is None)
     assert gate.verdict == "PASS", [c.reason for c in gate.checks if not c.passed]
     assert all(c.ci_low <= c.difference <= c.ci_high for c in tests.values())
 
@@ -248,8 +250,9 @@ def test_a_required_fold_test_joins_the_family_and_still_needs_its_win_fraction(
     check = consistency_check(spec, backtest, "gbm", "champion", "champion v1")
     assert check.family == "promotion" and check.p_value == pytest.approx(1 / 32)
     assert check.challenger == pytest.approx(5.5 / 6) and check.condition_met is False
-    [held] = apply_holm([check], alpha=0.05)
-    assert held.p_adjusted == pytest.approx(1 / 32) and "passes alpha" in held.reason and not held.passed
+    [held] = judge_promotion_family([check], alpha=0.05)
+    assert held.p_adjusted is None and held.rule == "intersection_union" and "<= alpha 0.05" in held.reason
+    assert not held.passed
 
 
 def test_thresholds_check_min_and_max(demo_spec):

@@ -6,6 +6,7 @@ over the wire.
 
 from __future__ import annotations
 
+import email.policy
 import json
 import threading
 import warnings
@@ -17,6 +18,7 @@ import pytest
 
 from ml_tasks.reporting.notify import (
     NotifySettingsError,
+    champion_degraded,
     email_message,
     gate_failed,
     load_notify_settings,
@@ -107,6 +109,29 @@ def test_email_goes_through_smtp_with_the_summary_as_subject(tmp_path, smtp_serv
     assert message["Subject"].startswith("[refit] credit: gate FAIL")
     assert message["To"] == "oncall@example.com, ml@example.com"
     assert "ece 0.08 above 0.05" in message.get_payload() and "s3://b/report.html" in message.get_payload()
+
+
+DEGRADED = {"champion_health": {
+    "champion": "champion v1", "degraded": True, "failing": ["roc_auc 0.5600 < 0.7"], "policy": "alert",
+    "checks": [{"passed": False, "reason": "champion v1's roc_auc 0.5600 misses the spec's min >= 0.7"}],
+    "note": "champion v1 fails its own bars on these test rows", "outcome": "challenger lightgbm not promoted"}}
+
+
+def test_a_champion_failing_its_own_bars_is_told_on_every_channel(tmp_path, webhook, smtp_server):
+    url, posted = webhook
+    port, mailed = smtp_server
+    settings = load_notify_settings(tmp_path, env={
+        "REFIT_NOTIFY_CHANNELS": "log,webhook,email", "REFIT_NOTIFY_WEBHOOK_URL": url,
+        "REFIT_NOTIFY_EMAIL_TO": "oncall@example.com", "REFIT_SMTP_HOST": "127.0.0.1", "REFIT_SMTP_PORT": str(port)})
+    notification = champion_degraded("credit", DEGRADED, "scheduled__1", "runs/credit/x/report.html")
+
+    assert notify(notification, settings) == ["log", "webhook", "email"]
+
+    summary = "credit: champion v1 fails its own bars: roc_auc 0.5600 < 0.7; policy alert: challenger lightgbm not " \
+              "promoted"
+    assert json.loads((tmp_path / "notifications.log").read_text())["kind"] == "champion_degraded"
+    assert posted[0]["text"] == summary and posted[0]["kind"] == "champion_degraded"
+    assert message_from_bytes(mailed[0], policy=email.policy.default)["Subject"] == f"[refit] {summary}"
 
 
 def test_an_unreachable_webhook_never_loses_the_notification(tmp_path):

@@ -1,7 +1,9 @@
 """The model spec: one YAML file says everything about one model.
 
 A spec is loaded into :class:`ModelSpec`, a pydantic model that rejects unknown fields and
-wrong values with a message naming the field, so a typo in a spec fails before any task runs.
+wrong values, every problem at once, each naming its field, so a typo in a spec fails before any
+task runs. Each candidate family's ``params`` have a typed schema too (:mod:`.families`);
+:func:`spec_reference` prints them all as Markdown.
 A new model needs a new spec file in ``include/models/``, never new code.
 
 Example
@@ -32,21 +34,32 @@ from ml_tasks.core.spec.data import (
     StreamSpec,
     ValidationSpec,
 )
+from ml_tasks.core.spec.families import (
+    FAMILY_PARAMS,
+    FamilyParams,
+    LightGBMParamsSpec,
+    LogisticRegressionParamsSpec,
+    PriorParamsSpec,
+    SearchRange,
+    TorchMLPParamsSpec,
+)
 from ml_tasks.core.spec.loading import ADDED_FIELDS, discover_specs, load_spec, query_path, query_texts, spec_hash
 from ml_tasks.core.spec.model import ModelSpec
+from ml_tasks.core.spec.reference import spec_reference
 from ml_tasks.core.spec.training import (
     BacktestSpec,
     CalibrationSpec,
     CandidateSpec,
-    SearchRange,
     TrainerSpec,
     TrainingSpec,
 )
 
 __all__ = [
-    "ADDED_FIELDS", "FAMILIES", "NAME_PATTERN", "SAMPLE_SIZES", "AcceptanceSpec", "BacktestSpec", "CalibrationSpec",
-    "CandidateSpec", "ColumnsSpec", "ComparisonSpec", "ConsistencySpec", "FeaturesSpec", "GuardrailSpec",
-    "LeakageSpec", "ModelSpec", "RatioBounds", "SamplingSpec", "SearchRange", "SliceSpec", "SourceSpec", "SpecError",
-    "SplitSpec", "StreamSpec", "ThresholdSpec", "TrainerSpec", "TrainingSpec", "ValidationSpec", "discover_specs",
-    "load_spec", "min_folds_for", "query_path", "query_texts", "spec_hash",
+    "ADDED_FIELDS", "FAMILIES", "FAMILY_PARAMS", "NAME_PATTERN", "SAMPLE_SIZES", "AcceptanceSpec", "BacktestSpec",
+    "CalibrationSpec", "CandidateSpec", "ColumnsSpec", "ComparisonSpec", "ConsistencySpec", "FamilyParams",
+    "FeaturesSpec", "GuardrailSpec", "LeakageSpec", "LightGBMParamsSpec", "LogisticRegressionParamsSpec", "ModelSpec",
+    "PriorParamsSpec", "RatioBounds", "SamplingSpec", "SearchRange", "SliceSpec", "SourceSpec", "SpecError",
+    "SplitSpec", "StreamSpec", "ThresholdSpec", "TorchMLPParamsSpec", "TrainerSpec", "TrainingSpec",
+    "ValidationSpec", "discover_specs", "load_spec", "min_folds_for", "query_path", "query_texts", "spec_hash",
+    "spec_reference",
 ]

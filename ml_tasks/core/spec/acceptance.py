@@ -31,6 +31,11 @@ class ComparisonSpec(Strict):
 
     ``roc_auc`` is tested with DeLong's test; ``log_loss``, ``brier``, ``pr_auc`` and ``ece`` with a
     paired Poisson bootstrap; ``accuracy`` (at ``acceptance.decision_threshold``) with McNemar.
+    ``non_inferior`` tests H0 "the gain is at most ``-margin``" (worse by the margin or more);
+    ``superior`` tests H0 "the gain is at most ``min_improvement``", so a negligible gain that is
+    merely significant (highly correlated models) does not promote. Each field belongs to one
+    mode: a ``margin`` written on a ``superior`` check or a ``min_improvement`` on a
+    ``non_inferior`` one is rejected rather than silently ignored.
     """
 
     metric: str = "roc_auc"
@@ -46,6 +51,29 @@ class ComparisonSpec(Strict):
         if value not in COMPARABLE_METRICS:
             raise ValueError(f"unknown metric {value!r}; expected one of {list(COMPARABLE_METRICS)}")
         return value
+
+    @model_validator(mode="after")
+    def _one_bar_per_mode(self) -> ComparisonSpec:
+        """Reject the field of the other mode (``margin`` has a default, so only a written one counts).
+
+        A margin of 0 on a ``superior`` check says nothing the mode does not (the default
+        ``baseline`` is written so). A dumped spec spells out every field, ``margin`` at its
+        default next to ``min_improvement``, and must load back as the same spec: that pair is
+        accepted too.
+        """
+        written = self.model_fields_set
+        if self.mode == "superior" and "margin" in written and self.margin != 0.0 and not (
+                "min_improvement" in written and self.margin == type(self).model_fields["margin"].default):
+            raise ValueError(
+                f"margin: {self.margin} does not apply to a 'superior' check (it tests H0 'gain <= "
+                f"min_improvement'); for the smallest gain worth promoting write min_improvement: {self.margin}, "
+                f"or use mode: non_inferior for an allowed loss")
+        if self.mode == "non_inferior" and self.min_improvement != 0.0:
+            raise ValueError(
+                f"min_improvement: {self.min_improvement} does not apply to a 'non_inferior' check (it tests "
+                f"H0 'worse by at least margin'); use mode: superior with min_improvement, or margin for an "
+                f"allowed loss")
+        return self
 
 
 class ConsistencySpec(Strict):
@@ -90,12 +118,15 @@ class AcceptanceSpec(Strict):
     backtest: ConsistencySpec = ConsistencySpec()
     slices: SliceSpec = SliceSpec()
     guardrails: GuardrailSpec = GuardrailSpec()
-    #: Fewest positive and fewest negative rows a compared set (the test rows, a slice) needs for
-    #: a paired test; below it the check is "insufficient data".
+    #: Fewest positive and fewest negative rows (with positive weight) a compared set (the test
+    #: rows, a slice) needs for a paired test; below it a comparison is "insufficient data" and
+    #: fails (the champion stays), and a slice is listed untested. Never fewer than 2 in effect
+    #: (DeLong's variance divides by m - 1).
     min_class_rows: int = Field(default=10, ge=1)
     #: When the champion itself fails the absolute thresholds on the test rows: ``alert`` (report
     #: and notify; a challenger must still clear every bar) or ``replace_if_better`` (a challenger
-    #: significantly better than the failing champion may replace it without clearing them).
+    #: significantly better than the failing champion on every comparison may replace it although
+    #: it misses bars the champion misses too; see :mod:`ml_tasks.gating.gate`).
     degraded_champion: Literal["alert", "replace_if_better"] = "alert"
 
     @field_validator("champion", mode="before")

@@ -1,11 +1,16 @@
-"""What every spec section shares: the strict base model, the error type, names and metric checks."""
+"""What every spec section shares: the strict base model, the error type, names and metric checks,
+and the problem records that let a check report any number of errors, each at its own field."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    ValidationError,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ml_tasks.core.columns import HIGHER_IS_BETTER
 
@@ -15,6 +20,9 @@ FAMILIES = ("prior", "logistic_regression", "lightgbm", "torch_mlp")
 #: Model, candidate and stream names: plain identifiers (also what the CLI's ``--model`` accepts).
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 SAMPLE_SIZES = (100, 10_000_000)  # bounds of sampling.size, and of the retrain DAG form's sample_size
+
+#: Where a problem sits in a spec: keys and list positions, e.g. ``("candidates", 2, "params", "epochs")``.
+Loc = tuple[str | int, ...]
 
 
 class SpecError(ValueError):
@@ -26,6 +34,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def check_metric(name: str, where: str = "selection_metric") -> None:
-    if name not in HIGHER_IS_BETTER:
-        raise ValueError(f"{where}: unknown metric {name!r}; expected one of {sorted(HIGHER_IS_BETTER)}")
+def problem(loc: Loc, message: str, value: object = None, kind: str = "spec") -> InitErrorDetails:
+    """One error at field ``loc`` (relative to the model whose validator reports it)."""
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
+
+
+def nested(exc: ValidationError, prefix: Loc = ()) -> list[InitErrorDetails]:
+    """The errors of ``exc`` as problems under ``prefix``, each keeping its kind, message and value."""
+    return [problem((*prefix, *error["loc"]), error["msg"], error.get("input"), error["type"])
+            for error in exc.errors()]
+
+
+def raise_problems(title: str, problems: Sequence[InitErrorDetails]) -> None:
+    """Raise every problem at once (pydantic prefixes each with where the validated model sits)."""
+    if problems:
+        raise ValidationError.from_exception_data(title, list(problems))
+
+
+def metric_problem(name: str, loc: Loc) -> list[InitErrorDetails]:
+    """An unknown metric name at ``loc``, or nothing."""
+    if name in HIGHER_IS_BETTER:
+        return []
+    return [problem(loc, f"unknown metric {name!r}; expected one of {sorted(HIGHER_IS_BETTER)}", name)]

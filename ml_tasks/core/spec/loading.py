@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from ml_tasks.core.spec.base import SpecError
+from ml_tasks.core.spec.families import error_message, got_suffix
 from ml_tasks.core.spec.model import ModelSpec
 
 
@@ -27,22 +28,23 @@ def load_spec(path: str | Path) -> ModelSpec:
     try:
         return ModelSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(f"spec {path}: " + _describe(exc)) from None
+        raise SpecError(f"spec {path}: " + describe(exc)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError) -> str:
+    """Every error of a spec on one line, each as ``field 'a.b.c': what is wrong``."""
     parts = []
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
+        message = error_message(error["msg"])
         if error["type"] == "extra_forbidden":
             message = "unknown field (check the spelling)"
         elif error["type"] == "missing":
             message = "required field is missing"
-        elif error["type"].endswith("_type"):  # strict types: say what was written instead
-            message += f", got {error['input']!r:.60}"
+        else:  # say what was written
+            message += got_suffix(error["type"], message, error["input"])
         parts.append(f"field '{field}': {message}")
-    return "; ".join(parts)
+    return (f"{len(parts)} problems: " if len(parts) > 1 else "") + "; ".join(parts)
 
 
 def query_path(spec: ModelSpec, include_dir: Path, query_file: str | None = None) -> Path:

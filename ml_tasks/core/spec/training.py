@@ -7,27 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    field_validator,
     model_validator,
 )
 
-from ml_tasks.core.spec.base import NAME_PATTERN, Strict
+from ml_tasks.core.spec.base import NAME_PATTERN, Strict, metric_problem, problem, raise_problems
+from ml_tasks.core.spec.families import SearchRange, candidate_problems
 
-
-class SearchRange(Strict):
-    """A continuous (or integer) range of one hyper-parameter for the random search."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SearchRange:
-        if self.low > self.high:
-            raise ValueError(f"low {self.low} is above high {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got {self.low}")
-        return self
+_SCALAR = (float, int, str, bool)
 
 
 class TrainingSpec(Strict):
@@ -45,11 +32,41 @@ class TrainingSpec(Strict):
 
 
 class CandidateSpec(Strict):
+    """One model to train: its family, that family's ``params`` and a random-search space over them.
+
+    ``params`` and ``search`` are checked against the family's schema
+    (:mod:`ml_tasks.core.spec.families`) when the spec loads; they are kept as written, so the
+    spec's hash does not depend on the schema's defaults.
+    """
+
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     family: Literal["prior", "logistic_regression", "lightgbm", "torch_mlp"]
     params: dict[str, float | int | str | bool] = {}
     #: Random-search space: a list of values to choose from, or a range, per parameter.
     search: dict[str, list[float | int | str | bool] | SearchRange] = {}
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _scalars(cls, value: object) -> object:
+        if isinstance(value, dict):  # one clear error per value, not one per member of the union
+            raise_problems(cls.__name__, [
+                problem((name,), "expected a number, text or true/false (layer widths are text: \"256,128\")", v)
+                for name, v in value.items() if not isinstance(v, _SCALAR)])
+        return value
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _lists_or_ranges(cls, value: object) -> object:
+        if isinstance(value, dict):
+            raise_problems(cls.__name__, [
+                problem((name,), "expected a list of values to choose from, or a range {low, high, log, integer}", v)
+                for name, v in value.items() if not isinstance(v, list | dict | SearchRange)])
+        return value
+
+    @model_validator(mode="after")
+    def _params_of_family(self) -> CandidateSpec:
+        raise_problems(type(self).__name__, candidate_problems(self.family, self.params, self.search))
+        return self
 
 
 class BacktestSpec(Strict):
@@ -80,11 +97,18 @@ class BacktestSpec(Strict):
     staleness_tolerance: float = Field(default=0.01, gt=0.0)
     staleness_metric: str = "roc_auc"
 
+    @field_validator("staleness_metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        raise_problems(cls.__name__, metric_problem(value, ()))
+        return value
+
     @model_validator(mode="after")
     def _gap_covers_label_delay(self) -> BacktestSpec:
         if self.gap_days < self.label_delay_days:
-            raise ValueError(f"gap_days {self.gap_days} is shorter than label_delay_days {self.label_delay_days}: "
-                             "a fold's test labels would overlap its training period")
+            raise_problems(type(self).__name__, [problem(
+                ("gap_days",), f"gap_days {self.gap_days} is shorter than label_delay_days {self.label_delay_days}: "
+                "a fold's test labels would overlap its training period", self.gap_days)])
         return self
 
 

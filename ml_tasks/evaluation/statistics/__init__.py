@@ -14,9 +14,11 @@ shared by the two models and cancels in their difference.
                                (:mod:`.bootstrap`)
 :func:`paired_bootstrap_many`  several metrics on the same replicates (what the gate runs)
 :func:`mcnemar_at_threshold`   discordant decisions at one threshold (statsmodels' McNemar) and
-                               the weighted accuracy difference (:mod:`.mcnemar`)
-:func:`holm`                   Holm's step-down correction across many checks (the metrics
-                               compared) (:mod:`.holm`)
+                               the weighted accuracy difference (:mod:`.mcnemar`);
+                               :func:`accuracy_test` is the gate's accuracy comparison on it
+:func:`holm`                   Holm's step-down correction across many checks (:mod:`.holm`);
+                               not the gate's rule for comparisons that must all pass (an
+                               intersection–union test needs none, see :mod:`ml_tasks.gating.gate`)
 :func:`fold_consistency`       does the challenger win across backtest folds? (sign / Wilcoxon)
                                (:mod:`.folds`); :func:`ml_tasks.core.spec.min_folds_for` gives the
                                fewest folds with which such a test can ever pass (the spec check
@@ -25,7 +27,8 @@ shared by the two models and cancels in their difference.
                                (:mod:`.slices`)
 =============================  ====================================================================
 
-Beneath them: :mod:`.inputs` checks the arrays every test receives (and words the errors),
+Beneath them: :mod:`.inputs` checks the arrays every test receives (and words the errors, and
+counts the rows of each class a test can use: :func:`class_counts`),
 :mod:`.wald` gives DeLong's and McNemar's results their Wald interval and one-sided z-tests,
 :mod:`.poisson_counts` draws the bootstrap's Poisson(1) counts and :mod:`.bootstrap_plan` turns
 them into every metric of both models, 64 replicates at a time.
@@ -40,8 +43,12 @@ Conventions
   (not as ``w`` repeated copies; see :func:`delong_paired`).
 * A one-sided test rejects when ``p_value <= alpha``; p-values are p-values (never log10 of one,
   the trap of a widely copied fast-DeLong implementation).
-* Probabilities are clipped to ``[EPS, 1 - EPS]`` before any bootstrap metric, as in
-  :func:`ml_tasks.evaluation.metrics.compute_metrics`, so the observed values match the evaluation's.
+* Probabilities are clipped by :func:`ml_tasks.evaluation.metrics.clip_probabilities` before any
+  bootstrap metric, as in :func:`ml_tasks.evaluation.metrics.compute_metrics`, so the observed
+  values match the evaluation's; DeLong ranks scores of any scale and clips nothing, so the gate
+  hands it (and McNemar) clipped probabilities too.
+* A zero DeLong variance for a non-zero difference is degenerate, never p = 0: the standard
+  error falls back to its worst-case bound (:func:`delong_paired`).
 
 >>> r = delong_paired(y, p_challenger, p_champion, weights=w)          # doctest: +SKIP
 >>> r.difference, r.se, r.non_inferiority(margin=0.005).p_value          # doctest: +SKIP
@@ -62,7 +69,13 @@ from ml_tasks.evaluation.statistics.bootstrap import (
 from ml_tasks.evaluation.statistics.delong import DeLongResult, delong_paired
 from ml_tasks.evaluation.statistics.folds import FoldConsistency, fold_consistency
 from ml_tasks.evaluation.statistics.holm import HolmDecision, holm
-from ml_tasks.evaluation.statistics.mcnemar import MCNEMAR_EXACT_BELOW, McNemarResult, mcnemar_at_threshold
+from ml_tasks.evaluation.statistics.inputs import class_counts
+from ml_tasks.evaluation.statistics.mcnemar import (
+    MCNEMAR_EXACT_BELOW,
+    McNemarResult,
+    accuracy_test,
+    mcnemar_at_threshold,
+)
 from ml_tasks.evaluation.statistics.poisson_counts import poisson_replicate_counts
 from ml_tasks.evaluation.statistics.slices import (
     BETTER_OVERALL_WORSE_IN_EVERY_SLICE,
@@ -82,6 +95,8 @@ __all__ = [
     "HolmDecision",
     "McNemarResult",
     "OneSidedTest",
+    "accuracy_test",
+    "class_counts",
     "delong_paired",
     "fold_consistency",
     "holm",

@@ -17,8 +17,8 @@ Traps:
 
 * the p-values come from the bootstrap distribution *shifted to the null*, with the ``+1`` that
   keeps a finite bootstrap from claiming p = 0;
-* probabilities are clipped to ``[EPS, 1 - EPS]`` first, as in
-  :func:`ml_tasks.evaluation.metrics.compute_metrics`, so the observed values equal the evaluation's;
+* probabilities are clipped by :func:`ml_tasks.evaluation.metrics.clip_probabilities` first, as
+  in :func:`ml_tasks.evaluation.metrics.compute_metrics`, so the observed values equal the evaluation's;
 * ECE's bins are the full sample's, kept for every replicate, and ECE is biased upwards by
   noise: read its test as a guide;
 * a replicate that draws no positive row has no AUC: such replicates are dropped (and counted).
@@ -36,7 +36,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from ml_tasks.core.columns import HIGHER_IS_BETTER
-from ml_tasks.evaluation.metrics import EPS
+from ml_tasks.evaluation.metrics import clip_probabilities
 from ml_tasks.evaluation.statistics.bootstrap_plan import BootstrapPlan, PairedValues
 from ml_tasks.evaluation.statistics.inputs import as_labels, as_scores, as_weights, check_alpha
 from ml_tasks.evaluation.statistics.poisson_counts import CHUNK, chunk_counts
@@ -94,6 +94,16 @@ class BootstrapResult:
         """
         return _shifted_null_p(self.improvements, self.improvement, -margin)
 
+    def p_superior(self, min_improvement: float = 0.0) -> float:
+        """One-sided p of H0: improvement <= ``min_improvement`` (the smallest gain worth having).
+
+        The same shifted-null test as :meth:`p_value` with the bar above 0 instead of below it;
+        ``p_superior(0.0) == p_value(0.0) == p_superiority``.
+        """
+        if min_improvement < 0:
+            raise ValueError(f"min_improvement: expected a non-negative gain, got {min_improvement}")
+        return _shifted_null_p(self.improvements, self.improvement, min_improvement)
+
     @property
     def superior(self) -> bool:
         return self.p_superiority <= self.alpha
@@ -116,8 +126,8 @@ def _prepare(y: npt.ArrayLike, p_a: npt.ArrayLike, p_b: npt.ArrayLike, weights: 
     """Checked inputs, probabilities clipped; both classes must carry weight, or no metric compares."""
     positive = as_labels(y)
     n = len(positive)
-    a = np.clip(as_scores("p_a", p_a, n), EPS, 1.0 - EPS)
-    b = np.clip(as_scores("p_b", p_b, n), EPS, 1.0 - EPS)
+    a = clip_probabilities(as_scores("p_a", p_a, n))
+    b = clip_probabilities(as_scores("p_b", p_b, n))
     w = as_weights(weights, n)
     if not (np.any(positive & (w > 0)) and np.any(~positive & (w > 0))):
         raise ValueError("y: expected positive and negative rows with positive weight; a paired comparison "

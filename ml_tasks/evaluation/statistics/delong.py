@@ -17,8 +17,15 @@ Traps, and what the tests hold this to:
 * weights are *sampling* weights, not frequency weights: repeating a row of weight 3 three
   times gives the same AUC but a variance that is too small;
 * the variance needs at least two rows of positive weight in each class (it divides by
-  ``m - 1``), and with only a handful it can still come out 0 and give p = 0: the gate tests
-  only slices of at least ``min_size`` rows;
+  ``m - 1``), and with few rows, or a model that separates the classes perfectly, it can come
+  out 0 for a non-zero difference: that is a degenerate estimate, not certainty, and never
+  gives p = 0 here (:func:`delong_paired` falls back to the largest standard error any AUC
+  difference on these class sizes can have; the gate also requires
+  ``acceptance.min_class_rows`` of each class before it tests at all);
+* DeLong ranks *scores* on any scale (pROC's reference data uses a 1-5 grade), so it clips
+  nothing itself; the gate hands it probabilities already clipped by
+  :func:`ml_tasks.evaluation.metrics.clip_probabilities`, so the AUC it tests is the metrics
+  table's;
 * ties count one half, in the AUC and in the placements alike.
 """
 
@@ -35,6 +42,10 @@ from ml_tasks.evaluation.metrics import tie_groups
 from ml_tasks.evaluation.statistics.inputs import as_labels, as_scores, as_weights
 from ml_tasks.evaluation.statistics.wald import WaldDifference, safe_z
 
+#: A standard error at or below this is a zero variance plus rounding (AUCs lie in [0, 1], so the
+#: rounding in their placements is ~1e-16; a real one needs ~1e8 rows to come near this).
+ZERO_SE = 64 * float(np.finfo(float).eps)
+
 
 @dataclass(frozen=True)
 class DeLongResult(WaldDifference):
@@ -44,6 +55,8 @@ class DeLongResult(WaldDifference):
     estimated covariance matrix of ``(auc_a, auc_b)``; ``variance = c' S c`` with
     ``c = (1, -1)``; ``z = difference / se`` and ``p_value`` is two-sided. ``ci``,
     ``non_inferiority`` and ``superiority`` are the Wald interval and z-tests on it.
+    ``se`` is ``sqrt(variance)``, except when ``se_bounded``: the estimated variance was 0 for a
+    non-zero difference and ``se`` is the worst-case bound (see :func:`delong_paired`).
     """
 
     auc_a: float
@@ -56,6 +69,7 @@ class DeLongResult(WaldDifference):
     p_value: float
     n_positive: int
     n_negative: int
+    se_bounded: bool = False
 
 
 def _placements(score: npt.NDArray[np.float64], positive: npt.NDArray[np.bool_], w: npt.NDArray[np.float64],
@@ -141,6 +155,20 @@ def delong_paired(y: npt.ArrayLike, score_a: npt.ArrayLike, score_b: npt.ArrayLi
     but a larger, honest variance than DeLong on the repeated rows (which would pretend to have
     seen ``sum w`` independent rows).
 
+    **A zero variance** (up to rounding: ``se <= ZERO_SE``) with a non-zero difference (every
+    positive's, and every negative's, placement differs between the models by the same amount:
+    e.g. a perfect separator against a constant score, or a handful of rows) is a degenerate
+    estimate, not a difference known exactly: the data cannot show how the AUCs vary, and
+    z = infinity would claim p = 0 (four rows sufficed). The honest fallback is the largest
+    standard error the difference can have: for ``k = min(m, n)`` rows of the smaller class,
+    ``Var(AUC) <= AUC (1 - AUC) / k <= 1 / (4k)`` for any distribution (van Dantzig 1951;
+    Birnbaum & Klose 1957; Bamber 1975), so ``sd(AUC_a - AUC_b) <= sd(AUC_a) + sd(AUC_b) <=
+    1 / sqrt(k)``; under weights ``k`` is the smaller class's Kish effective size
+    ``(sum w)^2 / sum w^2``. ``se`` is then that bound and ``se_bounded`` is True; ``variance``
+    stays the estimate (0). A zero variance with a zero difference is left alone: the two models
+    place every row alike (identical rankings of these rows), so the difference is 0 in any
+    resample of them.
+
     Raises ``ValueError`` unless each label has at least two rows with positive weight.
     """
     positive = as_labels(y)
@@ -168,8 +196,17 @@ def delong_paired(y: npt.ArrayLike, score_a: npt.ArrayLike, score_b: npt.ArrayLi
     difference = float(auc[0] - auc[1])
     variance = float(max(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1], 0.0))
     se = math.sqrt(variance)
+    bounded = se <= ZERO_SE and difference != 0.0
+    if bounded:
+        se = 1.0 / math.sqrt(min(_kish_size(w_pos), _kish_size(w_neg)))
     z = safe_z(difference, se)
     p = float(min(1.0, 2.0 * sps.norm.sf(abs(z))))
     return DeLongResult(auc_a=float(auc[0]), auc_b=float(auc[1]), difference=difference, variance=variance,
-                        se=se, covariance=cov, z=z, p_value=p, n_positive=m_eff, n_negative=n_eff)
+                        se=se, covariance=cov, z=z, p_value=p, n_positive=m_eff, n_negative=n_eff,
+                        se_bounded=bounded)
+
+
+def _kish_size(w: npt.NDArray[np.float64]) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` (the row count under equal weights)."""
+    return float(w.sum() ** 2 / np.dot(w, w))
 

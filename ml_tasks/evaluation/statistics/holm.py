@@ -1,9 +1,12 @@
 """Holm's step-down correction: one family-wise error rate across many p-values.
 
-The gate's promotion family (every paired comparison, and the backtest fold test when it is
-required) is Holm-adjusted, so a challenger is not promoted on whichever of several metrics
-happened to come out significant by chance. Holm (1979) is valid under any dependence between
-the tests, which matters here: every comparison is made on the same test rows.
+For a family where *any one* rejection decides (promote if some metric is better, fail if some
+slice is harmed), Holm (1979) keeps the chance of any false rejection at alpha, under any
+dependence between the tests (every comparison is made on the same test rows). The gate's
+promotion family is not such a family: it promotes only if *every* comparison passes, an
+intersection–union test that needs no correction (earlier releases Holm-adjusted it, which only
+cost power; see :mod:`ml_tasks.gating.gate`). The simulation of the gate's decision rule uses
+this module to measure what the old rule cost.
 
 Trap: ``statsmodels.stats.multitest.multipletests`` defaults to ``method="hs"``, Holm–Šidák,
 which is slightly more powerful but assumes independent or positively dependent tests; Holm

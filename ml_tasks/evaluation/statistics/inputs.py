@@ -54,3 +54,10 @@ def check_alpha(alpha: float) -> None:
     """A test's level must lie strictly between 0 and 1."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: expected a level in (0, 1), got {alpha}")
+
+
+def class_counts(y: npt.ArrayLike, weights: npt.ArrayLike | None = None) -> tuple[int, int]:
+    """(positive rows, negative rows) with positive weight: what a paired test can use of each class."""
+    positive = as_labels(y)
+    w = as_weights(weights, len(positive))
+    return int(np.count_nonzero(positive & (w > 0))), int(np.count_nonzero(~positive & (w > 0)))

@@ -157,3 +157,33 @@ def _count_test(table: npt.NDArray[np.int64]) -> _CountTest:
     res = mcnemar(table, exact=exact, correction=True)
     p_one = float(sps.binomtest(n10, discordant, 0.5, alternative="greater").pvalue)
     return _CountTest(discordant, exact, float(res.statistic), float(res.pvalue), p_one)
+
+
+def accuracy_test(y: npt.ArrayLike, p_a: npt.ArrayLike, p_b: npt.ArrayLike, threshold: float, margin: float,
+                  alpha: float, weights: npt.ArrayLike | None = None, min_improvement: float = 0.0,
+                  ) -> tuple[float, float, float, float, float, float, str]:
+    """Paired accuracy at ``threshold``: (acc_a, acc_b, difference, ci_low, ci_high, one-sided p, test).
+
+    The gate's accuracy comparison, from :func:`mcnemar_at_threshold`. The accuracies, their difference and its interval
+    (two-sided ``1 - 2 alpha``) are weighted by ``weights``, like every other metric of the gate,
+    so they estimate the population's accuracy. With no margin and no minimum improvement the
+    p-value is :meth:`~ml_tasks.evaluation.statistics.mcnemar.McNemarResult.p_value_superior`:
+    McNemar's exact count test under equal weights, else the weighted z-test (floored at
+    McNemar's exact p for few discordant rows). A margin or a minimum improvement has no count
+    test: ``(d + margin) / se`` or ``(d - min_improvement) / se`` on the weighted difference ``d``
+    with its design-based standard error (Nam's 1997 paired z-test when the weights are equal).
+    """
+    if margin and min_improvement:
+        raise ValueError("accuracy_test: a margin (non-inferiority) or a min_improvement (superiority), not both")
+    result = mcnemar_at_threshold(y, p_a, p_b, threshold, weights)
+    only_a, only_b = int(result.table[0, 1]), int(result.table[1, 0])
+    low, high = result.ci(2 * alpha)
+    if margin == 0.0 and min_improvement == 0.0:
+        p_value = result.p_value_superior(alpha)
+        test = (f"McNemar (exact one-sided binomial; {only_a} vs {only_b} discordant rows)" if result.equal_weights
+                else f"weighted z on the accuracy difference ({only_a} vs {only_b} discordant rows; unequal weights)")
+    else:
+        tested = result.non_inferiority(margin, alpha) if margin else result.superiority(alpha, min_improvement)
+        p_value = tested.p_value
+        test = f"paired z on discordant pairs ({only_a} vs {only_b} rows, weighted)"
+    return result.accuracy_a, result.accuracy_b, result.difference, low, high, p_value, test

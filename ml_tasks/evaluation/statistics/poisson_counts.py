@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats as sps
 
-from ml_tasks.evaluation.metrics import EPS
+from ml_tasks.evaluation.metrics import clip_probabilities
 
 #: Replicates drawn per random stream (and processed together): results depend on the seed only,
 #: never on memory settings, and the first k replicates of a run are the same for any larger
@@ -116,7 +116,7 @@ def poisson_replicate_counts(p_a: npt.ArrayLike, replicates: int, seed: int = 0)
     access sequential; since they are independent draws, any fixed assignment to rows is the
     same Poisson bootstrap. For checks and small data: this materialises ``replicates x n``.
     """
-    p = np.clip(np.asarray(p_a, dtype=float).reshape(-1), EPS, 1.0 - EPS)
+    p = clip_probabilities(p_a).reshape(-1)
     order = np.argsort(-p, kind="stable")
     counts = np.empty((replicates, len(p)), dtype=np.uint8)
     for chunk in range(-(-replicates // CHUNK)):

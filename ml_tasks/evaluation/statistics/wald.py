@@ -9,7 +9,9 @@ With ``d = metric(a) - metric(b)`` and its standard error ``se``:
 
 * interval: ``d -/+ z_{1-alpha/2} se`` (two-sided ``1 - alpha``);
 * non-inferiority with margin ``m >= 0``: H0 ``d <= -m``, ``z = (d + m) / se``,
-  ``p = 1 - Phi(z)``; superiority is the same test with ``m = 0``.
+  ``p = 1 - Phi(z)``;
+* superiority with a minimum improvement ``g >= 0``: H0 ``d <= g``, ``z = (d - g) / se``; with
+  ``g = 0`` it is the non-inferiority test with ``m = 0``.
 
 Traps: the p-value is the p-value itself, never its log10 (what a widely copied fast-DeLong
 implementation returns), and two identical models have ``se == 0``, where ``z`` must be
@@ -74,10 +76,23 @@ class WaldDifference:
         check_alpha(alpha)
         if margin < 0:
             raise ValueError(f"margin: expected a non-negative allowed loss, got {margin}")
-        z = safe_z(self.difference + margin, self.se)
-        p = float(sps.norm.sf(z))
-        return OneSidedTest(z=z, p_value=p, margin=float(margin), alpha=alpha, passed=p <= alpha)
+        return self._above(-margin, float(margin), alpha)
 
-    def superiority(self, alpha: float = 0.05) -> OneSidedTest:
-        """One-sided test of H0: ``difference <= 0`` (``non_inferiority`` with margin 0)."""
-        return self.non_inferiority(0.0, alpha)
+    def superiority(self, alpha: float = 0.05, min_improvement: float = 0.0) -> OneSidedTest:
+        """One-sided test of H0: ``difference <= min_improvement`` against H1: ``> min_improvement``.
+
+        ``z = (difference - min_improvement) / se``: ``a`` passes when it is better by more than
+        the smallest gain worth having. With ``min_improvement == 0`` this is ``non_inferiority``
+        with margin 0 (the same numbers). The returned ``margin`` is ``-min_improvement``: in both
+        tests the bar the difference must clear is ``-margin``.
+        """
+        check_alpha(alpha)
+        if min_improvement < 0:
+            raise ValueError(f"min_improvement: expected a non-negative gain, got {min_improvement}")
+        return self._above(min_improvement, -float(min_improvement) or 0.0, alpha)
+
+    def _above(self, bar: float, margin: float, alpha: float) -> OneSidedTest:
+        """H0: ``difference <= bar``; ``z = (difference - bar) / se`` (``difference + m`` is exact for ``bar = -m``)."""
+        z = safe_z(self.difference - bar, self.se)
+        p = float(sps.norm.sf(z))
+        return OneSidedTest(z=z, p_value=p, margin=margin, alpha=alpha, passed=p <= alpha)

@@ -140,3 +140,16 @@ def test_bootstrap_input_errors_name_the_argument(scored):
         paired_bootstrap("brier", y, p_a, p_b, weights=-w)
     with pytest.raises(ValueError, match="alpha"):
         paired_bootstrap("brier", y, p_a, p_b, alpha=1.5)
+
+
+def test_superiority_with_a_minimum_improvement_shifts_the_null_above_zero(scored):
+    y, p_a, p_b, w = scored
+    r = paired_bootstrap("log_loss", y, p_a, p_b, w, replicates=300, seed=2)
+    assert r.p_superior(0.0) == r.p_superiority == r.p_value(0.0)
+    d = r.improvements
+    for gain in (0.001, 0.01, abs(r.improvement)):
+        expected = (1 + np.count_nonzero(d >= 2 * r.improvement - gain)) / (1 + len(d))
+        assert r.p_superior(gain) == expected
+    assert r.p_superior(abs(r.improvement) * 2) >= r.p_superior(0.0)
+    with pytest.raises(ValueError, match="min_improvement"):
+        r.p_superior(-0.01)

@@ -211,3 +211,30 @@ def test_delong_input_errors_name_the_argument():
         delong_paired(y, s, s, weights=-np.ones(6))
     with pytest.raises(ValueError, match="at least 2 positive"):
         delong_paired(y, s, s, weights=[1, 1, 1, 0, 0, 1])
+
+
+def test_a_zero_variance_with_a_difference_uses_the_worst_case_se_of_the_smaller_class():
+    y = np.r_[np.ones(8), np.zeros(20)]
+    perfect = np.r_[np.linspace(0.6, 0.9, 8), np.linspace(0.1, 0.5, 20)]
+    constant = np.full(28, 0.3)
+    plain = delong_paired(y, perfect, constant)
+    assert plain.variance == 0.0 and plain.se_bounded and plain.se == pytest.approx(1 / math.sqrt(8))
+    assert plain.z == pytest.approx(0.5 * math.sqrt(8)) and 0.0 < plain.p_value < 1.0
+    # Under weights the smaller class's Kish effective size (sum w)^2 / sum w^2 counts.
+    w = np.r_[np.array([1.0, 1.0, 1.0, 1.0, 4.0, 4.0, 4.0, 4.0]), np.ones(20)]
+    weighted = delong_paired(y, perfect, constant, weights=w)
+    assert weighted.se_bounded and weighted.se == pytest.approx(1 / math.sqrt(20**2 / 68))
+    # Identical models keep their exact zero: no bound, the difference is 0 in any resample.
+    assert not delong_paired(y, perfect, perfect).se_bounded
+
+
+def test_superiority_with_a_minimum_improvement_tests_the_gain_against_it():
+    rng = np.random.default_rng(2)
+    y, a, b = binormal(rng, 4000, 0.78, 0.75)
+    r = delong_paired(y, a, b)
+    at_zero, at_gain = r.superiority(0.05), r.superiority(0.05, min_improvement=0.02)
+    assert at_zero == r.non_inferiority(0.0, 0.05)                  # the old numbers, bit for bit
+    assert at_gain.z == pytest.approx((r.difference - 0.02) / r.se) and at_gain.p_value > at_zero.p_value
+    assert at_gain.margin == -0.02
+    with pytest.raises(ValueError, match="min_improvement"):
+        r.superiority(0.05, min_improvement=-0.01)

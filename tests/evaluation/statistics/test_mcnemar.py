@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
 
-from ml_tasks.evaluation.statistics.mcnemar import mcnemar_at_threshold
+from ml_tasks.evaluation.statistics.mcnemar import accuracy_test, mcnemar_at_threshold
 
 
 def _decisions(table):
@@ -62,3 +62,15 @@ def test_mcnemar_weighted_counts_for_the_test_and_weights_for_the_estimates():
     assert ni.z == pytest.approx((weighted.difference + 0.02) / weighted.se)
     with pytest.raises(ValueError, match="total weight"):
         mcnemar_at_threshold(y, p_a, p_b, weights=np.zeros(len(y)))
+
+
+def test_accuracy_superiority_with_a_minimum_improvement_is_a_z_test_against_it():
+    y, p_a, p_b = _decisions([[300, 60], [35, 200]])
+    r = mcnemar_at_threshold(y, p_a, p_b)
+    *_, p_count, test_count = accuracy_test(y, p_a, p_b, 0.5, 0.0, 0.05)
+    *_, p_gain, test_gain = accuracy_test(y, p_a, p_b, 0.5, 0.0, 0.05, min_improvement=0.03)
+    assert test_count.startswith("McNemar") and p_count == r.p_value_a_better
+    assert test_gain.startswith("paired z") and p_gain == r.superiority(0.05, 0.03).p_value
+    assert p_gain == pytest.approx(sps.norm.sf((r.difference - 0.03) / r.se))
+    with pytest.raises(ValueError, match="not both"):
+        accuracy_test(y, p_a, p_b, 0.5, 0.01, 0.05, min_improvement=0.03)

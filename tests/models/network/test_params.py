@@ -14,7 +14,7 @@ def test_build_candidate_passes_spec_params_and_rejects_bad_ones():
     spec = CandidateSpec(name="net", family="torch_mlp", params={"hidden": "32, 16", "dropout": 0.0, "bf16": False})
     model = build_candidate(spec, FEATURES, seed=3)
     assert isinstance(model, TorchMLPCandidate) and model.config.hidden == (32, 16) and model.seed == 3
-    with pytest.raises(ValueError, match="unknown param.*'hiden'"):
+    with pytest.raises(ValueError, match=r"param 'hiden': unknown parameter of torch_mlp \(did you mean 'hidden'\?\)"):
         TorchMLPCandidate(FEATURES, {"hiden": "32"})
     with pytest.raises(ValueError, match="param 'hidden'"):
         TorchMLPCandidate(FEATURES, {"hidden": "32,x"})
