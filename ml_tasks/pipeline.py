@@ -60,7 +60,21 @@ def _local_spec_path(spec_path: str | Path, settings: Settings) -> Path:
 
 def _plan(plan: dict) -> tuple[RunPlan, StageContext]:
     run_plan = RunPlan.model_validate(plan)
-    return run_plan, context_for(run_plan.spec_path)
+    return run_plan, _planned_context(run_plan)
+
+
+def _planned_context(run_plan: RunPlan) -> StageContext:
+    """The spec a run was planned with, from its folder, so every later stage runs the same
+    recipe: a trainer container whose image holds another copy of the spec (or none), and a
+    stage that runs after someone edited the spec file. Runs planned before the plan kept a
+    copy read the spec file, as they did then."""
+    settings = load_settings()
+    store = store_from_settings(settings)
+    if store.exists(run_plan.artifacts.spec):
+        spec = ModelSpec.model_validate(store.read_json(run_plan.artifacts.spec))
+    else:
+        spec = load_spec(_local_spec_path(run_plan.spec_path, settings))
+    return StageContext(settings=settings, store=store, spec=spec)
 
 
 def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = None,
@@ -76,7 +90,8 @@ def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = No
     plan = make_plan(ctx.spec, Path(spec_path), ctx.settings.include_dir, ctx.store.layout, as_of,
                      sample_size=sample_size, candidates=candidates, dry_run=dry_run, dag_run_id=dag_run_id)
     check_reachable(ctx.settings)
-    ctx.store.write_json(plan.artifacts.plan, plan.to_xcom())  # also proves the store takes writes
+    ctx.store.write_json(plan.artifacts.spec, ctx.spec.model_dump(mode="json"))  # also proves the store takes writes
+    ctx.store.write_json(plan.artifacts.plan, plan.to_xcom())
     return plan.to_xcom()
 
 

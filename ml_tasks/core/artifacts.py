@@ -5,6 +5,7 @@ A run keeps everything under its folder, ``runs/<model>/<run_key>/`` (the plan's
 keep a pointer to each model's latest verdict and a history of all of them::
 
     runs/<model>/<run_key>/plan.json                   RunArtifacts.plan
+                           spec.json                   .spec
                            snapshot.json               .snapshot
                            validation.json             .validation
                            sample.json, sample.parquet .sample, .sample_data
@@ -72,6 +73,8 @@ class RunArtifacts:
     prefix: str
 
     plan = _InRun("plan.json")
+    spec = _InRun("spec.json", "The model spec as planned, validated: what every later stage, a trainer "
+                               "container's included, runs with.")
     snapshot = _InRun("snapshot.json")
     validation = _InRun("validation.json")
     sample = _InRun("sample.json")
