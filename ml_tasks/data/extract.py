@@ -113,8 +113,9 @@ def extract_snapshot(
     process killed outright are removed by the next extraction on the host.
     """
     _remove_orphaned_folders()
-    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as folder, \
-            _terminate_unwinds(Path(folder)):
+    # The handler first, then the folder: a SIGTERM in between must find the folder's removal armed.
+    with _terminate_unwinds(), \
+            tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as folder:
         return _extract(spec, plan, store, warehouse_url, include_dir, chunk_rows, engine, Path(folder))
 
 
@@ -263,8 +264,9 @@ def _engine_name(url: str, engine: str) -> str:
 
 
 @contextmanager
-def _terminate_unwinds(folder: Path) -> Iterator[None]:
-    """While the block runs, SIGTERM removes ``folder`` and raises SystemExit in the main thread,
+def _terminate_unwinds() -> Iterator[None]:
+    """While the block runs, SIGTERM removes this process's extraction folders
+    (``refit-extract-<pid>-*``, however far their creation got) and raises SystemExit in the main thread,
     so ``finally`` blocks and context managers (a staged upload, the connection) clean up too.
 
     Airflow stops a task with SIGTERM (then SIGKILL if it lingers), and the default action ends
@@ -280,7 +282,8 @@ def _terminate_unwinds(folder: Path) -> Iterator[None]:
         return
 
     def terminate(signum: int, frame: FrameType | None) -> None:
-        shutil.rmtree(folder, ignore_errors=True)
+        for folder in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}{os.getpid()}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
         if callable(previous):
             previous(signum, frame)
         raise SystemExit(128 + signum)
