@@ -29,6 +29,7 @@ from typing import Any, NoReturn, TextIO
 
 from ml_tasks import pipeline
 from ml_tasks.core.artifacts import RunArtifacts
+from ml_tasks.core.private_env import PrivateEnvironmentError, from_stdin_if_flagged
 from ml_tasks.core.settings import load_settings
 from ml_tasks.core.spec import NAME_PATTERN, SpecError, spec_reference
 from ml_tasks.io.store import store_from_settings
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     demo_data.add_argument("--url", help="SQLAlchemy URL (default: REFIT_WAREHOUSE_URL or the embedded SQLite)")
     demo_data.add_argument("--rows", type=int, help="number of applications (scales to 10 million)")
     demo_data.add_argument("--seed", type=int)
-    demo_data.add_argument("--settings", help="YAML settings (default include/demo_warehouse.yaml)")
+    demo_data.add_argument("--settings", help="YAML settings (default demo_warehouse.yaml in REFIT_INCLUDE_DIR)")
 
     for name, helptext in (("plan", "resolve a run's plan and write it to the store"),
                            ("run", "run every stage in this process (the DAG's path without Airflow)")):
@@ -146,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     # The CLI sets up logging itself (below); MLflow's own set-up would print past its filters.
     os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
     with _cli_output(args.debug):
+        try:
+            # Before anything connects anywhere: a trainer container's logins arrive on stdin.
+            from_stdin_if_flagged(sys.stdin)
+        except PrivateEnvironmentError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return 1
         log.info("python -m ml_tasks %s", " ".join(sys.argv[1:] if argv is None else argv),
                  extra={"file_only": True})
         try:
@@ -183,7 +190,9 @@ def _run(args: argparse.Namespace) -> None:
 
         settings = load_settings()
         ensure_local_folders(settings)
-        summary = build_demo_warehouse(args.url or settings.warehouse_url, args.settings, rows=args.rows,
+        # The include folder of this deployment (an installed ml_tasks has none beside it).
+        settings_file = args.settings or settings.include_dir / "demo_warehouse.yaml"
+        summary = build_demo_warehouse(args.url or settings.warehouse_url, settings_file, rows=args.rows,
                                        seed=args.seed)
         _emit(summary.__dict__)
     elif command in {"plan", "run"}:

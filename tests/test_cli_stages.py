@@ -93,3 +93,24 @@ def test_dry_run_gates_and_reports_but_never_registers_until_a_reviewer_promotes
     version = client.get_model_version(MODEL, promoted["version"])
     assert (version.run_id, version.source) == (put_forward["run_id"], put_forward["model_uri"])
     assert version.tags["refit.candidate"] == content["gate"]["challenger"] == put_forward["candidate"]
+
+
+def test_demo_data_reads_the_settings_of_the_deployments_include_folder(refit_home, tmp_path, monkeypatch):
+    """An installed ml_tasks (the deployed images) has no include/ beside it: REFIT_INCLUDE_DIR's is used."""
+    import shutil
+
+    from ml_tasks.core.settings import REPO_ROOT
+
+    include = tmp_path / "include"
+    shutil.copytree(REPO_ROOT / "include", include)
+    settings_file = include / "demo_warehouse.yaml"
+    settings_file.write_text(_with_rows(settings_file.read_text(), 300))
+    monkeypatch.setenv("REFIT_INCLUDE_DIR", str(include))
+    summary = cli("demo-data", "--url", f"sqlite:///{tmp_path / 'warehouse.db'}")
+    assert summary["applications"] == 300, summary
+
+
+def _with_rows(text: str, rows: int) -> str:
+    lines = [f"rows: {rows}" if line.startswith("rows:") else line for line in text.splitlines()]
+    assert f"rows: {rows}" in lines, "include/demo_warehouse.yaml has no top-level rows: setting"
+    return "\n".join(lines) + "\n"

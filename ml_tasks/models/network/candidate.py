@@ -295,7 +295,8 @@ class TorchMLPCandidate(Candidate):
         self.warm_started_ = saved["warm_started"]
         restore_rng(saved["rng"], shuffle, device)
         self.resumed_from_epoch_ = saved["epoch"]
-        log.info("torch_mlp: resuming from the checkpoint of epoch %d in %s", saved["epoch"], self.checkpoint_dir)
+        # A warning: the run before this one died, which whoever reads the task log should know.
+        log.warning("torch_mlp: resuming from the checkpoint of epoch %d in %s", saved["epoch"], self.checkpoint_dir)
         return bool(saved["finished"])
 
     # -- predict and pickle -------------------------------------------------------------------
