@@ -15,9 +15,9 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ml_tasks.core.spec import ModelSpec
-from refit_airflow.callbacks import notify_task_failure
 from refit_airflow.dag_ids import registry_dag_id
 from refit_airflow.spec_dags import dags_per_spec
+from refit_airflow.task_defaults import task_defaults
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
@@ -32,7 +32,7 @@ def build_registry_dag(spec_path: Path, spec: ModelSpec) -> DAG:
         max_active_runs=1,
         tags=["refit", "registry", *spec.tags],
         # A retry is safe: promotion is idempotent per run, and a rollback refuses to run twice.
-        default_args={"owner": spec.owner, "retries": 1, "on_failure_callback": notify_task_failure},
+        default_args=task_defaults(spec),
         params={
             "action": Param("promote", type="string", enum=["promote", "rollback"],
                             description="promote: make the run's challenger champion; rollback: champion <- previous."),

@@ -7,16 +7,16 @@ manifests (URIs, counts, hashes, metrics) through XCom. mlflow is imported only 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ml_tasks.core.spec import SAMPLE_SIZES, ModelSpec
-from refit_airflow.callbacks import notify_task_failure
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import retrain_dag_id
 from refit_airflow.spec_dags import dags_per_spec
+from refit_airflow.task_defaults import task_defaults
 from refit_airflow.trainer import trainer_task
 
 # mlflow's logging set-up otherwise replaces the handlers of Airflow's task logs.
@@ -47,8 +47,7 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
         max_active_runs=1,
         tags=["refit", "retrain", *spec.tags],
         params=_params(spec),
-        default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2),
-                      "on_failure_callback": notify_task_failure},
+        default_args=task_defaults(spec),
         doc_md=__doc__,
         auto_register=False,  # a DAG is collected only once built whole (refit_airflow.spec_dags)
     ) as dag:

@@ -29,11 +29,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.providers.docker.exceptions import DockerContainerFailedException
+from airflow.providers.docker.operators.docker import DockerOperator, fetch_logs
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+from docker.errors import APIError
 from docker.types import DeviceRequest
 
 from ml_tasks.core.artifacts import RunArtifacts
+from ml_tasks.core.private_env import ACCEPTED as PRIVATE_ENV_ACCEPTED
+from ml_tasks.core.private_env import FLAG as PRIVATE_ENV_FLAG
+from ml_tasks.core.private_env import encode as encode_private_environment
 from ml_tasks.core.resources import thread_environment
 
 if TYPE_CHECKING:
@@ -46,9 +52,9 @@ DEFAULT_DOCKER_URL = "tcp://docker-socket-proxy:2375"
 PUBLIC_SETTINGS = ("MLFLOW_TRACKING_URI", "REFIT_ARTIFACT_ROOT", "REFIT_MLFLOW_ARTIFACT_ROOT",
                    "REFIT_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 #: Credentials: read on the worker when the task runs, so they are neither stored with the
-#: serialized DAG nor rendered in the UI (``private_environment`` is not a template field).
-SECRET_SETTINGS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-                   "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+#: serialized DAG nor rendered in the UI, and written to the container's stdin, so they are not
+#: in its inspectable configuration either (:class:`DockerTrainerOperator`).
+SECRET_SETTINGS = PRIVATE_ENV_ACCEPTED
 #: Without these a container would write its model and manifest into its own, discarded, disk.
 REQUIRED_SETTINGS = ("MLFLOW_TRACKING_URI", "REFIT_ARTIFACT_ROOT")
 
@@ -131,21 +137,25 @@ class DockerTrainerOperator(DockerOperator):
     argument goes to :class:`DockerOperator` (image, device_requests, environment, …); build them
     from a spec with :func:`docker_trainer_kwargs`.
 
-    The container's stdout ends with the result manifest; with ``retrieve_output`` and
-    ``xcom_all`` off, DockerOperator returns that last line, which becomes the XCom as a dict.
+    The container's stdout ends with the result manifest, which becomes the XCom as a dict.
+
+    Credentials (:data:`SECRET_SETTINGS`, read from the worker's environment when the task runs)
+    never enter the container's configuration, where ``docker inspect`` would show them: the
+    operator writes them to the container's stdin, once, right after it starts
+    (:mod:`ml_tasks.core.private_env`). That is why this class runs the container itself
+    (:meth:`_run_image_with_mounts`) rather than through DockerOperator's, which puts its
+    ``private_environment`` into the container's environment.
     """
 
     template_fields: Sequence[str] = (*DockerOperator.template_fields, "plan", "split", "candidate", "fold")
     ui_color = "#e1bee7"
 
     def __init__(self, *, plan, candidate, split=None, fold=None, **kwargs) -> None:
-        # The provider removes the container once it has exited, failed ones too (its `finally`);
-        # nothing is lost: its output is streamed into the task log as it runs.
+        # A container that succeeded is removed; one that failed too (DockerOperator's rule for
+        # "success"): its output is already in the task log, streamed as it ran.
         kwargs.setdefault("auto_remove", "success")
         # The trainer reads and writes the artifact store, never a folder of the Docker host.
         kwargs.setdefault("mount_tmp_dir", False)
-        # The XCom is the last log line (the manifest): not a file copied out of the container
-        # (retrieve_output), nor every line (xcom_all).
         super().__init__(retrieve_output=False, xcom_all=False, **kwargs)
         self.plan = plan
         self.split = split
@@ -159,9 +169,75 @@ class DockerTrainerOperator(DockerOperator):
 
     def execute(self, context) -> dict:
         self.command = self.trainer_command()
-        self._private_environment = {**secret_environment(os.environ), **self._private_environment}
         self.log.info("Running trainer in %s: %s", self.image, " ".join(self.command))
         return parse_manifest(super().execute(context), self.candidate)
+
+    def _run_image_with_mounts(self, target_mounts, add_tmp_variable: bool) -> str | None:
+        secrets = {**secret_environment(os.environ), **self._private_environment}
+        self.container = self.cli.create_container(
+            command=self.format_command(self.command),
+            name=self.container_name,
+            environment={**self.environment, PRIVATE_ENV_FLAG: "1"},
+            host_config=self.cli.create_host_config(
+                auto_remove=False, mounts=target_mounts, network_mode=self.network_mode, shm_size=self.shm_size,
+                mem_limit=self.mem_limit, device_requests=self.device_requests, privileged=self.privileged,
+                cpu_shares=round(self.cpus * 1024)),
+            image=self.image, user=self.user, working_dir=self.working_dir, hostname=self.hostname,
+            labels=self.container_labels(),
+            # Open for one writer, closed after it: the credentials line, then end of input.
+            stdin_open=True,
+        )
+        container_id = self.container["Id"]
+        try:
+            log_stream = self.cli.attach(container=container_id, stdout=True, stderr=True, stream=True)
+            stdin = self.cli.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+            self._start(container_id)
+            _write_and_close(stdin, encode_private_environment(secrets))
+            log_lines = fetch_logs(log_stream, self.log)
+            status = self.cli.wait(container_id)["StatusCode"]
+            if status != 0:
+                tail = "\n".join(log_lines[-15:])
+                raise DockerContainerFailedException(
+                    f"trainer container for candidate {self.candidate!r} exited with code {status}:\n{tail}",
+                    logs=log_lines)
+            return log_lines[-1] if log_lines else None
+        finally:
+            if self.auto_remove in ("success", "force"):
+                self.cli.remove_container(container_id, force=self.auto_remove == "force")
+
+    def container_labels(self) -> dict[str, str]:
+        """The spec's labels plus what this container trains: ``docker ps --filter
+        label=refit.candidate=network`` finds it on the host."""
+        labels = {**(self.labels or {}), "refit.candidate": str(self.candidate), "refit.task": self.task_id,
+                  "refit.run_key": str((self.plan or {}).get("run_key", ""))}
+        if self.fold is not None:
+            labels["refit.fold"] = str(self.fold)
+        return labels
+
+    def _start(self, container_id: str) -> None:
+        """Start the container; a GPU request the engine cannot serve fails the task for good,
+        named, instead of as a raw API error retried to no avail."""
+        try:
+            self.cli.start(container_id)
+        except APIError as exc:
+            if "could not select device driver" not in str(exc):
+                raise
+            requested = "; ".join(f"{r.get('Count')} GPU(s) with capabilities {r.get('Capabilities')}"
+                                  for r in self.device_requests or [])
+            raise AirflowFailException(
+                f"trainer container for candidate {self.candidate!r} requested {requested} (the spec's "
+                f"trainer.gpus), but the Docker engine at {self.docker_url} has no GPU runtime (NVIDIA "
+                f"Container Toolkit) to serve it: {exc.explanation or exc}. Run the workers on a GPU host, "
+                "or set trainer.gpus: 0 in the spec to train on CPUs.") from None
+
+
+def _write_and_close(stdin_socket, payload: bytes) -> None:
+    """Send ``payload`` down an attached stdin and close it, so the process reads end of input."""
+    raw = getattr(stdin_socket, "_sock", stdin_socket)
+    try:
+        raw.sendall(payload)
+    finally:
+        raw.close()
 
 
 def trainer_mode(env: Mapping[str, str] | None = None) -> str:
@@ -193,6 +269,8 @@ def docker_trainer_kwargs(spec: ModelSpec, env: Mapping[str, str] | None = None)
         "image": spec.trainer.image,
         "docker_url": env.get("REFIT_DOCKER_URL") or DEFAULT_DOCKER_URL,
         "network_mode": env.get("REFIT_DOCKER_NETWORK") or None,
+        # Who a container on the host belongs to, for `docker ps --filter label=refit.model=…`.
+        "labels": {"refit.role": "trainer", "refit.model": spec.name},
         "environment": {**{name: env[name] for name in PUBLIC_SETTINGS if env.get(name)},
                         # mlflow's logging set-up would otherwise reformat the lines the task log shows.
                         "MLFLOW_CONFIGURE_LOGGING": "false", **thread_environment(spec.trainer.cpus)},

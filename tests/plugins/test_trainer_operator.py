@@ -1,10 +1,11 @@
 """The train task in both modes.
 
-Deployed mode (``REFIT_TRAINER_MODE=docker``) is checked without a Docker engine: the DAG is
-parsed as the DAG processor would, the mapped train task is expanded for one candidate and
-rendered as a worker would, and ``execute`` talks to a fake Docker API that records the
-container it is asked to create. Embedded mode (the default) runs the real trainer command in a
-local process on a tiny planned run: the same command line, the same result manifest.
+Deployed mode (``REFIT_TRAINER_MODE=docker``) is parsed here as the DAG processor would parse
+it, and the mapped train task expanded for one candidate and rendered as a worker would;
+running it needs a Docker engine, so ``execute`` is proved on a real one in
+``tests/stack/test_trainer_container.py`` and in the compose stack. Embedded mode (the default)
+runs the real trainer command in a local process on a tiny planned run: the same command line,
+the same result manifest.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 from refit_airflow.trainer import (  # noqa: E402  (needs AIRFLOW_HOME and the plugins folder first)
     DockerTrainerOperator,
-    TrainerError,
     TrainerOperator,
     docker_trainer_kwargs,
     trainer_command,
@@ -87,39 +87,6 @@ class FakeTaskInstance:
         return None
 
 
-class FakeDockerAPI:
-    """A docker.APIClient that records the container and replays the trainer's output."""
-
-    def __init__(self, output: str, status: int = 0) -> None:
-        self.output, self.status = output, status
-        self.created: dict = {}
-        self.host_config: dict = {}
-        self.removed: list[str] = []
-
-    def images(self, name):
-        return [{"Id": name}]  # present: no pull
-
-    def create_host_config(self, **kwargs):
-        self.host_config = kwargs
-        return kwargs
-
-    def create_container(self, **kwargs):
-        self.created = kwargs
-        return {"Id": "c0ffee"}
-
-    def attach(self, **_):
-        return iter([self.output.encode()])
-
-    def start(self, container_id):
-        pass
-
-    def wait(self, container_id):
-        return {"StatusCode": self.status}
-
-    def remove_container(self, container_id, force=False):
-        self.removed.append(container_id)
-
-
 def expand_for(dag, candidate: str):
     """The train task for one candidate, unmapped and rendered as a worker does before ``execute``."""
     mapped = dag.get_task("train")
@@ -167,33 +134,6 @@ def test_one_candidate_renders_to_the_trainer_command_in_the_image(deployed_dag)
     assert operator.trainer_command()[:4] == ["python", "-m", "ml_tasks", "train"]
     assert operator.auto_remove == "success" and operator.mount_tmp_dir is False
     assert operator.retrieve_output is False and operator.xcom_all is False
-
-
-def test_execute_runs_the_container_with_gpus_and_credentials_and_returns_the_manifest(deployed_dag, monkeypatch):
-    operator, context = expand_for(deployed_dag, "lightgbm")
-    docker_api = FakeDockerAPI(output="loading split\ntraining lightgbm\n" + json.dumps(MANIFEST) + "\n")
-    monkeypatch.setattr(DockerTrainerOperator, "cli", property(lambda self: docker_api))
-    for name, value in SECRETS.items():  # the worker's environment, read when the task runs
-        monkeypatch.setenv(name, value)
-
-    assert operator.execute(context) == MANIFEST  # a dict, like the local operator's XCom
-    created = docker_api.created
-    assert created["image"] == "refit-trainer:latest"
-    assert created["command"] == ["python", "-m", "ml_tasks", "train", "--plan", f"{PLAN['run_prefix']}/plan.json",
-                                  "--candidate", "lightgbm", "--split", SPLIT["uri"]]
-    assert created["environment"]["MLFLOW_TRACKING_URI"] == PUBLIC["MLFLOW_TRACKING_URI"]
-    assert {name: created["environment"][name] for name in SECRETS} == SECRETS
-    assert not set(SECRETS) & set(operator.environment)  # the rendered (UI-visible) field stays clean
-    assert docker_api.host_config["device_requests"][0].capabilities == [["gpu"]]
-    assert docker_api.host_config["mounts"] == [] and docker_api.host_config["network_mode"] == "refit_default"
-    assert docker_api.removed == ["c0ffee"]  # auto_remove="success"
-
-
-def test_execute_fails_naming_the_candidate_when_the_output_does_not_end_with_a_manifest(deployed_dag, monkeypatch):
-    operator, context = expand_for(deployed_dag, "logistic_baseline")
-    monkeypatch.setattr(DockerTrainerOperator, "cli", property(lambda self: FakeDockerAPI(output="Killed\n")))
-    with pytest.raises(TrainerError, match="logistic_baseline.*'Killed'"):
-        operator.execute(context)
 
 
 # --- choosing the mode ------------------------------------------------------------------------------
