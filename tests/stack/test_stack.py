@@ -40,10 +40,18 @@ def trigger(stack, dag_id: str, as_of: str, conf: dict) -> str:
 
 
 def task_log(stack, dag_id: str, run_id: str, ti: dict, try_number: int | None = None) -> str:
+    """One try's log as text: each event's line, and an exception's type and message under it."""
     response = stack.api.http.get(
         f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{try_number or ti['try_number']}",
-        params={"map_index": ti["map_index"], "full_content": True}, headers={"Accept": "text/plain"})
-    return response.text
+        params={"map_index": ti["map_index"], "full_content": True})
+    lines = []
+    for entry in response.json().get("content", []) if response.status_code == 200 else [response.text]:
+        if not isinstance(entry, dict):
+            lines.append(str(entry))
+            continue
+        lines.append(str(entry.get("event", "")))
+        lines += [f"{detail.get('exc_type')}: {detail.get('exc_value')}" for detail in entry.get("error_detail") or []]
+    return "\n".join(lines)
 
 
 def labels(instances: list[dict]) -> str:
