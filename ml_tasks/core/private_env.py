@@ -38,11 +38,15 @@ class PrivateEnvironmentError(ValueError):
 
 def encode(secrets: dict[str, str]) -> bytes:
     """The line a launcher writes: the accepted names only, as one JSON object."""
+    _refuse_unknown(secrets)
+    return (json.dumps(secrets) + "\n").encode()
+
+
+def _refuse_unknown(secrets: dict[str, str]) -> None:
     unknown = sorted(set(secrets) - set(ACCEPTED))
     if unknown:
-        raise PrivateEnvironmentError(f"{', '.join(unknown)} cannot be passed privately; "
+        raise PrivateEnvironmentError(f"{FLAG}: {', '.join(unknown)} cannot be passed privately; "
                                       f"accepted: {', '.join(ACCEPTED)}")
-    return (json.dumps(secrets) + "\n").encode()
 
 
 def read_private_environment(stream: TextIO, env: MutableMapping[str, str] | None = None) -> list[str]:
@@ -56,10 +60,7 @@ def read_private_environment(stream: TextIO, env: MutableMapping[str, str] | Non
     if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
         raise PrivateEnvironmentError(f"{FLAG}=1, but the first line on stdin is not a JSON object of strings "
                                       f"({len(line)} characters read)")
-    unknown = sorted(set(secrets) - set(ACCEPTED))
-    if unknown:
-        raise PrivateEnvironmentError(f"{FLAG}: {', '.join(unknown)} cannot be set this way; "
-                                      f"accepted: {', '.join(ACCEPTED)}")
+    _refuse_unknown(secrets)
     env.update(secrets)
     return sorted(secrets)
 

@@ -68,22 +68,16 @@ def wait_for_run(stack, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT_S
         run_ = stack.api.run(dag_id, run_id)
         return run_ if run_["state"] in FINISHED else None
 
-    def evidence() -> str:
-        instances = stack.api.task_instances(dag_id, run_id)
-        broken = [ti for ti in instances if ti["state"] in ("failed", "up_for_retry", "upstream_failed")]
-        return f"tasks: {labels(instances)}\n" + "\n".join(
-            f"===== {ti['task_id']}[{ti['map_index']}] =====\n{task_log(stack, dag_id, run_id, ti)[-3000:]}"
-            for ti in broken)
-
-    return wait_for(f"{dag_id} run {run_id} to finish", finished, timeout, interval=3, on_timeout=evidence)
+    return wait_for(f"{dag_id} run {run_id} to finish", finished, timeout, interval=3,
+                    on_timeout=lambda: failed_run(stack, dag_id, run_id))
 
 
 def failed_run(stack, dag_id: str, run_id: str) -> str:
-    """Why a run that should have succeeded did not: states and the failed tasks' logs."""
+    """Why a run has not succeeded: every task's state, and the logs of those not (yet) successful."""
     instances = stack.api.task_instances(dag_id, run_id)
     return f"tasks: {labels(instances)}\n" + "\n".join(
         f"===== {ti['task_id']}[{ti['map_index']}] =====\n{task_log(stack, dag_id, run_id, ti)[-3000:]}"
-        for ti in instances if ti["state"] != "success")
+        for ti in instances if ti["state"] not in ("success", "running", "queued", "scheduled", None))
 
 
 def champion(stack, name: str = MODEL) -> dict | None:
