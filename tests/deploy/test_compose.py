@@ -77,13 +77,23 @@ def generated_secrets() -> dict[str, str]:
     return values
 
 
-def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``docker-compose config`` with exactly ``env`` as its env file and nothing from this shell,
-    so a secret exported by whoever runs the tests cannot fill a gap."""
+def docker_compose_v2() -> str:
+    """Compose v2's binary, which ``make system-deps`` fetches (docker/local/compose-v2.sh): what
+    the README tells users to run, where Debian bookworm has only v1."""
+    found = os.environ.get("REFIT_COMPOSE_V2") or str(REPO_ROOT / ".tools" / "docker-compose-v2")
+    if not os.access(found, os.X_OK):
+        pytest.fail(f"Compose v2 is not at {found}: `make system-deps` fetches it (docker/local/compose-v2.sh)")
+    return found
+
+
+def compose_config(env: dict[str, str], compose: str | None = None) -> subprocess.CompletedProcess:
+    """``docker-compose config`` (or another ``compose`` binary's) with exactly ``env`` as its env
+    file and nothing from this shell, so a secret exported by whoever runs the tests cannot fill a gap."""
     with tempfile.TemporaryDirectory(prefix="refit-compose-") as folder:
         env_file = Path(folder) / "env"
         env_file.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
-        return subprocess.run([docker_compose(), "--env-file", str(env_file), "--file", str(COMPOSE_FILE), "config"],
+        command = [compose or docker_compose(), "--env-file", str(env_file), "--file", str(COMPOSE_FILE), "config"]
+        return subprocess.run(command,
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
                               env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": folder})
 
@@ -166,6 +176,33 @@ def test_compose_refuses_to_start_without_each_secret_and_names_it(missing, secr
 def test_an_empty_secret_is_refused_like_a_missing_one(secret_values):
     done = compose_config({**secret_values, "AIRFLOW_FERNET_KEY": ""})
     assert done.returncode != 0 and "AIRFLOW_FERNET_KEY is not set" in done.stderr
+
+
+def test_compose_v2_resolves_the_file_as_v1_does(config, secret_values):
+    """Users run Compose v2, the stack test v1: neither may reject a key, and both must read the
+    same services, images, start order, health checks and published ports."""
+    done = compose_config(secret_values, docker_compose_v2())
+    assert done.returncode == 0, f"Compose v2 rejects docker-compose.yaml:\n{done.stderr}"
+    v1, v2 = config["services"], yaml.safe_load(done.stdout)["services"]
+    assert set(v2) == set(v1)
+
+    def essentials(service: dict) -> dict:
+        # v1 writes "127.0.0.1:8080:8080/tcp", v2 a mapping whose protocol defaults to tcp.
+        ports = sorted(f"{p.get('host_ip', '')}:{p.get('published')}:{p.get('target')}/{p.get('protocol', 'tcp')}"
+                       if isinstance(p, dict) else str(p) for p in service.get("ports", []))
+        return {"image": service.get("image"), "depends_on": depends_on(service), "ports": ports,
+                "healthcheck": (service.get("healthcheck") or {}).get("test"), "restart": service.get("restart")}
+
+    differing = {name: (essentials(v1[name]), essentials(v2[name])) for name in v1
+                 if essentials(v1[name]) != essentials(v2[name])}
+    assert not differing, f"v1 and v2 read these services differently (v1, v2): {differing}"
+
+
+def test_compose_v2_also_refuses_a_missing_secret_and_names_it(secret_values):
+    missing = "MLFLOW_ADMIN_PASSWORD"
+    done = compose_config({name: value for name, value in secret_values.items() if name != missing},
+                          docker_compose_v2())
+    assert done.returncode != 0 and f"{missing} is not set" in done.stderr, done.stderr
 
 
 def test_env_example_documents_every_variable_and_fills_in_no_secret():
