@@ -319,6 +319,17 @@ if ! flock --nonblock 9; then
     flock 9
 fi
 
+# A build stopped in a chroot step (tests/parts.py stops the background build when a test part
+# fails) leaves /proc (and debootstrap's /sys) mounted in a tree; unmount them on the way out and,
+# for a build killed harder than that, before starting, so no later rm -rf walks into them.
+release_mounts() {
+    findmnt --raw --noheadings --output TARGET | { grep "^$CACHE_DIR/" || true; } | sort -r \
+        | while read -r mount; do umount --lazy "$mount" || true; done
+}
+release_mounts
+trap release_mounts EXIT
+trap 'exit 143' TERM INT
+
 steps=("$@")
 [[ ${#steps[@]} -gt 0 ]] || steps=(wheelhouse bases local project)
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 \

@@ -54,7 +54,14 @@ class Stack:
 def _say(config: pytest.Config, line: str) -> None:
     """A line on the terminal, past pytest's capture: set-up takes minutes and says where they went."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(f"[stack] {line}")
+        return
+    # Fixture set-up runs with output captured (fd level): lift it for this line.
+    with capture.global_and_fixture_disabled():
         reporter.write_line(f"[stack] {line}")
 
 
