@@ -15,6 +15,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ml_tasks.core.spec import ModelSpec
+from refit_airflow.assets import announce_champion
 from refit_airflow.dag_ids import registry_dag_id
 from refit_airflow.spec_dags import dags_per_spec
 from refit_airflow.task_defaults import task_defaults
@@ -56,7 +57,7 @@ def build_registry_dag(spec_path: Path, spec: ModelSpec) -> DAG:
             return pipeline.registry_action(str(spec_path), params["action"], params.get("run_key"), params["reason"],
                                             requested_by)
 
-        apply()
+        announce_champion(spec.registry_name)(apply())  # a promotion or rollback moves the champion
     return dag
 
 

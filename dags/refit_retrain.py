@@ -13,6 +13,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ml_tasks.core.spec import SAMPLE_SIZES, ModelSpec
+from refit_airflow.assets import announce_champion
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import retrain_dag_id
 from refit_airflow.spec_dags import dags_per_spec
@@ -146,6 +147,7 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
         evaluation = evaluate(run_plan, splits, trained.output)
         verdict = gate(run_plan, evaluation, backtested)
         registration = register(run_plan, checked, verdict)
+        announce_champion(spec.registry_name)(registration)  # the champion Asset, only when the alias moved
         report(run_plan, checked, sampled, splits, evaluation, verdict, registration, backtested)
     return dag
 

@@ -218,6 +218,7 @@ def evaluate_candidates(
         costs[CHAMPION_COLUMN] = scoring.costs
         champion_scores = ModelScores(name=f"champion v{champion.version}", metrics=compute_metrics(
             predictions.label, predictions[CHAMPION_COLUMN], predictions.weight))
+    _log_test_scores(settings, spec, split, test, results, scores, champion, champion_scores)
     challenger = choose_challenger(results, spec.selection_metric)
     predictions_uri = plan.artifacts.predictions
     store.write_frame(predictions_uri, predictions)
@@ -234,3 +235,21 @@ def evaluate_candidates(
     )
     store.write_json(manifest.uri, manifest.to_xcom())
     return manifest
+
+
+def _log_test_scores(settings: Settings, spec: ModelSpec, split: SplitManifest, test: pd.DataFrame,
+                     results: list[TrainResult], scores: list[ModelScores], champion: ChampionInfo | None,
+                     champion_scores: ModelScores | None) -> None:
+    """Each candidate's and the champion's test metrics on their LoggedModels, against this test
+    split (:mod:`ml_tasks.registry.lineage`), so MLflow shows per model what it scored on what."""
+    from ml_tasks.registry.lineage import log_test_scores, test_dataset
+    from ml_tasks.registry.tracking import use_store
+
+    client = use_store(settings)
+    label = spec.columns.label
+    columns = [*spec.features.numeric, *spec.features.categorical, label]
+    dataset = test_dataset(test[columns], split.test.uri, f"{spec.name}-test", label)
+    for result, score in zip(results, scores, strict=True):
+        log_test_scores(client, result.mlflow_run_id, result.model_uri, score.metrics, dataset)
+    if champion is not None and champion_scores is not None and champion.run_id:
+        log_test_scores(client, champion.run_id, champion.source, champion_scores.metrics, dataset)

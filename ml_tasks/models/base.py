@@ -11,14 +11,14 @@ every transform (scaling, encoding) on the training rows only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 
 from ml_tasks.core.spec import FeaturesSpec
-
-MISSING = "<missing>"
+from ml_tasks.models.served import MISSING, frozen_codes
 
 
 class Candidate(ABC):
@@ -72,6 +72,15 @@ class Candidate(ABC):
     @abstractmethod
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
 
+    def served_state(self, folder: Path) -> dict[str, Any]:
+        """The fitted state as plain JSON-able values for ``model.json``, writing any file it names
+        into ``folder`` (:mod:`ml_tasks.models.served`, which predicts from it)."""
+        raise NotImplementedError(f"family {self.family!r} has no served form")
+
+    def restore_served(self, state: dict[str, Any], folder: Path) -> Self:
+        """The fitted model back from :meth:`served_state` (what a warm start continues)."""
+        raise NotImplementedError(f"family {self.family!r} cannot be restored from its served form")
+
     def _categoricals_as_text(self, X: pd.DataFrame) -> pd.DataFrame:
         out = X[self.numeric + self.categorical].copy()
         for name in self.categorical:
@@ -94,15 +103,12 @@ def category_vocabulary(values: pd.Series) -> list[str]:
 
 def frozen_categorical(values: pd.Series, categories: list[str]) -> pd.Categorical:
     """``values`` coded against categories frozen at fit time: an unseen value becomes missing,
-    not a new code. Factorising first maps each distinct value once, not each row.
+    not a new code (:func:`ml_tasks.models.served.frozen_codes`, which the served form uses too).
 
     Values are compared as text (``str``); ``.codes`` is the position in ``categories``, -1 for a
     missing or unseen value. Shared by the LightGBM and PyTorch candidates.
     """
-    codes, uniques = pd.factorize(values)
-    positions = pd.Index(categories).get_indexer(pd.Index(uniques).astype(str))
-    mapped = np.where(codes >= 0, positions[np.maximum(codes, 0)] if len(positions) else -1, -1)
-    return pd.Categorical.from_codes(mapped, categories=categories)
+    return pd.Categorical.from_codes(frozen_codes(values, categories), categories=categories)
 
 
 def feature_frame(frame: pd.DataFrame, features: FeaturesSpec) -> pd.DataFrame:

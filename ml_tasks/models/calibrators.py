@@ -18,8 +18,9 @@ Four methods, from the simplest to the most flexible:
     needs many rows or it learns the noise (``CalibrationSpec.min_isotonic_rows``).
 
 Which method a run uses is chosen on held-out rows by :mod:`ml_tasks.training.calibration`.
-These classes are part of every logged model (the pyfunc pickles them), which is why they sit
-with the models and not with the training code that chooses among them. Temperature and Platt
+Every logged model carries its calibrator's parameters (:meth:`Calibrator.served_params`), which
+the served form applies (:func:`ml_tasks.models.served.calibrate`), which is why they sit with
+the models and not with the training code that chooses among them. Temperature and Platt
 scaling are written here rather than taken from scikit-learn: scikit-learn offers no
 temperature scaling, and its Platt fit is private (``_SigmoidCalibration``) and unweighted by
 design of its prior; isotonic regression is scikit-learn's own.
@@ -31,7 +32,7 @@ design of its prior; isotonic regression is scikit-learn's own.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -42,23 +43,16 @@ from sklearn.isotonic import IsotonicRegression
 from ml_tasks.evaluation.metrics import EPS
 from ml_tasks.models.base import Candidate
 
+# served.logit clips probabilities LOGIT_CLIP from 0 and 1 first, so an exact 0 or 1 from a model
+# maps to a finite logit (about +-27.6) instead of an infinity that would poison a fit; the served
+# form applies the calibrators with the same function.
+from ml_tasks.models.served import logit
+
 #: Methods from the simplest to the most flexible: a tie in log loss goes to the earlier one.
 METHOD_ORDER = ("none", "temperature", "sigmoid", "isotonic")
-#: Probabilities are clipped this far from 0 and 1 before taking logits, so an exact 0 or 1 from
-#: a model maps to a finite logit (about +-27.6) instead of an infinity that would poison a fit.
-LOGIT_CLIP = 1e-12
 #: Bounds of log T in the temperature search (T in [4.5e-5, 2.2e4]), as scikit-learn uses for
 #: its inverse temperature.
 _LOG_T_BOUNDS = (-10.0, 10.0)
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """``log(p / (1 - p))`` with p clipped to ``[LOGIT_CLIP, 1 - LOGIT_CLIP]``.
-
-    Written as ``log(p) - log1p(-p)`` so that probabilities near 1 keep their resolution.
-    """
-    p = np.clip(np.asarray(p, dtype=float), LOGIT_CLIP, 1.0 - LOGIT_CLIP)
-    return np.log(p) - np.log1p(-p)
 
 
 class Calibrator(ABC):
@@ -81,6 +75,10 @@ class Calibrator(ABC):
     def params(self) -> dict[str, float]:
         """The fitted parameters, small and JSON-able, for the run's manifest and report."""
         return {}
+
+    def served_params(self) -> dict[str, Any]:
+        """Everything :func:`ml_tasks.models.served.calibrate` needs to apply this map, JSON-able."""
+        return {"method": self.method, **self.params()}
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v:.4g}" for k, v in self.params().items())
@@ -207,6 +205,12 @@ class IsotonicCalibrator(Calibrator):
     def params(self) -> dict[str, float]:
         return {"steps": float(len(self.regression.X_thresholds_)) if self.regression is not None else 0.0}
 
+    def served_params(self) -> dict[str, Any]:
+        if self.regression is None:
+            raise RuntimeError("IsotonicCalibrator.served_params called before fit")
+        return {"method": self.method, "x": self.regression.X_thresholds_.tolist(),
+                "y": self.regression.y_thresholds_.tolist(), "clip": EPS}
+
 
 _CALIBRATORS: dict[str, type[Calibrator]] = {
     cls.method: cls for cls in (IdentityCalibrator, TemperatureCalibrator, SigmoidCalibrator, IsotonicCalibrator)
@@ -233,10 +237,10 @@ def _log_loss_of_logits(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 class CalibratedCandidate:
     """A fitted candidate whose probabilities pass through a calibrator.
 
-    Offers ``predict_proba(X) -> (n, 2)`` like the candidate it wraps, so
-    ``ml_tasks.registry.pyfunc.CandidateModel(CalibratedCandidate(candidate, calibrator))`` serves
-    calibrated probabilities from one MLflow URI. The uncalibrated model stays reachable as
-    ``candidate`` (warm starts and feature importances need the model itself, not this wrapper).
+    Offers ``predict_proba(X) -> (n, 2)`` like the candidate it wraps, and is what
+    :func:`ml_tasks.registry.pyfunc.log_served_model` logs, so one MLflow URI serves calibrated
+    probabilities. The uncalibrated model stays reachable as ``candidate`` (warm starts and
+    feature importances need the model itself, not this wrapper).
     """
 
     def __init__(self, candidate: Candidate, calibrator: Calibrator) -> None:

@@ -28,7 +28,13 @@ def _torch_mlp() -> type[Candidate]:
 _LAZY_FAMILIES = {"torch_mlp": _torch_mlp}
 
 
+def family_class(family: str) -> type[Candidate]:
+    """The class that trains ``family``."""
+    if family not in _FAMILIES and family not in _LAZY_FAMILIES:
+        raise ValueError(f"family: unknown {family!r}, expected one of {sorted([*_FAMILIES, *_LAZY_FAMILIES])}")
+    return _FAMILIES.get(family) or _LAZY_FAMILIES[family]()
+
+
 def build_candidate(spec: CandidateSpec, features: FeaturesSpec, seed: int = 0) -> Candidate:
     """The untrained candidate a spec entry describes."""
-    family = _FAMILIES.get(spec.family) or _LAZY_FAMILIES[spec.family]()
-    return family(features, spec.params, seed=seed)
+    return family_class(spec.family)(features, spec.params, seed=seed)

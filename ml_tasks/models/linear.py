@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -28,6 +29,9 @@ class PriorCandidate(Candidate):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return self._two_columns(np.full(len(X), self.rate_))
+
+    def served_state(self, folder: Path) -> dict[str, Any]:
+        return {"rate": self.rate_}
 
 
 class LogisticRegressionCandidate(Candidate):
@@ -60,3 +64,27 @@ class LogisticRegressionCandidate(Candidate):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return self.pipeline_.predict_proba(self._categoricals_as_text(X))
+
+    def served_state(self, folder: Path) -> dict[str, Any]:
+        """The pipeline as arrays: per numeric its median, mean, scale and coefficient; per
+        categorical its categories and their coefficients; the intercept. A numeric column that
+        was all missing in training (the imputer dropped it) gets coefficient 0."""
+        columns, classifier = self.pipeline_.named_steps["columns"], self.pipeline_.named_steps["classifier"]
+        coefficients = classifier.coef_[0]
+        n = len(self.numeric)
+        medians, means, scales, numeric_coefficients = np.zeros(n), np.zeros(n), np.ones(n), np.zeros(n)
+        kept = np.zeros(n, dtype=bool)
+        if self.numeric:
+            imputer, scaler = (step for _, step in columns.named_transformers_["numeric"].steps)
+            kept = ~np.isnan(imputer.statistics_)
+            medians[kept], means[kept], scales[kept] = imputer.statistics_[kept], scaler.mean_, scaler.scale_
+            numeric_coefficients[kept] = coefficients[:kept.sum()]
+        categories, categorical_coefficients, start = {}, {}, int(kept.sum())
+        encoder = columns.named_transformers_["categorical"] if self.categorical else None
+        for name, known in zip(self.categorical, encoder.categories_ if encoder is not None else [], strict=True):
+            categories[name] = [str(value) for value in known]
+            categorical_coefficients[name] = coefficients[start:start + len(known)].tolist()
+            start += len(known)
+        return {"medians": medians.tolist(), "means": means.tolist(), "scales": scales.tolist(),
+                "numeric_coefficients": numeric_coefficients.tolist(), "categories": categories,
+                "categorical_coefficients": categorical_coefficients, "intercept": float(classifier.intercept_[0])}

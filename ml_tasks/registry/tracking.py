@@ -13,19 +13,20 @@ from ml_tasks.core.spec import ModelSpec
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-#: What every logged model imports to serve: the pyfunc imports ml_tasks (installed from this
-#: repository in the trainer and Airflow images), which imports these.
-SERVING_PACKAGES = ("mlflow", "pandas", "numpy", "scikit-learn", "lightgbm", "refit-ml-tasks")
-#: Frameworks only some families need; a torch model without torch cannot even be unpickled.
-FAMILY_PACKAGES = {"torch_mlp": ("torch",)}
+#: What every logged model imports to serve (ml_tasks/registry/model_code.py and the shipped
+#: ml_tasks/models/served.py): packages on PyPI only, never Refit itself.
+SERVING_PACKAGES = ("mlflow", "pandas", "numpy")
+#: What only some families need: trees predict with LightGBM's own library; the network is
+#: served from its weights with numpy, so torch is not needed to serve it.
+FAMILY_PACKAGES = {"lightgbm": ("lightgbm",)}
 
 
 def model_requirements(family: str) -> list[str]:
     """The pip requirements logged with a model of ``family``, pinned to the versions that trained it.
 
-    Pickled estimators are only guaranteed to load under the library version that wrote them, so
-    serving installs exactly those. A local version label (``torch 2.13.0+cpu``) is dropped: a
-    GPU server installs its own build of the same release.
+    A LightGBM model file and MLflow's model format are read best by the versions that wrote them,
+    so serving installs exactly those. A local version label (``2.13.0+cpu``) is dropped: PyPI
+    has no such build.
     """
     from importlib.metadata import PackageNotFoundError, version
 

@@ -64,6 +64,8 @@ class ChampionInfo:
     run_id: str | None
     model_uri: str
     tags: dict[str, str]
+    #: Where the version's model lives: ``models:/m-…`` (its LoggedModel) for models logged by MLflow 3.
+    source: str = ""
 
 
 def get_champion(settings: Settings, registry_name: str) -> ChampionInfo | None:
@@ -72,7 +74,8 @@ def get_champion(settings: Settings, registry_name: str) -> ChampionInfo | None:
     if version is None:
         return None
     return ChampionInfo(version=str(version.version), run_id=version.run_id,
-                        model_uri=f"models:/{registry_name}/{version.version}", tags=dict(version.tags))
+                        model_uri=f"models:/{registry_name}/{version.version}", tags=dict(version.tags),
+                        source=version.source or "")
 
 
 def _version_by_alias(mlflow_client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -301,3 +304,26 @@ def _required_reason(reason: str | None) -> str:
         raise RegistryActionError(f"parameter 'reason': a manual registry change needs a reason of at least 10 "
                                   f"characters for the audit trail, got {reason!r}")
     return reason
+
+
+def latest_challenger(settings: Settings, registry_name: str, champion_version: str) -> ChampionInfo | None:
+    """The newest version registered after the champion (a higher number), or None when there is none.
+
+    That is the latest challenger the registry holds that does not serve: one a rollback set
+    aside, one whose registration has not moved the aliases yet, or one registered without being
+    promoted. Older versions are former champions, not challengers. Read-only; a registry that
+    does not answer raises :class:`RegistryError`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = use_store(settings).search_model_versions(f"name = '{registry_name}'")
+    except MlflowException as exc:
+        raise RegistryError(f"registered model {registry_name!r}: could not search its versions for the latest "
+                            f"challenger: {exc}") from exc
+    newer = [v for v in versions if int(v.version) > int(champion_version)]
+    if not newer:
+        return None
+    latest = max(newer, key=lambda v: int(v.version))
+    return ChampionInfo(version=str(latest.version), run_id=latest.run_id,
+                        model_uri=f"models:/{registry_name}/{latest.version}", tags=dict(latest.tags))

@@ -37,7 +37,7 @@ import pandas as pd
 
 from ml_tasks.core.columns import HIGHER_IS_BETTER, WEIGHT
 from ml_tasks.core.fault_points import reached
-from ml_tasks.core.manifests import RunPlan, SplitManifest, TrainResult
+from ml_tasks.core.manifests import RunPlan, SnapshotManifest, SplitManifest, TrainResult
 from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import CandidateSpec, ModelSpec
 from ml_tasks.evaluation.metrics import compute_metrics
@@ -119,8 +119,10 @@ def train_candidate(
         # The recipe lets a later run retrain this model per backtest fold (like-for-like comparison).
         "refit.recipe": json.dumps({"family": candidate_spec.family, "params": _plain(tuned.params)}, sort_keys=True),
     }
+    snapshot = (SnapshotManifest.model_validate(store.read_json(plan.artifacts.snapshot))
+                if store.exists(plan.artifacts.snapshot) else None)  # absent when a stage runs on hand-made splits
     run, info = _log_to_mlflow(spec, settings, candidate_spec, plan, tags, data, model, tuned, curve, metrics,
-                               fit_seconds, p_valid, calibration, reliability_png)
+                               fit_seconds, p_valid, calibration, reliability_png, snapshot)
     result = TrainResult(
         candidate=candidate_name, family=candidate_spec.family, mlflow_run_id=run.info.run_id,
         model_uri=info.model_uri, validation_metrics=metrics, train_rows=len(data.y_train),
@@ -158,12 +160,13 @@ def _calibrate(spec: ModelSpec, model: Candidate, data: _Data) -> tuple[Calibrat
 
 
 def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, data: _Data, model, tuned: TuningResult,
-                   curve, metrics, fit_seconds, p_valid, calibration: dict, reliability_png: bytes):
+                   curve, metrics, fit_seconds, p_valid, calibration: dict, reliability_png: bytes,
+                   snapshot: SnapshotManifest | None):
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
-    from mlflow.models import infer_signature
 
-    from ml_tasks.registry.pyfunc import CandidateModel
+    from ml_tasks.registry.lineage import snapshot_dataset
+    from ml_tasks.registry.pyfunc import log_served_model
 
     experiment_id = setup_experiment(settings, spec)
     close_abandoned_runs(settings, experiment_id, plan, candidate_spec.name)
@@ -193,13 +196,11 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
                                           source=tags["refit.train_uri"], name=f"{spec.name}-train",
                                           targets=spec.columns.label)
         mlflow.log_input(dataset, context="training")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=CandidateModel(model),
-            signature=infer_signature(example, {"probability": p_valid[:5]}),
-            input_example=example,
-            pip_requirements=model_requirements(candidate_spec.family),
-        )
+        if snapshot is not None:
+            mlflow.log_input(snapshot_dataset(snapshot.uri, snapshot.data_sha256, f"{spec.name}-snapshot"),
+                             context="training")
+        info = log_served_model(model, input_example=example, example_probability=p_valid[:5],
+                                pip_requirements=model_requirements(candidate_spec.family))
     return run, info
 
 
@@ -239,9 +240,9 @@ def _warm_start_source(spec: ModelSpec, candidate: CandidateSpec, settings: Sett
     champion = get_champion(settings, spec.registry_name)
     if champion is None:
         return None, "no champion yet: trained from scratch"
-    from ml_tasks.registry.pyfunc import load_pyfunc
+    from ml_tasks.registry.pyfunc import fitted_candidate
 
-    fitted = load_pyfunc(champion.model_uri).unwrap_python_model().candidate
+    fitted = fitted_candidate(champion.model_uri)
     fitted = getattr(fitted, "candidate", fitted)  # continue the model under its calibrator
     probe = build_candidate(candidate, spec.features, seed=spec.sampling.seed)
     reason = probe.can_warm_start_from(fitted)

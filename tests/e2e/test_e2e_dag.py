@@ -81,6 +81,18 @@ def run_note(settings, logical_date: str) -> str | None:
     return row[0] if row else None
 
 
+def champion_events(settings) -> list[dict]:
+    """The events of the champion Asset (``refit://credit_default/champion``), oldest first, each
+    with the task that emitted it and its extra, from Airflow's database."""
+    import sqlite3
+
+    with sqlite3.connect(settings.home / "airflow" / "airflow.db") as conn:
+        rows = conn.execute(
+            "SELECT e.source_task_id, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.uri = ? ORDER BY e.id", (f"refit://{MODEL}/champion",)).fetchall()
+    return [{"task": task, **json.loads(extra or "{}")} for task, extra in rows]
+
+
 def test_first_run_registers_champion_version_1_with_lineage_and_report(settings):
     outcome = run_dag_test(settings, MODEL, "2024-03-01")
     assert outcome.verdict == "PASS"
@@ -109,6 +121,9 @@ def test_first_run_registers_champion_version_1_with_lineage_and_report(settings
     # The verdict is the DAG run's note in the Airflow UI.
     note = run_note(settings, "2024-03-01")
     assert note is not None and note.startswith("**PASS**") and outcome.report_uri in note
+    # The promotion is announced once, as the champion Asset's event with the version in its extra.
+    events = champion_events(settings)
+    assert [(e["task"], e["version"], e["action"]) for e in events] == [("announce_champion", "1", "registered")]
 
 
 def test_status_cli_shows_champion_and_last_verdict(settings):
@@ -144,6 +159,7 @@ def test_rejected_challenger_never_moves_the_champion(settings, tmp_path):
     assert report["registration"]["action"] == "skipped_failed_gate"
     assert len(versions(settings)) == 1 and alias_version(settings, "champion") == "1"
     assert "FAIL" in Path(outcome.report_uri).read_text()
+    assert [e["version"] for e in champion_events(settings)] == ["1"], "a FAIL announced a champion"
     # The person on call hears about it: the default channel is the log file.
     notifications = [json.loads(line) for line in (settings.home / "notifications.log").read_text().splitlines()]
     assert notifications[-1]["kind"] == "gate_failed" and notifications[-1]["report_uri"] == outcome.report_uri
@@ -162,8 +178,10 @@ def test_second_run_gates_challenger_against_champion_on_same_rows(settings):
     assert set(report["backtest"]["shown"]) == {report["gate"]["challenger"], "champion"}
     if outcome.verdict == "PASS":
         assert alias_version(settings, "champion") == "2" and alias_version(settings, "previous") == "1"
+        assert [e["version"] for e in champion_events(settings)] == ["1", "2"]
     else:
         assert alias_version(settings, "champion") == "1" and len(versions(settings)) == 1
+        assert [e["version"] for e in champion_events(settings)] == ["1"]
 
 
 def test_gate_results_view_in_the_airflow_ui_lists_runs_and_opens_reports(settings):

@@ -79,6 +79,7 @@ from ml_tasks.models.network.loop import EarlyStopping, make_optimizer, make_tra
 from ml_tasks.models.network.net import TabularMLP, predict_logits, weighted_log_loss
 from ml_tasks.models.network.params import FAMILY, TorchMLPParams
 from ml_tasks.models.network.warmstart import copy_matching, warm_start_identity
+from ml_tasks.models.served import NETWORK_FILE, expit, network_logits
 
 log = logging.getLogger(__name__)
 
@@ -301,9 +302,31 @@ class TorchMLPCandidate(Candidate):
 
     # -- predict and pickle -------------------------------------------------------------------
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        numeric, categorical = self.encoder_.transform(X)
-        logits = predict_logits(self.model_, torch.from_numpy(numeric), torch.from_numpy(categorical))
-        return self._two_columns(torch.sigmoid(logits).cpu().numpy().astype(np.float64))
+        """The served form's float64 forward pass over this network's weights
+        (:func:`~ml_tasks.models.served.network_logits`): what the gate measures is, to the last
+        bits, what a consumer of the registered model is served, on any machine and thread count
+        (torch's float32 kernels differ in the last bits between them)."""
+        logits = network_logits(self._weights(), *self.encoder_.transform(X))
+        return self._two_columns(expit(logits))
+
+    def _weights(self) -> dict[str, np.ndarray]:
+        return {name: tensor.detach().to("cpu").numpy() for name, tensor in self.model_.state_dict().items()}
+
+    def served_state(self, folder: Path) -> dict[str, Any]:
+        """The weights as named float32 arrays (``network.npz``, the ``state_dict``'s names), the
+        encoder and what rebuilds the network."""
+        weights: dict[str, Any] = self._weights()
+        np.savez(folder / NETWORK_FILE, **weights)
+        return {"encoder": asdict(self.encoder_), "arch": self.arch_, "best_epoch": self.best_epoch_}
+
+    def restore_served(self, state: dict[str, Any], folder: Path) -> Self:
+        self.encoder_, self.arch_ = FeatureEncoder(**state["encoder"]), dict(state["arch"])
+        self.best_epoch_ = int(state.get("best_epoch", 0))
+        model = TabularMLP(**self.arch_)
+        with np.load(folder / NETWORK_FILE) as arrays:
+            model.load_state_dict({name: torch.from_numpy(arrays[name]) for name in arrays.files})
+        self.model_ = model.eval()
+        return self
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle (MLflow uses cloudpickle) with the network on the CPU, so any machine can load it."""

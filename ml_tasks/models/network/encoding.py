@@ -17,12 +17,13 @@ non-negative, with a positive sum (None: all 1).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from ml_tasks.models.base import category_vocabulary, frozen_categorical
+from ml_tasks.models.base import category_vocabulary
+from ml_tasks.models.served import network_inputs, numeric_matrix
 
 
 @dataclass
@@ -66,22 +67,14 @@ class FeatureEncoder:
         return [len(self.vocab[name]) + 1 for name in self.categorical]
 
     def transform(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """``(numeric float32 (n, p), categorical int64 (n, c))``, vectorised per column."""
-        raw = _numeric_matrix(X, self.numeric)
-        imputed = np.where(np.isnan(raw), np.asarray(self.medians), raw)
-        numeric = ((imputed - np.asarray(self.means)) / np.asarray(self.stds)).astype(np.float32)
-        codes = np.zeros((len(X), len(self.categorical)), dtype=np.int64)
-        for j, name in enumerate(self.categorical):
-            # The frozen codes are -1 for missing and unseen values: +1 makes both index 0.
-            codes[:, j] = frozen_categorical(X[name], self.vocab[name]).codes
-            codes[:, j] += 1
-        return numeric, codes
+        """``(numeric float32 (n, p), categorical int64 (n, c))``, vectorised per column: the
+        served form's own :func:`~ml_tasks.models.served.network_inputs`, so training and
+        serving encode alike."""
+        return network_inputs(X, asdict(self))
 
 
 def _numeric_matrix(X: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    if not columns:
-        return np.zeros((len(X), 0))
-    raw = X[columns].to_numpy(dtype="float64", na_value=np.nan)
+    raw = numeric_matrix(X, columns)
     return np.where(np.isfinite(raw), raw, np.nan)  # inf is as unusable to a network as a gap
 
 
