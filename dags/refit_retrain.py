@@ -16,6 +16,7 @@ from ml_tasks.core.spec import SAMPLE_SIZES, ModelSpec
 from refit_airflow.assets import announce_champion
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import retrain_dag_id
+from refit_airflow.run_moment import run_as_of
 from refit_airflow.spec_dags import dags_per_spec
 from refit_airflow.task_defaults import task_defaults
 from refit_airflow.trainer import trainer_task
@@ -59,8 +60,7 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
 
             context = get_current_context()
             params, run = context["params"], context["dag_run"]
-            as_of = params.get("as_of") or context.get("logical_date") or run.run_after
-            return pipeline.plan_run(str(spec_path), as_of, sample_size=params["sample_size"],
+            return pipeline.plan_run(str(spec_path), run_as_of(context), sample_size=params["sample_size"],
                                      candidates=list(params["candidates"]), dry_run=params["dry_run"],
                                      dag_run_id=run.run_id)
 

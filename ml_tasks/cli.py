@@ -134,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--model", required=True, type=_model_name)
     rollback.add_argument("--reason", required=True)
     rollback.add_argument("--by", default=os.environ.get("USER", "unknown"))
+    score = commands.add_parser("score", help="score an interval's rows with the champion (spec's scoring section)")
+    score.add_argument("--model", required=True, type=_model_name)
+    score.add_argument("--as-of", required=True, help="end of the interval (ISO date or datetime, UTC); it starts "
+                                                      "scoring.window_days earlier")
+    score.add_argument("--dag-run-id", default="cli")
     status = commands.add_parser("status", help="champion and last run of a model")
     status.add_argument("--model", required=True, type=_model_name)
     status.add_argument("--json", action="store_true")
@@ -233,6 +238,8 @@ def _run(args: argparse.Namespace) -> None:
         _emit(pipeline.promote(str(_spec_path(args.model)), args.run_key, args.reason, args.by))
     elif command == "rollback":
         _emit(pipeline.rollback(str(_spec_path(args.model)), args.reason, args.by))
+    elif command == "score":
+        _emit(pipeline.score_all(str(_spec_path(args.model)), args.as_of, dag_run_id=args.dag_run_id))
     elif command == "status":
         from ml_tasks.reporting.status import format_status, model_status
 

@@ -96,15 +96,18 @@ def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = No
 
 
 def extract(plan: dict, warehouse_url: str | None = None) -> dict:
-    """``warehouse_url`` comes from the deployment (an Airflow connection) and wins; embedded
-    mode falls back to the spec's URL, then REFIT_WAREHOUSE_URL."""
     from ml_tasks.data.extract import extract_snapshot
 
     run_plan, ctx = _plan(plan)
-    url = warehouse_url or ctx.spec.source.warehouse_url or ctx.settings.warehouse_url
-    snapshot = extract_snapshot(ctx.spec, run_plan, ctx.store, url, ctx.settings.include_dir)
+    snapshot = extract_snapshot(ctx.spec, run_plan, ctx.store, _warehouse(ctx, warehouse_url), ctx.settings.include_dir)
     ctx.store.write_json(run_plan.artifacts.snapshot, snapshot.to_xcom())
     return snapshot.to_xcom()
+
+
+def _warehouse(ctx: StageContext, warehouse_url: str | None) -> str:
+    """``warehouse_url`` comes from the deployment (an Airflow connection) and wins; embedded
+    mode falls back to the spec's URL, then REFIT_WAREHOUSE_URL."""
+    return warehouse_url or ctx.spec.source.warehouse_url or ctx.settings.warehouse_url
 
 
 def validate(plan: dict, snapshot: dict) -> dict:
@@ -290,6 +293,37 @@ def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
 
     ctx = context_for(spec_path)
     return registry_rollback(ctx.spec, reason, requested_by, ctx.settings).to_xcom()
+
+
+def plan_scoring(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli") -> dict:
+    """Plan a batch-scoring run of the interval ending at ``as_of``: its run key and the champion
+    (and shadow) version it scores with, pinned so that a retry tags its rows the same way."""
+    from ml_tasks.scoring.plan import make_scoring_plan
+
+    ctx = context_for(spec_path)
+    plan = make_scoring_plan(ctx.spec, Path(spec_path), ctx.store.layout, as_of, ctx.settings, dag_run_id)
+    ctx.store.write_json(plan.artifacts.plan, plan.to_xcom())
+    return plan.to_xcom()
+
+
+def score(plan: dict, warehouse_url: str | None = None) -> dict:
+    """Score a planned interval into the destination table(s); the manifest is recorded under the
+    run's folder and as the model's latest scoring."""
+    from ml_tasks.core.manifests import ScoringPlan
+    from ml_tasks.scoring.score import score_interval
+
+    scoring_plan = ScoringPlan.model_validate(plan)
+    ctx = context_for(scoring_plan.spec_path)
+    manifest = score_interval(ctx.spec, scoring_plan, _warehouse(ctx, warehouse_url), ctx.settings.include_dir,
+                              ctx.settings)
+    ctx.store.write_json(manifest.uri, manifest.to_xcom())
+    ctx.store.write_json(ctx.store.layout.latest_scoring(ctx.spec.name), manifest.to_xcom())
+    return manifest.to_xcom()
+
+
+def score_all(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli") -> dict:
+    """Plan and score in this process: the scoring DAG's path without Airflow (CLI ``score``)."""
+    return score(plan_scoring(spec_path, as_of, dag_run_id))
 
 
 T = TypeVar("T")

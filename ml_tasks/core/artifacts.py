@@ -18,6 +18,8 @@ keep a pointer to each model's latest verdict and a history of all of them::
     snapshots/<model>/<snapshot_id>/data.parquet, manifest.json
     staging/<model>/<snapshot_id>/data.parquet         (an extraction not yet validated)
     reports/<model>/latest.json, reports/<model>/history/<written_at>-<run_key>.json
+    scoring/<model>/<run_key>/plan.json, scoring.json   ScoringArtifacts (a batch-scoring run)
+    scoring/<model>/latest.json                        the latest scoring run's manifest
 
 Stages get these URIs from here and never build a path themselves, so the layout can be read
 (and changed) in one place. The names are those every earlier release wrote: runs and models
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import overload
+from typing import Protocol, overload
 
 #: The manifests a run writes under its folder, by stage (``<name>.json``).
 RUN_MANIFESTS = ("plan", "snapshot", "validation", "sample", "split", "backtest", "evaluation", "gate",
@@ -49,20 +51,28 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(part.strip("/") for part in parts if part)])
 
 
+class _Folder(Protocol):
+    """A run's folder: :class:`RunArtifacts` or :class:`ScoringArtifacts`."""
+
+    @property
+    def prefix(self) -> str: ...
+
+
 class _InRun:
-    """A fixed file or folder under a run's folder, read as an attribute of :class:`RunArtifacts`."""
+    """A fixed file or folder under a run's folder, read as an attribute of :class:`RunArtifacts`
+    (or :class:`ScoringArtifacts`)."""
 
     def __init__(self, name: str, doc: str = "") -> None:
         self.name = name
         self.__doc__ = doc or f"``<run>/{name}``"
 
     @overload
-    def __get__(self, run: None, owner: type[RunArtifacts]) -> _InRun: ...
+    def __get__(self, run: None, owner: type[_Folder]) -> _InRun: ...
 
     @overload
-    def __get__(self, run: RunArtifacts, owner: type[RunArtifacts]) -> str: ...
+    def __get__(self, run: _Folder, owner: type[_Folder]) -> str: ...
 
-    def __get__(self, run: RunArtifacts | None, owner: type[RunArtifacts]) -> _InRun | str:
+    def __get__(self, run: _Folder | None, owner: type[_Folder]) -> _InRun | str:
         return self if run is None else join(run.prefix, self.name)
 
 
@@ -120,6 +130,16 @@ class RunArtifacts:
 
 
 @dataclass(frozen=True)
+class ScoringArtifacts:
+    """The URIs of one batch-scoring run's manifests, under its folder ``prefix``."""
+
+    prefix: str
+
+    plan = _InRun("plan.json", "The scoring plan: interval, run key, the versions it scores with.")
+    manifest = _InRun("scoring.json", "What the run wrote: rows, versions, tables, seconds.")
+
+
+@dataclass(frozen=True)
 class StoreLayout:
     """The store-wide locations under the artifact store's ``root``: runs, snapshots and reports."""
 
@@ -166,6 +186,14 @@ class StoreLayout:
         """The model whose history holds ``uri`` (a URI under :attr:`reports`), or None for another file."""
         model, _, rest = uri.removeprefix(self.reports.rstrip("/") + "/").partition("/")
         return model if rest.startswith(f"{_HISTORY}/") else None
+
+    def scoring_run(self, model: str, run_key: str) -> ScoringArtifacts:
+        """A batch-scoring run's manifests; its folder is the scoring plan's ``run_prefix``."""
+        return ScoringArtifacts(join(self.root, "scoring", model, run_key))
+
+    def latest_scoring(self, model: str) -> str:
+        """The manifest of ``model``'s latest batch-scoring run."""
+        return join(self.root, "scoring", model, "latest.json")
 
     @staticmethod
     def is_history_entry_of(uri: str, run_key: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
-from ml_tasks.core.artifacts import RunArtifacts
+from ml_tasks.core.artifacts import RunArtifacts, ScoringArtifacts
 
 
 class Manifest(BaseModel):
@@ -386,3 +386,71 @@ class ReportManifest(Manifest):
     json_uri: str
     champion_version: str | None
     run_key: str
+
+
+class ScoringModel(Manifest):
+    """A registered model version a scoring run scores with, pinned when the run was planned."""
+
+    version: str
+    #: ``models:/<registry_name>/<version>``: what any consumer of the registry loads.
+    model_uri: str
+    #: The retrain run that registered it (its ``refit.run_key`` tag), for lineage.
+    trained_run_key: str | None = None
+
+
+class ScoringPlan(Manifest):
+    """One batch-scoring run: the interval, its run key, and the versions it scores with.
+
+    The versions are resolved once, when the run is planned, so a retry scores with the same
+    champion even if the alias moved in between, and tags its rows accordingly.
+    """
+
+    model: str
+    registry_name: str
+    spec_path: str
+    as_of: datetime
+    window_start: datetime
+    #: ``<as_of>-<digest of the interval>``: the same interval always has the same key, so a
+    #: re-run replaces its rows.
+    run_key: str
+    run_prefix: str
+    dag_run_id: str
+    destination: str
+    champion: ScoringModel
+    shadow: ScoringModel | None = None
+    shadow_destination: str | None = None
+    #: Why there is no shadow model although the spec asks for one (None otherwise).
+    shadow_note: str | None = None
+
+    @property
+    def artifacts(self) -> ScoringArtifacts:
+        return ScoringArtifacts(self.run_prefix)
+
+
+class ScoredTable(Manifest):
+    """The rows one model's scores replaced in one table."""
+
+    table: str
+    version: str
+    rows: int
+    #: Rows of the table the run removed before writing its own: earlier scores of the same
+    #: interval (a re-run) or of the same ids (scored again in a later interval).
+    replaced: int
+
+
+class ScoringManifest(Manifest):
+    """What a batch-scoring run wrote; recorded in the store and passed on through XCom."""
+
+    model: str
+    run_key: str
+    as_of: datetime
+    window_start: datetime
+    rows: int
+    served: ScoredTable
+    shadow: ScoredTable | None = None
+    shadow_note: str | None = None
+    scored_at: datetime
+    seconds: float
+    #: Engine that read the warehouse (``adbc``, ``copy_csv`` or ``sqlalchemy``).
+    engine: str
+    uri: str

@@ -24,7 +24,7 @@ def to_naive_utc(moment: datetime | str) -> datetime:
     return moment
 
 
-def _as_of(value: datetime | str) -> datetime:
+def parse_as_of(value: datetime | str) -> datetime:
     """The as-of moment of a trigger, or a :class:`PlanError` naming the parameter."""
     try:
         return to_naive_utc(value)
@@ -50,7 +50,7 @@ def make_plan(
     The baseline candidate is always trained (the gate compares with it); unknown candidate
     names and non-positive sample sizes are rejected with the parameter's name.
     """
-    as_of = _as_of(as_of)
+    as_of = parse_as_of(as_of)
     selected = list(candidates) if candidates else spec.candidate_names
     unknown = [c for c in selected if c not in spec.candidate_names]
     if unknown:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 RETRAIN_PREFIX = "retrain_"
 REGISTRY_PREFIX = "registry_"
+SCORE_PREFIX = "score_"
 
 
 def retrain_dag_id(model: str) -> str:
@@ -20,7 +21,12 @@ def registry_dag_id(model: str) -> str:
     return f"{REGISTRY_PREFIX}{model}"
 
 
-def model_of(dag_id: str, prefixes: tuple[str, ...] = (RETRAIN_PREFIX, REGISTRY_PREFIX)) -> str | None:
+def score_dag_id(model: str) -> str:
+    """``credit_default`` → ``score_credit_default``: batch scoring with the champion (specs with ``scoring:``)."""
+    return f"{SCORE_PREFIX}{model}"
+
+
+def model_of(dag_id: str, prefixes: tuple[str, ...] = (RETRAIN_PREFIX, REGISTRY_PREFIX, SCORE_PREFIX)) -> str | None:
     """The model behind a Refit DAG id, or None for a DAG that is not one of ``prefixes``."""
     for prefix in prefixes:
         if dag_id.startswith(prefix) and len(dag_id) > len(prefix):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ml_tasks.core.settings import Settings, ensure_local_folders, load_settings
 from ml_tasks.io.store import store_from_settings
-from refit_airflow.dag_ids import retrain_dag_id
+from refit_airflow.dag_ids import retrain_dag_id, score_dag_id
 from refit_airflow.embedded import embedded_airflow_env
 
 DEMO_MODEL = "credit_default"
@@ -61,19 +61,30 @@ def run_dag_test(settings: Settings, model: str, logical_date: str, conf: dict |
 
     Raises :class:`DagRunFailedError` unless Airflow recorded the run as successful.
     """
-    dag_id = retrain_dag_id(model)
-    command = [airflow_binary(), "dags", "test", dag_id, logical_date]
-    if conf:
-        command += ["--conf", json.dumps(conf)]
-    log_path = settings.home / "logs" / f"dags-test-{model}-{logical_date}.log"
-    _run(command, settings, log_path)
-    state = dag_run_state(settings, dag_id, logical_date)
-    if state != "success":
-        raise DagRunFailedError(f"{dag_id} at {logical_date} ended {state!r}, expected 'success'; full log: {log_path}")
+    dags_test(settings, retrain_dag_id(model), logical_date, conf)
     store = store_from_settings(settings)
     latest = store.read_json(store.layout.latest_report(model))
     return DagRunOutcome(logical_date=logical_date, verdict=latest["verdict"], challenger=latest["challenger"],
                          champion_version=latest["champion_version"], report_uri=latest["html_uri"])
+
+
+def run_score_dag_test(settings: Settings, model: str, logical_date: str) -> dict:
+    """Run the model's ``score_<model>`` DAG once with ``airflow dags test``; its scoring manifest."""
+    dags_test(settings, score_dag_id(model), logical_date)
+    store = store_from_settings(settings)
+    return store.read_json(store.layout.latest_scoring(model))
+
+
+def dags_test(settings: Settings, dag_id: str, logical_date: str, conf: dict | None = None) -> None:
+    """``airflow dags test dag_id logical_date``; :class:`DagRunFailedError` unless the run succeeded."""
+    command = [airflow_binary(), "dags", "test", dag_id, logical_date]
+    if conf:
+        command += ["--conf", json.dumps(conf)]
+    log_path = settings.home / "logs" / f"dags-test-{dag_id}-{logical_date}.log"
+    _run(command, settings, log_path)
+    state = dag_run_state(settings, dag_id, logical_date)
+    if state != "success":
+        raise DagRunFailedError(f"{dag_id} at {logical_date} ended {state!r}, expected 'success'; full log: {log_path}")
 
 
 def dag_run_state(settings: Settings, dag_id: str, logical_date: str) -> str | None:
@@ -119,7 +130,19 @@ def run_demo(dates: list[str] | None = None) -> int:
     print(f"  champion now: version {outcomes[-1].champion_version or 'none'}")
     print(f"  gating report: {outcomes[-1].report_uri}")
     print(f"  status: python -m ml_tasks status --model {DEMO_MODEL}")
+    _score_demo(settings, (dates or DEMO_DATES)[-1])
     return 0
+
+
+def _score_demo(settings: Settings, logical_date: str) -> None:
+    """Score the last run's interval with the champion (``score_credit_default``) into its table."""
+    print(f"\nrunning {score_dag_id(DEMO_MODEL)} for {logical_date} with `airflow dags test` ...", flush=True)
+    scored = run_score_dag_test(settings, DEMO_MODEL, logical_date)
+    served = scored["served"]
+    print(f"  scored {scored['rows']} applications of [{scored['window_start'][:10]}, {scored['as_of'][:10]}) "
+          f"with champion version {served['version']} into {served['table']} ({settings.warehouse_url})")
+    print(f"  shadow: {scored['shadow']['table'] + ' (version ' + scored['shadow']['version'] + ')'}"
+          if scored["shadow"] else f"  shadow: {scored['shadow_note'] or 'not asked for'}")
 
 
 def main(argv: list[str] | None = None) -> int:

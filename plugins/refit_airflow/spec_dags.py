@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import yaml
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -35,16 +36,19 @@ log = logging.getLogger(__name__)
 #: Tag of the placeholder DAGs that stand in for specs that do not load.
 SPEC_ERROR_TAG = "spec-error"
 
-Builder = Callable[[Path, ModelSpec], DAG]
+#: Builds one spec's DAG; None when the spec asks for no DAG of this kind (no ``scoring:`` section).
+Builder = Callable[[Path, ModelSpec], DAG | None]
 
 
 def dags_per_spec(build: Builder, dag_id: Callable[[str], str], kind: str,
-                  models_dir: Path | None = None) -> dict[str, DAG]:
+                  models_dir: Path | None = None, section: str | None = None) -> dict[str, DAG]:
     """``{dag_id: DAG}`` for every spec in ``models_dir`` (default: the settings' ``include/models``).
 
-    ``build(spec_path, spec)`` makes one spec's DAG; ``dag_id(name)`` is the id rule of this DAG
-    file (used for the placeholders, with the file stem as the name); ``kind`` (``retrain``,
-    ``registry``) tags them. A spec whose name an earlier file (sorted) already took is broken too.
+    ``build(spec_path, spec)`` makes one spec's DAG, or None when the spec wants none;
+    ``dag_id(name)`` is the id rule of this DAG file (used for the placeholders, with the file stem
+    as the name); ``kind`` (``retrain``, ``registry``, ``score``) tags them. A spec whose name an
+    earlier file (sorted) already took is broken too. With ``section``, only a broken spec file
+    that writes that top-level section gets a placeholder (the others would have had no DAG).
     """
     dags: dict[str, DAG] = {}
     names: dict[str, Path] = {}
@@ -56,16 +60,28 @@ def dags_per_spec(build: Builder, dag_id: Callable[[str], str], kind: str,
                 raise SpecError(f"spec {path}: field 'name': {spec.name!r} is already the name of "
                                 f"{names[spec.name]}; expected a name no other spec uses")
             dag = build(path, spec)
-            dag.validate()
+            if dag is not None:
+                dag.validate()
         except Exception as exc:  # any spec may fail; none may take the others' DAGs with it
-            broken.append((path, _message(path, exc, kind)))
+            if section is None or _writes_section(path, section):
+                broken.append((path, _message(path, exc, kind)))
             continue
         names[spec.name] = path
-        dags[dag.dag_id] = dag
+        if dag is not None:
+            dags[dag.dag_id] = dag
     for path, message in broken:  # after the good ones, so a placeholder never takes a real DAG's id
         placeholder = _spec_error_dag(_free_id(dag_id(_id_part(path.stem)), dags), path, kind, message)
         dags[placeholder.dag_id] = placeholder
     return dags
+
+
+def _writes_section(path: Path, section: str) -> bool:
+    """Whether the spec file's YAML has ``section`` at the top level (False when it does not parse)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # the file's retrain and registry placeholders already say why
+    return isinstance(raw, dict) and section in raw
 
 
 def _message(path: Path, exc: Exception, kind: str) -> str:

@@ -7,7 +7,7 @@ from typing import get_args
 
 import pytest
 
-from ml_tasks.core.spec import FAMILIES, FAMILY_PARAMS, CandidateSpec, ModelSpec, spec_reference
+from ml_tasks.core.spec import FAMILIES, FAMILY_PARAMS, CandidateSpec, ModelSpec, ScoringSpec, spec_reference
 
 
 def rows(markdown: str) -> dict[str, list[str]]:
@@ -17,8 +17,8 @@ def rows(markdown: str) -> dict[str, list[str]]:
 
 
 def family_section(text: str, family: str) -> str:
-    """The reference's part about one family: from its heading to the next."""
-    return text.split(f"\n#### `{family}`\n")[1].split("\n#### ")[0]
+    """The reference's part about one family: from its heading to the next (of any level)."""
+    return text.split(f"\n#### `{family}`\n")[1].split("\n#### ")[0].split("\n### ")[0]
 
 
 def test_every_family_a_spec_may_name_has_one_params_schema():
@@ -36,6 +36,9 @@ def test_the_spec_reference_lists_every_field_of_every_schema_with_type_default_
         assert set(table) == set(schema.model_fields), family
         assert all(len(cells) == 4 and all(cells) for cells in table.values()), family
     assert "No parameters." in family_section(text, "prior")
+    scoring = rows(text.split("\n### The `scoring` section\n")[1])
+    assert set(scoring) == set(ScoringSpec.model_fields)
+    assert all(len(cells) == 4 and all(cells) for cells in scoring.values())
 
 
 @pytest.mark.parametrize(("family", "name", "cells"), [

@@ -20,7 +20,7 @@ from tests.conftest import DEMO_SPEC
 DAGS = REPO_ROOT / "dags"
 PLUGINS = REPO_ROOT / "plugins"
 STAGES = ["plan", "extract", "validate", "sample", "split", "candidates", "train", "backtest_jobs", "backtest",
-          "backtest_summary", "evaluate", "gate", "register", "report"]
+          "backtest_summary", "evaluate", "gate", "register", "announce_champion", "report"]
 
 # Airflow reads its configuration at import: point it at a throwaway home first.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="refit-airflow-"))
@@ -69,7 +69,8 @@ def test_dags_import_without_errors_one_per_spec(dagbag, specs):
     assert dagbag.import_errors == {}
     assert not [dag_id for dag_id, dag in dagbag.dags.items() if SPEC_ERROR_TAG in dag.tags]
     assert set(dagbag.dag_ids) == ({f"retrain_{spec.name}" for spec in specs}
-                                   | {f"registry_{spec.name}" for spec in specs})
+                                   | {f"registry_{spec.name}" for spec in specs}
+                                   | {f"score_{spec.name}" for spec in specs if spec.scoring is not None})
 
 
 def test_registry_dag_is_manual_and_asks_for_a_reason(dagbag, specs):
@@ -101,6 +102,7 @@ def test_tasks_run_in_stage_order(dagbag):
     backtest = ["train", "backtest_jobs", "backtest", "backtest_summary", "gate"]
     assert [positions[s] for s in backtest] == sorted(positions[s] for s in backtest)
     assert "validate" in dag.get_task("sample").upstream_task_ids
+    assert dag.get_task("announce_champion").upstream_task_ids == {"register"}  # the Asset follows registration
 
 
 @pytest.mark.parametrize(
@@ -124,13 +126,67 @@ def test_trigger_form_accepts_good_values(dagbag):
     assert params.get_param("sample_size").resolve(5_000) == 5_000
 
 
-def test_parsing_the_dags_does_not_import_mlflow():
-    code = (
-        "import sys, json; sys.path.insert(0, {!r}); import runpy; runpy.run_path({!r}); "
-        "print(json.dumps('mlflow' in sys.modules))".format(str(PLUGINS), str(DAGS / "refit_retrain.py"))
-    )
+@pytest.mark.parametrize("dag_file", ["refit_retrain.py", "refit_registry.py", "refit_score.py"])
+def test_parsing_the_dags_does_not_import_mlflow(dag_file):
+    code = (f"import sys, json; sys.path.insert(0, {str(PLUGINS)!r}); import runpy; "
+            f"runpy.run_path({str(DAGS / dag_file)!r}); print(json.dumps('mlflow' in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert json.loads(out.stdout.strip().splitlines()[-1]) is False
+
+
+def test_the_score_dag_plans_then_scores_on_its_cron_or_the_champion_asset(dagbag):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    dag = dagbag.dags["score_credit_default"]
+    assert [task.task_id for task in dag.topological_sort()] == ["plan", "score"]
+    assert "refit" in dag.tags and "score" in dag.tags and all(task.retries >= 1 for task in dag.tasks)
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)  # spec: schedule and on_champion
+    assert dag.timetable.timetable.expression == "0 5 1 * *"
+    assert [asset.uri for asset in dag.timetable.asset_condition.objects] == ["refit://credit_default/champion"]
+
+
+@pytest.mark.parametrize(("scoring", "expected"), [
+    ({"schedule": "0 4 * * *"}, "cron"),
+    ({"on_champion": True}, "asset"),
+    ({"schedule": "@daily", "on_champion": True}, "both"),
+    ({}, "manual"),
+])
+def test_a_score_dag_runs_on_what_its_spec_asks_for(scoring, expected):
+    from airflow.sdk import Asset, AssetOrTimeSchedule
+
+    from refit_airflow.assets import champion_asset
+
+    schedule = score_dag_module().score_schedule(
+        load_spec(DEMO_SPEC).scoring.model_copy(update={"schedule": None, "on_champion": False} | scoring),
+        "credit_default")
+    kind = {str: "cron", list: "asset", AssetOrTimeSchedule: "both", type(None): "manual"}[type(schedule)]
+    assert kind == expected
+    if kind == "asset":
+        assert schedule == [champion_asset("credit_default")] and isinstance(schedule[0], Asset)
+
+
+def score_dag_module():
+    import runpy
+
+    return type("ScoreDags", (), runpy.run_path(str(DAGS / "refit_score.py")))
+
+
+def test_only_specs_with_a_scoring_section_get_a_score_dag_and_a_broken_one_a_placeholder(tmp_path, monkeypatch):
+    without = yaml.safe_load(DEMO_SPEC.read_text())
+    without.pop("scoring")
+    include = include_with_specs(tmp_path, {
+        "plain.yaml": yaml.safe_dump(without | {"name": "plain"}),
+        "broken_scoring.yaml": demo_spec_text(name="broken_scoring", scoring={"destination": "x"}),
+    })
+    bag = dagbag_of(include, monkeypatch)
+    score_ids = {dag_id for dag_id in bag.dag_ids if dag_id.startswith("score_")}
+    assert score_ids == {"score_credit_default", "score_broken_scoring"}
+    placeholder = bag.dags["score_broken_scoring"]
+    assert "spec-error" in placeholder.tags and "scoring" in placeholder.doc_md
+    # The broken spec's other DAGs are placeholders too; the spec without scoring keeps its own.
+    assert "spec-error" in bag.dags["retrain_broken_scoring"].tags
+    assert "spec-error" not in bag.dags["retrain_plain"].tags
 
 
 @pytest.mark.parametrize("schedule", ["0 3 1 * *", "*/15 2-5 * * 1-5", "0 6 * * MON-FRI", "0 0 L * *", "0 0 ? * *",

@@ -109,6 +109,16 @@ class Processes:
         return "\n\n".join(f"===== {log.name} (last {lines} lines) =====\n{tail(log, lines)}"
                            for log in sorted(self.log_dir.glob("*.log")))
 
+    def stop(self, name: str, grace: float = 30.0) -> None:
+        """Stop one service (SIGTERM to its group, SIGKILL after ``grace``); it is no longer checked."""
+        process, _ = self._started.pop(name)
+        _signal_group(process, signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+        _signal_group(process, signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+
     def stop_all(self, grace: float = 15.0) -> None:
         """SIGTERM every group, newest first, then SIGKILL whatever is left of each group."""
         started = list(reversed(self._started.values()))
@@ -273,6 +283,9 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> dict:
         return self._ok(self.http.patch(f"/dags/{dag_id}", json={"is_paused": False}))
 
+    def pause(self, dag_id: str) -> dict:
+        return self._ok(self.http.patch(f"/dags/{dag_id}", json={"is_paused": True}))
+
     def post_run(self, dag_id: str, logical_date: str | None, conf: dict) -> httpx.Response:
         """What the UI's trigger form sends: the logical date (may be empty) and the params as conf."""
         return self.http.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf})
@@ -282,6 +295,14 @@ class AirflowApi:
 
     def run(self, dag_id: str, run_id: str) -> dict:
         return self._ok(self.http.get(f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self._ok(self.http.get(f"/dags/{dag_id}/dagRuns", params={"limit": 100}))["dag_runs"]
+
+    def clear(self, dag_id: str, run_id: str) -> dict:
+        """Clear every task of a run, as the UI's "Clear" does: the run goes again."""
+        return self._ok(self.http.post(f"/dags/{dag_id}/clearTaskInstances",
+                                       json={"dag_run_id": run_id, "dry_run": False, "only_failed": False}))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self._ok(self.http.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
@@ -311,6 +332,7 @@ def airflow_environment(*, home: Path, metadata_url: str, api_url: str, warehous
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         # Only triggered runs: unpausing a monthly DAG would otherwise start this month's run,
         # which would hold the DAG's single active-run slot (max_active_runs=1) for minutes.
+        # (Asset-triggered runs need the job schedule too: restart_scheduler turns it on.)
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         # The deployed source: the warehouse_default connection (Airflow wants postgres://).
         "AIRFLOW_CONN_WAREHOUSE_DEFAULT": warehouse_url.replace("postgresql+psycopg://", "postgres://"),
@@ -325,6 +347,15 @@ def start_airflow(processes: Processes, env: dict[str, str], port: int) -> None:
                                            "--workers", "1"], env)
     processes.start("airflow-scheduler", [airflow, "scheduler"], env)
     processes.start("airflow-dag-processor", [airflow, "dag-processor"], env)
+
+
+def restart_scheduler(processes: Processes, env: dict[str, str], **settings: str) -> None:
+    """Stop the scheduler and start another with ``AIRFLOW__SCHEDULER__*`` ``settings`` changed
+    (e.g. ``use_job_schedule="True"``); the first one's log stays, as ``airflow-scheduler-1.log``."""
+    processes.stop("airflow-scheduler")
+    processes.log("airflow-scheduler").rename(processes.log("airflow-scheduler-1"))
+    changed = {**env, **{f"AIRFLOW__SCHEDULER__{key.upper()}": value for key, value in settings.items()}}
+    processes.start("airflow-scheduler", [airflow_binary(), "scheduler"], changed)
 
 
 def airflow_login(processes: Processes, env: dict[str, str], port: int) -> AirflowApi:

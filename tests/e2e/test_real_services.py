@@ -10,7 +10,8 @@ Started for this module (``tests/e2e/real_services.py``), nothing mocked:
   dag-processor on a PostgreSQL metadata database, and the ``warehouse_default`` connection
   pointing at a PostgreSQL demo warehouse.
 
-The two tests run in order: the second re-runs the interval the first one registered.
+The tests run in order: the second re-runs the interval the first one registered; the last checks
+that the first one's promotion, through the champion Asset, started the scoring DAG.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tests.e2e.real_services import (
     airflow_environment,
     airflow_login,
     logs_on_failure,
+    restart_scheduler,
     start_airflow,
     start_mlflow,
     start_moto,
@@ -92,6 +94,23 @@ class Stack:
         return wait_for(f"note of {run_id}", lambda: self.api.run(DAG_ID, run_id).get("note"), 30, self.processes)
 
 
+SCORE_DAG_ID = f"score_{MODEL}"
+
+
+def stack_include(folder: Path) -> Path:
+    """The repository's include/ with the demo spec's scoring on the champion Asset only (no cron)
+    and a window wide enough that a run triggered now reaches the demo warehouse's 2023-2024
+    applications. Scoring is not part of the recipe, so run keys stay the same."""
+    include = folder / "include"
+    shutil.copytree(REPO_ROOT / "include", include)
+    spec_file = include / "models" / f"{MODEL}.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["scoring"] = {**spec["scoring"], "window_days": 3_650, "on_champion": True}
+    spec["scoring"].pop("schedule", None)
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return include
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("real-services")
@@ -114,6 +133,7 @@ def stack(tmp_path_factory, request):
             warehouse_url=databases["warehouse"],
             refit={**AWS_TEST_CREDENTIALS, **mlflow_credentials,
                    "REFIT_HOME": str(root / "refit"),
+                   "REFIT_INCLUDE_DIR": str(stack_include(root)),
                    "REFIT_ARTIFACT_ROOT": f"s3://{BUCKET}/{ARTIFACT_PREFIX}",
                    "REFIT_S3_ENDPOINT_URL": s3_endpoint,
                    "MLFLOW_TRACKING_URI": mlflow_uri,
@@ -143,6 +163,9 @@ def test_triggered_run_registers_champion_with_snapshot_report_and_note_on_real_
     wait_for(f"DAG {DAG_ID} parsed by the dag-processor", lambda: stack.api.dag(DAG_ID), 180, stack.processes,
              interval=2)
     stack.api.unpause(DAG_ID)
+    # Unpaused before the champion exists: the promotion's Asset event is what starts it.
+    wait_for(f"DAG {SCORE_DAG_ID} parsed", lambda: stack.api.dag(SCORE_DAG_ID), 60, stack.processes, interval=2)
+    stack.api.unpause(SCORE_DAG_ID)
     run_id = stack.api.trigger(DAG_ID, f"{AS_OF}T00:00:00Z", CONF)["dag_run_id"]
 
     assert stack.wait_for_run(run_id)["state"] == "success"
@@ -230,3 +253,51 @@ def test_concurrent_runs_of_one_interval_register_exactly_one_version(stack, tmp
     assert {a: str(v) for a, v in stack.mlflow().get_registered_model(name).aliases.items()} == {
         "champion": str(found[0].version)}
     assert found[0].tags["refit.registration"] == "complete"
+
+
+def test_the_champion_asset_starts_the_scoring_dag_which_scores_with_the_new_version(stack, demo_spec):
+    """Last: it turns the scheduler's job schedule on, which Asset-triggered runs need."""
+    champion = stack.mlflow().get_model_version_by_alias(demo_spec.registry_name, "champion")
+    assert champion.version == "1"
+    # The first test's promotion queued the champion Asset's event for the scoring DAG (unpaused
+    # before it). The scheduler turns queued events into runs only with its job schedule on, as
+    # deployments have it; the retrain DAG is paused first, or its monthly cron would start too.
+    stack.api.pause(DAG_ID)
+    restart_scheduler(stack.processes, stack.refit_env, use_job_schedule="True")
+
+    def asset_triggered() -> list[dict]:
+        return [r for r in stack.api.runs(SCORE_DAG_ID) if r["run_type"] == "asset_triggered"]
+
+    runs = wait_for(f"a {SCORE_DAG_ID} run started by the champion Asset", asset_triggered, 120, stack.processes,
+                    interval=2)
+    assert len(runs) == 1, f"one promotion, {len(runs)} scoring runs: {runs}"
+    run_id = runs[0]["dag_run_id"]
+    finished = wait_for_run(stack.api, stack.processes, stack.task_log_folder, SCORE_DAG_ID, run_id, RUN_TIMEOUT_S)
+    assert finished["state"] == "success"
+    scored = scored_rows(stack, demo_spec)
+    assert scored["rows"] > 1_000 and scored["rows"] == scored["ids"], scored
+    assert scored["versions"] == [str(champion.version)], scored
+
+    # Clearing the run scores its interval again: its rows are replaced, never duplicated.
+    stack.api.clear(SCORE_DAG_ID, run_id)
+    wait_for(f"{run_id} to run again", lambda: stack.api.run(SCORE_DAG_ID, run_id)["state"] != "success", 60,
+             stack.processes, interval=1)
+    assert wait_for_run(stack.api, stack.processes, stack.task_log_folder, SCORE_DAG_ID, run_id,
+                        RUN_TIMEOUT_S)["state"] == "success"
+    assert scored_rows(stack, demo_spec) == scored
+
+
+def scored_rows(stack, spec) -> dict:
+    """Rows, distinct ids and model versions in the scoring destination table of the warehouse."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(stack.refit_env["REFIT_WAREHOUSE_URL"])
+    try:
+        with engine.connect() as connection:
+            table = spec.scoring.destination
+            rows, ids = connection.execute(text(f"SELECT count(*), count(DISTINCT id) FROM {table}")).one()
+            distinct = connection.execute(text(f"SELECT DISTINCT model_version FROM {table}"))
+            versions = sorted(str(v) for (v,) in distinct)
+    finally:
+        engine.dispose()
+    return {"rows": rows, "ids": ids, "versions": versions}

@@ -31,16 +31,17 @@ def test_4_a_malformed_spec_and_a_bad_cron_remove_only_their_own_dags(tmp_path, 
     dagbag = dagbag_of(include, monkeypatch)
 
     assert dagbag.import_errors == {}
-    good = {f"{kind}_{model}" for kind in ("retrain", "registry") for model in ("credit_default", "second")}
+    good = {f"{kind}_{model}" for kind in ("retrain", "registry", "score") for model in ("credit_default", "second")}
     broken = {f"{kind}_{model}" for kind in ("retrain", "registry") for model in ("broken", "bad_cron")}
-    assert set(dagbag.dag_ids) == good | broken
+    # The demo spec scores, so bad_cron's file asks for a scoring DAG too; broken.yaml does not say.
+    assert set(dagbag.dag_ids) == good | broken | {"score_bad_cron"}
     for model in ("credit_default", "second"):
         assert sorted(t.task_id for t in dagbag.dags[f"retrain_{model}"].tasks) == sorted(STAGES)
         assert dagbag.dags[f"retrain_{model}"].timetable.expression == "0 3 1 * *"
     named = {"broken": ["broken.yaml", "not valid YAML", "line 2"],
              "bad_cron": ["bad_cron.yaml", "field 'schedule'", "'99 99 99 99 99'", "out of range"]}
     for model, parts in named.items():
-        for kind in ("retrain", "registry"):
+        for kind in ("retrain", "registry", "score")[:3 if model == "bad_cron" else 2]:
             placeholder = dagbag.dags[f"{kind}_{model}"]
             assert SPEC_ERROR_TAG in placeholder.tags and placeholder.schedule is None
             assert all(part in placeholder.doc_md and part in placeholder.description for part in parts)

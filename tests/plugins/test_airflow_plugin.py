@@ -68,4 +68,5 @@ def test_a_task_that_fails_for_good_notifies_with_its_model_task_and_error(monke
 
 def test_model_names_come_from_both_refit_dag_families():
     assert model_of("retrain_credit_default") == model_of("registry_credit_default") == "credit_default"
+    assert model_of("score_credit_default") == "credit_default"  # a failed scoring task names its model
     assert retrain_model_of("registry_credit_default") is None and model_of("retrain_") is None

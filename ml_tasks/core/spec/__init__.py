@@ -43,9 +43,20 @@ from ml_tasks.core.spec.families import (
     SearchRange,
     TorchMLPParamsSpec,
 )
-from ml_tasks.core.spec.loading import ADDED_FIELDS, discover_specs, load_spec, query_path, query_texts, spec_hash
+from ml_tasks.core.spec.loading import (
+    ADDED_FIELDS,
+    NOT_RECIPE,
+    discover_specs,
+    load_spec,
+    query_path,
+    query_texts,
+    scoring_query,
+    scoring_section,
+    spec_hash,
+)
 from ml_tasks.core.spec.model import ModelSpec
 from ml_tasks.core.spec.reference import spec_reference
+from ml_tasks.core.spec.scoring import SHADOW_SUFFIX, ScoringSpec
 from ml_tasks.core.spec.training import (
     BacktestSpec,
     CalibrationSpec,
@@ -55,11 +66,11 @@ from ml_tasks.core.spec.training import (
 )
 
 __all__ = [
-    "ADDED_FIELDS", "FAMILIES", "FAMILY_PARAMS", "NAME_PATTERN", "SAMPLE_SIZES", "AcceptanceSpec", "BacktestSpec",
-    "CalibrationSpec", "CandidateSpec", "ColumnsSpec", "ComparisonSpec", "ConsistencySpec", "FamilyParams",
-    "FeaturesSpec", "GuardrailSpec", "LeakageSpec", "LightGBMParamsSpec", "LogisticRegressionParamsSpec", "ModelSpec",
-    "PriorParamsSpec", "RatioBounds", "SamplingSpec", "SearchRange", "SliceSpec", "SourceSpec", "SpecError",
-    "SplitSpec", "StreamSpec", "ThresholdSpec", "TorchMLPParamsSpec", "TrainerSpec", "TrainingSpec",
-    "ValidationSpec", "discover_specs", "load_spec", "min_folds_for", "query_path", "query_texts", "spec_hash",
-    "spec_reference",
+    "ADDED_FIELDS", "FAMILIES", "FAMILY_PARAMS", "NAME_PATTERN", "NOT_RECIPE", "SAMPLE_SIZES", "SHADOW_SUFFIX",
+    "AcceptanceSpec", "BacktestSpec", "CalibrationSpec", "CandidateSpec", "ColumnsSpec", "ComparisonSpec",
+    "ConsistencySpec", "FamilyParams", "FeaturesSpec", "GuardrailSpec", "LeakageSpec", "LightGBMParamsSpec",
+    "LogisticRegressionParamsSpec", "ModelSpec", "PriorParamsSpec", "RatioBounds", "SamplingSpec", "ScoringSpec",
+    "SearchRange", "SliceSpec", "SourceSpec", "SpecError", "SplitSpec", "StreamSpec", "ThresholdSpec",
+    "TorchMLPParamsSpec", "TrainerSpec", "TrainingSpec", "ValidationSpec", "discover_specs", "load_spec",
+    "min_folds_for", "query_path", "query_texts", "scoring_query", "scoring_section", "spec_hash", "spec_reference",
 ]

@@ -3,8 +3,10 @@ and the problem records that let a check report any number of errors, each at it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 
+from croniter import CroniterBadDateError, CroniterError, croniter  # type: ignore[import-untyped]
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,6 +22,11 @@ FAMILIES = ("prior", "logistic_regression", "lightgbm", "torch_mlp")
 #: Model, candidate and stream names: plain identifiers (also what the CLI's ``--model`` accepts).
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 SAMPLE_SIZES = (100, 10_000_000)  # bounds of sampling.size, and of the retrain DAG form's sample_size
+
+#: Schedule presets a spec may write instead of a cron expression (Airflow's names).
+PRESETS = frozenset({"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})
+_CRON_FIELD = r"[\d\*/,\-A-Za-z?LW#]+"
+_CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
 
 #: Where a problem sits in a spec: keys and list positions, e.g. ``("candidates", 2, "params", "epochs")``.
 Loc = tuple[str | int, ...]
@@ -56,3 +63,20 @@ def metric_problem(name: str, loc: Loc) -> list[InitErrorDetails]:
     if name in HIGHER_IS_BETTER:
         return []
     return [problem(loc, f"unknown metric {name!r}; expected one of {sorted(HIGHER_IS_BETTER)}", name)]
+
+
+def checked_schedule(value: str, presets: Collection[str]) -> str:
+    """``value`` if it is one of ``presets`` or a 5-field cron expression that fires; else a
+    ValueError saying what was expected."""
+    if value in presets:
+        return value
+    expected = f"expected a 5-field cron expression or one of {sorted(presets)}, got {value!r}"
+    if not _CRON.match(value.strip()):
+        raise ValueError(expected)
+    try:  # croniter is the parser Airflow's cron timetables validate with
+        croniter(value).get_next(float)
+    except CroniterBadDateError:
+        raise ValueError(f"{value!r} never fires (no such date); expected a schedule that runs") from None
+    except (CroniterError, TypeError) as exc:
+        raise ValueError(f"{expected}: {exc}") from None
+    return value

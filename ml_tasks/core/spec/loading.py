@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from ml_tasks.core.spec.base import SpecError
 from ml_tasks.core.spec.families import error_message, got_suffix
 from ml_tasks.core.spec.model import ModelSpec
+from ml_tasks.core.spec.scoring import ScoringSpec
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -75,9 +76,14 @@ ADDED_FIELDS: tuple[tuple[tuple[str, ...], object], ...] = (
 )
 
 
+#: Sections that say how the champion is used, not what is trained: never part of the hash, so
+#: adding or changing one gives no interval a new run key.
+NOT_RECIPE: tuple[str, ...] = ("scoring",)
+
+
 def spec_hash(spec: ModelSpec, query_text: str) -> str:
     """Content hash of the spec and its SQL: a change to either is a new recipe."""
-    dumped = spec.model_dump(mode="json")
+    dumped = spec.model_dump(mode="json", exclude=set(NOT_RECIPE))
     for path, default in ADDED_FIELDS:
         _drop_default(dumped, path, default)
     canonical = json.dumps(dumped, sort_keys=True) + "\n" + query_text
@@ -94,6 +100,25 @@ def _drop_default(dumped: dict[str, object], path: tuple[str, ...], default: obj
     for holder in holders:
         if isinstance(holder, dict) and name in holder and holder[name] == default:
             del holder[name]
+
+
+def scoring_section(spec: ModelSpec) -> ScoringSpec:
+    """The spec's ``scoring`` section, or a :class:`SpecError` saying it has none."""
+    if spec.scoring is None:
+        raise SpecError(f"spec {spec.name!r}: has no 'scoring' section; expected one (query_file or query, "
+                        f"destination, schedule) to score with")
+    return spec.scoring
+
+
+def scoring_query(spec: ModelSpec, include_dir: Path) -> str:
+    """The SQL of the spec's ``scoring`` section: written inline, or its ``query_file`` under ``include_dir``."""
+    scoring = scoring_section(spec)
+    if scoring.query is not None:
+        return scoring.query
+    path = include_dir / str(scoring.query_file)
+    if not path.is_file():
+        raise SpecError(f"spec {spec.name!r}: scoring.query_file {scoring.query_file!r} not found under {include_dir}")
+    return path.read_text()
 
 
 def discover_specs(models_dir: Path) -> list[Path]:

@@ -9,11 +9,9 @@ a spec with a misspelt field and a segment that is not a feature hears about bot
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable
 from typing import Annotated, Any, cast
 
-from croniter import CroniterBadDateError, CroniterError, croniter  # type: ignore[import-untyped]
 from pydantic import (
     Field,
     ModelWrapValidatorHandler,
@@ -27,8 +25,10 @@ from pydantic_core import InitErrorDetails
 from ml_tasks.core.spec.acceptance import AcceptanceSpec, min_folds_for
 from ml_tasks.core.spec.base import (
     NAME_PATTERN,
+    PRESETS,
     SpecError,
     Strict,
+    checked_schedule,
     metric_problem,
     nested,
     problem,
@@ -43,11 +43,8 @@ from ml_tasks.core.spec.data import (
     SplitSpec,
     ValidationSpec,
 )
+from ml_tasks.core.spec.scoring import ScoringSpec
 from ml_tasks.core.spec.training import BacktestSpec, CalibrationSpec, CandidateSpec, TrainerSpec, TrainingSpec
-
-_CRON_FIELD = r"[\d\*/,\-A-Za-z?LW#]+"
-_CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
-_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 
 
 class ModelSpec(Strict):
@@ -81,22 +78,15 @@ class ModelSpec(Strict):
     calibration: CalibrationSpec = Field(CalibrationSpec(), description="calibration methods tried on held-out "
                                                                         "rows")
     trainer: TrainerSpec = Field(TrainerSpec(), description="trainer image, GPUs and CPU threads")
+    scoring: ScoringSpec | None = Field(None, description="batch scoring with the champion (and a shadow model): "
+                                                          "query, window_days, destination, schedule, "
+                                                          "on_champion, chunk_rows, shadow; not part of the "
+                                                          "recipe hash")
 
     @field_validator("schedule")
     @classmethod
     def _cron_or_preset(cls, value: str) -> str:
-        if value in _PRESETS:
-            return value
-        expected = f"expected a 5-field cron expression or one of {sorted(_PRESETS)}, got {value!r}"
-        if not _CRON.match(value.strip()):
-            raise ValueError(expected)
-        try:  # croniter is the parser Airflow's cron timetables validate with
-            croniter(value).get_next(float)
-        except CroniterBadDateError:
-            raise ValueError(f"{value!r} never fires (no such date); expected a schedule that runs") from None
-        except (CroniterError, TypeError) as exc:
-            raise ValueError(f"{expected}: {exc}") from None
-        return value
+        return checked_schedule(value, PRESETS)
 
     @field_validator("selection_metric")
     @classmethod
@@ -276,7 +266,17 @@ def _sampling_columns(spec: ModelSpec) -> list[InitErrorDetails]:
     return found
 
 
+def _scores_are_not_sources(spec: ModelSpec) -> list[InitErrorDetails]:
+    """Scores must never be written over a table the model is trained from."""
+    if spec.scoring is None:
+        return []
+    sources = {table.lower() for table in spec.source.tables}
+    return [problem(("scoring", "destination"), f"{table!r} is a source table (source.tables: "
+                    f"{spec.source.tables}); expected a table of its own for the scores", spec.scoring.destination)
+            for table in (spec.scoring.destination, spec.scoring.shadow_destination) if table in sources]
+
+
 _CHECKS: tuple[Callable[[ModelSpec], list[InitErrorDetails]], ...] = (
     _unique_candidates, _features_are_not_roles, _known_metrics, _slice_columns, _fold_test_can_pass,
-    _validation_columns, _sampling_columns,
+    _validation_columns, _sampling_columns, _scores_are_not_sources,
 )

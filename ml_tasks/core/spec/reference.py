@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 
 from ml_tasks.core.spec.families import FAMILY_PARAMS
 from ml_tasks.core.spec.model import ModelSpec
+from ml_tasks.core.spec.scoring import ScoringSpec
 
 _INTRO = """\
 Generated from the schemas by `python -m ml_tasks spec-reference`. A spec is checked whole when it
@@ -44,6 +45,10 @@ def spec_reference() -> str:
         lines += ["| param | type | default | range | what it does |", "| --- | --- | --- | --- | --- |"]
         for name, field in schema.model_fields.items():
             lines.append(f"| `{name}` | {_type(field)} | {_default(field)} | {_range(field)} | {field.description} |")
+    lines += ["", "### The `scoring` section", "", _paragraph(ScoringSpec), "",
+              "| field | type | default | range | what it holds |", "| --- | --- | --- | --- | --- |"]
+    for name, field in ScoringSpec.model_fields.items():
+        lines.append(f"| `{name}` | {_type(field)} | {_default(field)} | {_range(field)} | {field.description} |")
     return "\n".join(lines) + "\n"
 
 
