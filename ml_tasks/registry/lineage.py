@@ -48,18 +48,46 @@ def test_dataset(frame: pd.DataFrame, uri: str, name: str, label: str) -> Datase
     return from_pandas(frame, source=uri, name=name, targets=label)
 
 
+#: How often a dataset input is logged again after a concurrent insert of the same dataset.
+DATASET_RETRIES = 3
+
+
+def log_dataset_input(client: MlflowClient, run_id: str, dataset: Dataset, context: str) -> None:
+    """Record ``dataset`` as an input of ``run_id``, in ``context`` (``training``, ``testing``).
+
+    MLflow's store inserts a dataset it has not seen (experiment, name, digest) and links the
+    existing one otherwise, but checks and inserts in two steps: runs that log the same dataset
+    at the same moment (retries, or parallel runs of one interval, which train on the same
+    snapshot) collide on its unique key. The loser's retry finds the dataset and links it.
+    """
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
+
+    entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+    for attempt in range(DATASET_RETRIES + 1):
+        try:
+            client.log_inputs(run_id, datasets=[entity])
+            return
+        except MlflowException as exc:
+            text = str(exc)
+            if attempt == DATASET_RETRIES or not ("UniqueViolation" in text or "UNIQUE constraint" in text
+                                                  or "Duplicate entry" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def log_test_scores(client: MlflowClient, run_id: str, model_uri: str, metrics: dict[str, float],
                     dataset: Dataset) -> bool:
     """``test_<metric>`` on the LoggedModel behind ``model_uri`` (and its run), linked to
     ``dataset``; the dataset as a ``testing`` input of ``run_id``. False, logging nothing, when
     the URI names no LoggedModel (a model logged before MLflow 3)."""
-    from mlflow.entities import DatasetInput, InputTag, Metric
+    from mlflow.entities import Metric
 
     model_id = model_id_of(model_uri)
     if model_id is None:
         return False
     entity = dataset._to_mlflow_entity()
-    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "testing")])])
+    log_dataset_input(client, run_id, dataset, "testing")
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[
         Metric(key=f"test_{name}", value=float(value), timestamp=now, step=0, model_id=model_id,

@@ -165,7 +165,7 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    from ml_tasks.registry.lineage import snapshot_dataset
+    from ml_tasks.registry.lineage import log_dataset_input, snapshot_dataset
     from ml_tasks.registry.pyfunc import log_served_model
 
     experiment_id = setup_experiment(settings, spec)
@@ -195,10 +195,11 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
         dataset = from_pandas(data.X_train.assign(**{spec.columns.label: data.y_train}),
                                           source=tags["refit.train_uri"], name=f"{spec.name}-train",
                                           targets=spec.columns.label)
-        mlflow.log_input(dataset, context="training")
+        client = mlflow.MlflowClient()
+        log_dataset_input(client, run.info.run_id, dataset, "training")
         if snapshot is not None:
-            mlflow.log_input(snapshot_dataset(snapshot.uri, snapshot.data_sha256, f"{spec.name}-snapshot"),
-                             context="training")
+            log_dataset_input(client, run.info.run_id,
+                              snapshot_dataset(snapshot.uri, snapshot.data_sha256, f"{spec.name}-snapshot"), "training")
         info = log_served_model(model, input_example=example, example_probability=p_valid[:5],
                                 pip_requirements=model_requirements(candidate_spec.family))
     return run, info
