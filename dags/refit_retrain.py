@@ -130,7 +130,7 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
             from ml_tasks import pipeline
 
             return pipeline.report(run_plan, validation_manifest, sample_manifest, split_manifest, evaluation,
-                                   gate_manifest, registration, backtest)
+                                   gate_manifest, registration, backtest, warehouse_url=warehouse_url())
 
         run_plan = plan()
         snapshot = extract(run_plan)

@@ -205,7 +205,8 @@ def register(plan: dict, validation_manifest: dict, gate_manifest: dict) -> dict
 
 
 def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_manifest: dict, evaluation: dict,
-           gate_manifest: dict, registration: dict, backtest: dict | None = None) -> dict:
+           gate_manifest: dict, registration: dict, backtest: dict | None = None,
+           warehouse_url: str | None = None) -> dict:
     from ml_tasks.reporting.report import build_report, write_report
 
     run_plan, ctx = _plan(plan)
@@ -224,12 +225,14 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
     test_reliability = _optional("reliability on the test rows",
                                  lambda: _test_reliability(ctx, evaluation_manifest, gate_result.challenger), None,
                                  section_warnings)
+    shadow = _optional("the shadow model's scores against the champion's",
+                       lambda: _shadow_comparison(ctx, validation, warehouse_url), None, section_warnings)
     content = build_report(
         run_plan, validation, SampleManifest.model_validate(sample_manifest),
         SplitManifest.model_validate(split_manifest), evaluation_manifest, gate_result,
         RegistrationManifest.model_validate(registration),
         BacktestManifest.model_validate(backtest) if backtest else None, ctx.spec,
-        calibration, reliability_png, drift, test_reliability, section_warnings=section_warnings,
+        calibration, reliability_png, drift, test_reliability, section_warnings=section_warnings, shadow=shadow,
     )
     written = write_report(content, run_plan, ctx.store, ctx.settings,
                            gate_result.challenger_model.run_id,
@@ -243,6 +246,25 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
         for notification in notifications:
             notify(notification, notify_settings)
     return written.to_xcom()
+
+
+def _shadow_comparison(ctx: StageContext, validation: ValidationManifest, warehouse_url: str | None) -> dict | None:
+    """The latest scoring run's shadow model against its champion, on the rows whose labels this
+    run's snapshot holds; None when that run scored no shadow model."""
+    from ml_tasks.core.manifests import ScoringManifest
+    from ml_tasks.scoring.shadow import compare_shadow, labelled_ids, read_scores
+
+    latest = ctx.store.layout.latest_scoring(ctx.spec.name)
+    if ctx.spec.scoring is None or not ctx.store.exists(latest):
+        return None
+    scoring = ScoringManifest.model_validate(ctx.store.read_json(latest))
+    if scoring.shadow is None:
+        return None
+    url, columns = _warehouse(ctx, warehouse_url), ctx.spec.columns
+    snapshot = ctx.store.read_frame(validation.snapshot.uri, columns=[columns.id, columns.label])
+    return compare_shadow(scoring, read_scores(url, scoring.served.table, scoring.run_key),
+                          read_scores(url, scoring.shadow.table, scoring.run_key),
+                          labelled_ids(snapshot, columns.id, columns.label))
 
 
 def promote(spec_path: str, run_key: str, reason: str, requested_by: str) -> dict:
@@ -298,10 +320,15 @@ def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
 def plan_scoring(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli") -> dict:
     """Plan a batch-scoring run of the interval ending at ``as_of``: its run key and the champion
     (and shadow) version it scores with, pinned so that a retry tags its rows the same way."""
-    from ml_tasks.scoring.plan import make_scoring_plan
+    from ml_tasks.scoring.plan import gated_challenger, make_scoring_plan
 
     ctx = context_for(spec_path)
-    plan = make_scoring_plan(ctx.spec, Path(spec_path), ctx.store.layout, as_of, ctx.settings, dag_run_id)
+    latest = ctx.store.layout.latest_report(ctx.spec.name)
+    verdict = ctx.store.read_json(latest) if ctx.store.exists(latest) else None
+    report = (ctx.store.read_json(verdict["json_uri"]) if verdict and verdict.get("verdict") == "FAIL"
+              and ctx.store.exists(verdict["json_uri"]) else None)
+    plan = make_scoring_plan(ctx.spec, Path(spec_path), ctx.store.layout, as_of, ctx.settings, dag_run_id,
+                             gated=gated_challenger(verdict, report))
     ctx.store.write_json(plan.artifacts.plan, plan.to_xcom())
     return plan.to_xcom()
 

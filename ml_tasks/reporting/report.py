@@ -61,10 +61,13 @@ def build_report(
     backtest: BacktestManifest | None = None, spec: ModelSpec | None = None,
     calibration: dict | None = None, reliability_png: bytes | None = None, drift: dict | None = None,
     test_reliability_png: bytes | None = None, section_warnings: list[str] | None = None,
+    shadow: dict | None = None,
 ) -> dict:
     """The report's content as one JSON-safe dict (charts as PNG data URIs). Pure.
 
-    ``section_warnings`` name the optional sections that could not be built, and why.
+    ``section_warnings`` name the optional sections that could not be built, and why; ``shadow``
+    is the latest scoring run's shadow model against the champion on matured rows
+    (:func:`ml_tasks.scoring.shadow.compare_shadow`).
     """
     from ml_tasks.reporting.charts import intervals_png
 
@@ -81,6 +84,7 @@ def build_report(
         "backtest": _backtest_section(backtest, gate.challenger, spec) if backtest else None,
         "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
         "drift": drift,
+        "shadow": shadow,
         "test_reliability_chart": _data_uri(test_reliability_png),
         "section_warnings": list(section_warnings or []),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),

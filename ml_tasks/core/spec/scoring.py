@@ -47,8 +47,9 @@ class ScoringSpec(Strict):
                                                                          "chunks")
     shadow: Literal["none", "latest_challenger"] = Field("none", description="latest_challenger: also score "
                                                                              "with the newest version registered "
-                                                                             "after the champion, into "
-                                                                             "<destination>_shadow")
+                                                                             "after the champion, else the "
+                                                                             "challenger the latest gate refused, "
+                                                                             "into <destination>_shadow")
 
     @field_validator("schedule")
     @classmethod
