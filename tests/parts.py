@@ -1,7 +1,7 @@
 """``make test``'s parts, run in order, each timed: ``python -m tests.parts unit e2e stack``.
 
 * ``unit``: everything that needs no Airflow run and no Docker Engine (``make test-quick``);
-* ``e2e``: the real DAGs on local processes (``tests/e2e``);
+* ``e2e``: the real DAGs on local processes (``tests/e2e``), and every other ``e2e``-marked test;
 * ``stack``: the compose stack on a real Docker Engine (``tests/stack``).
 
 ``PYTEST_ARGS`` (environment, shell-quoted) goes to every part's pytest, e.g. ``PYTEST_ARGS=-x``.
@@ -33,7 +33,9 @@ from tests.stack.stack import BUILD_SCRIPT, REPO_ROOT, docker_engine
 
 PARTS: dict[str, list[str]] = {
     "unit": ["-m", "not e2e and not stack", "--ignore=tests/e2e", "--ignore=tests/stack"],
-    "e2e": ["-m", "e2e", "tests/e2e"],
+    # Every e2e-marked test, wherever it sits (tests/registry's clean-virtualenv load, tests/scoring's
+    # shadow loop), not only tests/e2e; the stack has its own part.
+    "e2e": ["-m", "e2e", "--ignore=tests/stack"],
     "stack": ["-m", "stack", "-v", "tests/stack"],
 }
 NO_TESTS_COLLECTED = 5
