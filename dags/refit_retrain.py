@@ -13,7 +13,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ml_tasks.core.spec import SAMPLE_SIZES, ModelSpec
-from refit_airflow.assets import announce_champion
+from refit_airflow.assets import announce_champion, retrain_schedule, trigger_reasons
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import retrain_dag_id
 from refit_airflow.run_moment import run_as_of
@@ -43,7 +43,8 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
     with DAG(
         dag_id=retrain_dag_id(spec.name),
         description=spec.description or f"Retrain {spec.name}",
-        schedule=spec.schedule,
+        # Its cron, or also the monitor's retrain-trigger Asset when the spec has a monitoring section.
+        schedule=retrain_schedule(spec.schedule, spec.registry_name, monitored=spec.monitoring is not None),
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=1,
@@ -62,7 +63,7 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
             params, run = context["params"], context["dag_run"]
             return pipeline.plan_run(str(spec_path), run_as_of(context), sample_size=params["sample_size"],
                                      candidates=list(params["candidates"]), dry_run=params["dry_run"],
-                                     dag_run_id=run.run_id)
+                                     dag_run_id=run.run_id, trigger=trigger_reasons(context))
 
         @task
         def extract(run_plan: dict) -> dict:

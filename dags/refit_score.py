@@ -19,13 +19,13 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, get_current_context, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, get_current_context, task
 
 from ml_tasks.core.spec import ModelSpec, ScoringSpec
 from refit_airflow.assets import champion_asset
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import score_dag_id
-from refit_airflow.run_moment import run_as_of
+from refit_airflow.run_moment import as_of_param, run_as_of
 from refit_airflow.spec_dags import dags_per_spec
 from refit_airflow.task_defaults import task_defaults
 
@@ -54,9 +54,7 @@ def build_score_dag(spec_path: Path, spec: ModelSpec) -> DAG | None:
         catchup=False,
         max_active_runs=1,
         tags=["refit", "score", *spec.tags],
-        params={"as_of": Param(None, type=["null", "string"], format="date",
-                               description="Score the interval ending at this date (UTC). Empty: the run's "
-                                           "logical date, or when it was due.")},
+        params={"as_of": as_of_param("Score the interval ending at this date")},
         default_args=task_defaults(spec),
         doc_md=__doc__,
         auto_register=False,  # a DAG is collected only once built whole (refit_airflow.spec_dags)

@@ -139,7 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--as-of", required=True, help="end of the interval (ISO date or datetime, UTC); it starts "
                                                       "scoring.window_days earlier")
     score.add_argument("--dag-run-id", default="cli")
-    status = commands.add_parser("status", help="champion and last run of a model")
+    monitor = commands.add_parser("monitor", help="champion health on the labels matured since its as-of; which "
+                                                  "retrain triggers fire (spec's monitoring section)")
+    monitor.add_argument("--model", required=True, type=_model_name)
+    monitor.add_argument("--as-of", required=True, help="the moment monitored (ISO date or datetime, UTC): rows of "
+                                                        "[champion's as-of, as-of) with labels observed by then")
+    monitor.add_argument("--dag-run-id", default="cli")
+    status = commands.add_parser("status", help="champion, last run and latest health of a model")
     status.add_argument("--model", required=True, type=_model_name)
     status.add_argument("--json", action="store_true")
     for sub in commands.choices.values():  # --debug after the command too; SUPPRESS keeps one given before
@@ -240,12 +246,25 @@ def _run(args: argparse.Namespace) -> None:
         _emit(pipeline.rollback(str(_spec_path(args.model)), args.reason, args.by))
     elif command == "score":
         _emit(pipeline.score_all(str(_spec_path(args.model)), args.as_of, dag_run_id=args.dag_run_id))
+    elif command == "monitor":
+        _emit(pipeline.monitor(str(_spec_path(args.model)), args.as_of, dag_run_id=args.dag_run_id))
     elif command == "status":
-        from ml_tasks.reporting.status import format_status, model_status
+        _status(_spec_path(args.model), args.json)
 
-        ctx = pipeline.context_for(_spec_path(args.model))
-        status = model_status(ctx.spec, ctx.settings, ctx.store)
-        print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
+
+def _status(spec_path: Path, as_json: bool) -> None:
+    """Champion and last run; with a ``monitoring`` section, the latest health and its trend too."""
+    from ml_tasks.monitoring.health import HealthRecord, format_health
+    from ml_tasks.reporting.status import format_status, model_status
+
+    ctx = pipeline.context_for(spec_path)
+    status = model_status(ctx.spec, ctx.settings, ctx.store)
+    lines = [format_status(status)]
+    if ctx.spec.monitoring is not None:
+        status["health"] = pipeline.health(spec_path)
+        latest = status["health"]["latest"]
+        lines += format_health(HealthRecord.model_validate(latest) if latest else None, status["health"]["trend"])
+    print(json.dumps(status, indent=2, default=str) if as_json else "\n".join(lines))
 
 
 @contextlib.contextmanager

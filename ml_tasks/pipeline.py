@@ -78,7 +78,9 @@ def _planned_context(run_plan: RunPlan) -> StageContext:
 
 
 def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = None,
-             candidates: list[str] | None = None, dry_run: bool = False, dag_run_id: str = "cli") -> dict:
+             candidates: list[str] | None = None, dry_run: bool = False, dag_run_id: str = "cli",
+             trigger: str | None = None) -> dict:
+    """Plan a retrain run; ``trigger`` says what started it when a monitor's retrain trigger did."""
     from ml_tasks.core.plan import make_plan
     from ml_tasks.registry.tracking import check_reachable
     from ml_tasks.reporting.notify import load_notify_settings
@@ -88,7 +90,8 @@ def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = No
     # not after extraction and training, nor after minutes of retries.
     load_notify_settings(ctx.settings.home)
     plan = make_plan(ctx.spec, Path(spec_path), ctx.settings.include_dir, ctx.store.layout, as_of,
-                     sample_size=sample_size, candidates=candidates, dry_run=dry_run, dag_run_id=dag_run_id)
+                     sample_size=sample_size, candidates=candidates, dry_run=dry_run, dag_run_id=dag_run_id,
+                     trigger=trigger)
     check_reachable(ctx.settings)
     ctx.store.write_json(plan.artifacts.spec, ctx.spec.model_dump(mode="json"))  # also proves the store takes writes
     ctx.store.write_json(plan.artifacts.plan, plan.to_xcom())
@@ -351,6 +354,120 @@ def score(plan: dict, warehouse_url: str | None = None) -> dict:
 def score_all(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli") -> dict:
     """Plan and score in this process: the scoring DAG's path without Airflow (CLI ``score``)."""
     return score(plan_scoring(spec_path, as_of, dag_run_id))
+
+
+def monitor(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli", warehouse_url: str | None = None) -> dict:
+    """Measure the champion on the rows whose labels matured since its as-of, decide which retrain
+    triggers fire, and append the health record to the store (the monitor DAG's task; CLI ``monitor``)."""
+    from ml_tasks.core.plan import PlanError, parse_as_of
+    from ml_tasks.core.spec import monitoring_section
+    from ml_tasks.monitoring.monitor import assess, champion_scorer, health_record, measure_window, window_batches
+    from ml_tasks.registry.tracking import use_store
+    from ml_tasks.scoring.plan import scoring_run_key
+
+    ctx = context_for(spec_path)
+    monitoring_section(ctx.spec)
+    moment = parse_as_of(as_of)
+    champion = _monitored_champion(ctx)
+    if moment <= champion.as_of:
+        raise PlanError(f"param 'as_of': {moment.isoformat()} is not after champion v{champion.version}'s as-of "
+                        f"{champion.as_of.isoformat()}; expected a later moment, when new labels can have matured")
+    reference = _reference_profile(ctx, champion.snapshot_id)
+    use_store(ctx.settings)  # models:/ URIs resolve through the configured registry
+    batches = window_batches(ctx.spec, _warehouse(ctx, warehouse_url), ctx.settings.include_dir, champion.as_of,
+                             moment)
+    window = measure_window(ctx.spec, batches, reference, champion_scorer(ctx.spec, champion.model_uri))
+    health = assess(ctx.spec, champion, reference, window, moment)
+    latest, history = _health_history(ctx)
+    record = health_record(ctx.spec, champion, health, history, moment, scoring_run_key(moment, champion.as_of),
+                           dag_run_id)
+    layout = ctx.store.layout
+    ctx.store.write_json(layout.health_record(ctx.spec.name, record.run_key), record.to_xcom())
+    if latest is None or record.as_of >= latest.as_of:  # a re-run of an older moment leaves the latest alone
+        ctx.store.write_json(layout.latest_health(ctx.spec.name), record.to_xcom())
+    return record.to_xcom()
+
+
+def health(spec_path: str | Path) -> dict:
+    """The latest health record and the trend of the newest ones (what ``status`` shows)."""
+    from ml_tasks.monitoring.health import trend
+
+    latest, history = _health_history(context_for(spec_path))
+    return {"latest": latest.to_xcom() if latest else None, "trend": trend(history)}
+
+
+def _health_history(ctx: StageContext) -> tuple[Any, list[Any]]:
+    """The latest :class:`~ml_tasks.monitoring.health.HealthRecord` (or None) and every one, oldest first."""
+    from ml_tasks.monitoring.health import HealthRecord
+
+    layout = ctx.store.layout
+    history = sorted((HealthRecord.model_validate(ctx.store.read_json(uri))
+                      for uri in ctx.store.list(layout.health_history(ctx.spec.name), suffix=".json")),
+                     key=lambda record: record.as_of)
+    latest_uri = layout.latest_health(ctx.spec.name)
+    latest = HealthRecord.model_validate(ctx.store.read_json(latest_uri)) if ctx.store.exists(latest_uri) else None
+    return latest, history
+
+
+def _monitored_champion(ctx: StageContext) -> Any:
+    """The champion with its as-of, training snapshot, registered test metrics and recommended
+    interval (the last two from the manifests of the run that gated it, when they are in the store)."""
+    from ml_tasks.core.plan import to_naive_utc
+    from ml_tasks.monitoring.monitor import Champion
+    from ml_tasks.registry.versions import RegistryError, get_champion
+    from ml_tasks.scoring.plan import NoChampionError
+
+    spec = ctx.spec
+    info = get_champion(ctx.settings, spec.registry_name)
+    if info is None:
+        raise NoChampionError(f"registered model {spec.registry_name!r} has no 'champion' alias, so there is nothing "
+                              f"to monitor; expected a champion (a retrain_{spec.name} run whose gate passed)")
+    as_of = info.tags.get("refit.as_of")
+    if not as_of:
+        raise RegistryError(f"champion v{info.version} of {spec.registry_name!r} has no tag 'refit.as_of'; expected "
+                            "the as-of date of the run that registered it (a version Refit registered)")
+    run_key, candidate = info.tags.get("refit.run_key"), info.tags.get("refit.candidate")
+    registered: dict[str, float] = {}
+    interval = None
+    if run_key and candidate:
+        run = ctx.store.layout.run(spec.name, run_key)
+        if ctx.store.exists(run.evaluation):
+            evaluation = EvaluationManifest.model_validate(ctx.store.read_json(run.evaluation))
+            registered = next((dict(s.metrics) for s in evaluation.candidates if s.name == candidate), {})
+        if ctx.store.exists(run.backtest):
+            curve = BacktestManifest.model_validate(ctx.store.read_json(run.backtest)).staleness.get(candidate) or {}
+            interval = curve.get("interval_days")
+    return Champion(version=info.version, model_uri=info.model_uri, as_of=to_naive_utc(as_of),
+                    snapshot_id=info.tags.get("refit.snapshot_id"), registered_metrics=registered,
+                    recommended_interval_days=interval)
+
+
+def _reference_profile(ctx: StageContext, snapshot_id: str | None) -> Any:
+    """The champion's training snapshot binned (:mod:`ml_tasks.monitoring.profile`): read from the store
+    when an earlier monitor run built it, else built batch by batch from the snapshot and kept; None
+    when the snapshot is gone (drift is then not measured)."""
+    from ml_tasks.monitoring.profile import PARQUET_OPTIONS, Profile, build_profile
+
+    if snapshot_id is None:
+        return None
+    spec, layout = ctx.spec, ctx.store.layout
+    kept = layout.drift_profile(spec.name, snapshot_id)
+    if ctx.store.exists(kept):
+        return Profile.model_validate(ctx.store.read_json(kept))
+    data = layout.snapshot_data(spec.name, snapshot_id)
+    if not ctx.store.exists(data):
+        log.warning("monitor %s: the champion's snapshot %s is not in the store; drift is not measured", spec.name,
+                    snapshot_id)
+        return None
+    with ctx.store.parquet_file(data, **PARQUET_OPTIONS) as parquet:
+        names = set(parquet.schema_arrow.names)
+        numeric = [c for c in spec.features.numeric if c in names]
+        categorical = [c for c in spec.features.categorical if c in names]
+        columns = [*numeric, *categorical, spec.columns.label]
+        profile = build_profile(lambda: parquet.iter_batches(batch_size=65_536, columns=columns),
+                                parquet.metadata.num_rows, numeric, categorical, spec.columns.label)
+    ctx.store.write_json(kept, profile.to_xcom())
+    return profile
 
 
 T = TypeVar("T")

@@ -20,6 +20,9 @@ keep a pointer to each model's latest verdict and a history of all of them::
     reports/<model>/latest.json, reports/<model>/history/<written_at>-<run_key>.json
     scoring/<model>/<run_key>/plan.json, scoring.json   ScoringArtifacts (a batch-scoring run)
     scoring/<model>/latest.json                        the latest scoring run's manifest
+    monitoring/<model>/history/<as_of>-<run_key>.json  one health record per monitor run (its interval)
+    monitoring/<model>/latest.json                     the latest monitor run's health record
+    monitoring/<model>/profiles/<snapshot_id>.json     a training snapshot's binned profile (drift reference)
 
 Stages get these URIs from here and never build a path themselves, so the layout can be read
 (and changed) in one place. The names are those every earlier release wrote: runs and models
@@ -194,6 +197,27 @@ class StoreLayout:
     def latest_scoring(self, model: str) -> str:
         """The manifest of ``model``'s latest batch-scoring run."""
         return join(self.root, "scoring", model, "latest.json")
+
+    def monitoring(self, model: str) -> str:
+        """Folder of ``model``'s monitor runs: health history, latest record, reference profiles."""
+        return join(self.root, "monitoring", model)
+
+    def health_history(self, model: str) -> str:
+        """Folder of ``model``'s health records, one per monitor run; names sort oldest first."""
+        return join(self.monitoring(model), _HISTORY)
+
+    def health_record(self, model: str, run_key: str) -> str:
+        """The health record of one monitor run: its run key starts with its as-of stamp, so a re-run
+        of the same moment replaces its record and names sort by as-of."""
+        return join(self.health_history(model), f"{run_key}.json")
+
+    def latest_health(self, model: str) -> str:
+        """The latest monitor run's health record (what ``status`` shows first)."""
+        return join(self.monitoring(model), "latest.json")
+
+    def drift_profile(self, model: str, snapshot_id: str) -> str:
+        """The binned profile of a training snapshot: built once, read by every monitor run after."""
+        return join(self.monitoring(model), "profiles", f"{snapshot_id}.json")
 
     @staticmethod
     def is_history_entry_of(uri: str, run_key: str) -> bool:

@@ -37,6 +37,9 @@ class RunPlan(Manifest):
     dag_run_id: str
     run_key: str
     run_prefix: str
+    #: What started the run when a monitor's retrain trigger did (its fired triggers' reasons);
+    #: None for a cron or manual run. Not part of the run key: a triggered run of an interval is that interval's run.
+    trigger: str | None = None
 
     @property
     def artifacts(self) -> RunArtifacts:

@@ -44,6 +44,7 @@ def make_plan(
     candidates: list[str] | None = None,
     dry_run: bool = False,
     dag_run_id: str = "cli",
+    trigger: str | None = None,
 ) -> RunPlan:
     """Build the plan of one run.
 
@@ -87,4 +88,5 @@ def make_plan(
         dag_run_id=dag_run_id,
         run_key=run_key,
         run_prefix=layout.run(spec.name, run_key).prefix,
+        trigger=trigger,
     )

@@ -30,20 +30,35 @@ class FeatureDrift(TypedDict):
     band: str
 
 
-def _shares(codes: np.ndarray, bins: int) -> np.ndarray:
-    counts = np.bincount(codes, minlength=bins).astype(float)
+def shares_of_counts(counts: np.ndarray) -> np.ndarray:
+    """Bin shares of ``counts``, floored at :data:`_FLOOR` so an empty bin keeps the PSI finite."""
+    counts = np.asarray(counts, dtype=float)
     return np.maximum(counts / max(counts.sum(), 1.0), _FLOOR)
+
+
+def psi_of_counts(reference: np.ndarray, current: np.ndarray) -> float:
+    """PSI from two histograms over the same bins: what a streaming reader accumulates."""
+    ref_shares, cur_shares = shares_of_counts(reference), shares_of_counts(current)
+    return float(np.sum((cur_shares - ref_shares) * np.log(cur_shares / ref_shares)))
+
+
+def decile_edges(finite: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Inner bin edges at the quantiles of ``finite`` values (duplicates dropped)."""
+    return np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])) if len(finite) else np.array([])
+
+
+def numeric_codes(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value: ``searchsorted`` over ``edges``; bin ``len(edges) + 1`` holds missing values,
+    so a jump in nulls shows as drift too. ``len(edges) + 2`` bins in all."""
+    return np.where(np.isnan(values), len(edges) + 1, np.searchsorted(edges, values, side="right"))
 
 
 def population_stability(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
     """PSI of ``current`` against ``reference`` (numeric: reference deciles; otherwise by value)."""
     if pd.api.types.is_numeric_dtype(reference) and pd.api.types.is_numeric_dtype(current):
         ref, cur = reference.to_numpy(dtype=float), current.to_numpy(dtype=float)
-        finite = ref[np.isfinite(ref)]
-        edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])) if len(finite) else np.array([])
-        # Bin len(edges)+1 holds missing values, so a jump in nulls shows as drift too.
-        ref_codes = np.where(np.isnan(ref), len(edges) + 1, np.searchsorted(edges, ref, side="right"))
-        cur_codes = np.where(np.isnan(cur), len(edges) + 1, np.searchsorted(edges, cur, side="right"))
+        edges = decile_edges(ref[np.isfinite(ref)], bins)
+        ref_codes, cur_codes = numeric_codes(ref, edges), numeric_codes(cur, edges)
         size = len(edges) + 2
     else:
         values = pd.Index(reference.astype(object).fillna("<missing>").unique())
@@ -53,8 +68,7 @@ def population_stability(reference: pd.Series, current: pd.Series, bins: int = 1
         # Values the reference never saw share the last bin.
         ref_codes = np.where(ref_codes < 0, size - 1, ref_codes)
         cur_codes = np.where(cur_codes < 0, size - 1, cur_codes)
-    ref_shares, cur_shares = _shares(ref_codes, size), _shares(cur_codes, size)
-    return float(np.sum((cur_shares - ref_shares) * np.log(cur_shares / ref_shares)))
+    return psi_of_counts(np.bincount(ref_codes, minlength=size), np.bincount(cur_codes, minlength=size))
 
 
 def band(psi: float) -> str:

@@ -129,7 +129,7 @@ def _extract(spec: ModelSpec, plan: RunPlan, store: ArtifactStore, warehouse_url
         for stream in spec.source.stream_list:
             params = stream_params(spec, plan, stream)
             before = stats.rows
-            for batch in _stream_batches(spec, stream, params, warehouse_url, include_dir, chunk_rows, engine):
+            for batch in stream_batches(spec, stream, params, warehouse_url, include_dir, chunk_rows, engine):
                 batch = writer.write(batch, stream.name)
                 stats.update(batch)
             streams.append(StreamExtract(name=stream.name, query_file=stream.query_file, weight=stream.weight,
@@ -313,7 +313,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stream_batches(spec: ModelSpec, stream: StreamSpec, params: dict[str, datetime], url: str, include_dir: Path,
+def stream_batches(spec: ModelSpec, stream: StreamSpec, params: dict[str, datetime], url: str, include_dir: Path,
                     chunk_rows: int, engine: str) -> Iterator[pa.RecordBatch]:
     """Record batches of one stream with the spec's types; every failure names the query."""
     sql = query_path(spec, include_dir, stream.query_file).read_text()

@@ -43,6 +43,7 @@ class GateResult:
     mlflow_run_id : the challenger's MLflow run, which also holds the report.
     mlflow_experiment_id : that run's experiment (MLflow UI addresses need it).
     failing : the failing checks' reasons, most important first (empty on PASS).
+    trigger : what started the run when a monitor's retrain trigger did (None: cron or by hand).
     """
 
     model: str
@@ -59,6 +60,7 @@ class GateResult:
     mlflow_run_id: str | None = None
     mlflow_experiment_id: str | None = None
     failing: list[str] = field(default_factory=list)
+    trigger: str | None = None
 
     @classmethod
     def from_dict(cls, payload: dict) -> GateResult:

@@ -157,6 +157,7 @@ def gate_result_of(content: dict, manifest: ReportManifest, plan: RunPlan, mlflo
         champion_version=manifest.champion_version, dag_run_id=plan.dag_run_id, dry_run=plan.dry_run,
         html_uri=manifest.html_uri, json_uri=manifest.json_uri, mlflow_run_id=mlflow_run_id,
         mlflow_experiment_id=mlflow_experiment_id, failing=list(content.get("failing") or []),
+        trigger=plan.trigger,
     )
 
 

@@ -97,11 +97,11 @@ def _scorers(spec: ModelSpec, plan: ScoringPlan, settings: Settings) -> list[_Sc
     scorers = []
     for table, model_ref in pinned:
         model = load_pyfunc(model_ref.model_uri)
-        scorers.append(_Scorer(table=table, pinned=model_ref, model=model, inputs=_inputs(model, spec)))
+        scorers.append(_Scorer(table=table, pinned=model_ref, model=model, inputs=model_inputs(model, spec)))
     return scorers
 
 
-def _inputs(model: PyFuncModel, spec: ModelSpec) -> list[tuple[str, str, bool]]:
+def model_inputs(model: PyFuncModel, spec: ModelSpec) -> list[tuple[str, str, bool]]:
     """The model's input columns: its own signature's, or this spec's features for a model without one."""
     signature = signature_columns(model)
     if signature is not None:

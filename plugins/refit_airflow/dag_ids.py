@@ -9,6 +9,7 @@ from __future__ import annotations
 RETRAIN_PREFIX = "retrain_"
 REGISTRY_PREFIX = "registry_"
 SCORE_PREFIX = "score_"
+MONITOR_PREFIX = "monitor_"
 
 
 def retrain_dag_id(model: str) -> str:
@@ -26,7 +27,14 @@ def score_dag_id(model: str) -> str:
     return f"{SCORE_PREFIX}{model}"
 
 
-def model_of(dag_id: str, prefixes: tuple[str, ...] = (RETRAIN_PREFIX, REGISTRY_PREFIX, SCORE_PREFIX)) -> str | None:
+def monitor_dag_id(model: str) -> str:
+    """``credit_default`` → ``monitor_credit_default``: champion health and retrain triggers
+    (specs with ``monitoring:``)."""
+    return f"{MONITOR_PREFIX}{model}"
+
+
+def model_of(dag_id: str, prefixes: tuple[str, ...] = (RETRAIN_PREFIX, REGISTRY_PREFIX, SCORE_PREFIX,
+                                                        MONITOR_PREFIX)) -> str | None:
     """The model behind a Refit DAG id, or None for a DAG that is not one of ``prefixes``."""
     for prefix in prefixes:
         if dag_id.startswith(prefix) and len(dag_id) > len(prefix):

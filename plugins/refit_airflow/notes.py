@@ -24,6 +24,8 @@ def note_text(latest: dict) -> str:
              f"{' · dry run' if latest.get('dry_run') else ''}"]
     failing = latest.get("failing") or []
     lines += [f"- {reason}" for reason in failing[:MAX_REASONS]]
+    if latest.get("trigger"):
+        lines.append(f"Triggered by {latest['trigger']}")
     if len(failing) > MAX_REASONS:
         lines.append(f"- … and {len(failing) - MAX_REASONS} more")
     lines.append(f"Report: {latest['html_uri']}")

@@ -7,7 +7,19 @@ from typing import get_args
 
 import pytest
 
-from ml_tasks.core.spec import FAMILIES, FAMILY_PARAMS, CandidateSpec, ModelSpec, ScoringSpec, spec_reference
+from ml_tasks.core.spec import (
+    FAMILIES,
+    FAMILY_PARAMS,
+    AgeTrigger,
+    CandidateSpec,
+    DecayTrigger,
+    DriftTrigger,
+    ModelSpec,
+    MonitoringSpec,
+    ScoringSpec,
+    VolumeTrigger,
+    spec_reference,
+)
 
 
 def rows(markdown: str) -> dict[str, list[str]]:
@@ -36,9 +48,13 @@ def test_the_spec_reference_lists_every_field_of_every_schema_with_type_default_
         assert set(table) == set(schema.model_fields), family
         assert all(len(cells) == 4 and all(cells) for cells in table.values()), family
     assert "No parameters." in family_section(text, "prior")
-    scoring = rows(text.split("\n### The `scoring` section\n")[1])
-    assert set(scoring) == set(ScoringSpec.model_fields)
-    assert all(len(cells) == 4 and all(cells) for cells in scoring.values())
+    triggers = {"decay": DecayTrigger, "drift": DriftTrigger, "volume": VolumeTrigger, "age": AgeTrigger}
+    sections = [("### The `scoring` section", ScoringSpec), ("### The `monitoring` section", MonitoringSpec),
+                *((f"#### `monitoring.triggers.{name}`", trigger) for name, trigger in triggers.items())]
+    for heading, schema in sections:
+        table = rows(text.split(f"\n{heading}\n")[1].split("\n#")[0])
+        assert set(table) == set(schema.model_fields), heading
+        assert all(len(cells) == 4 and all(cells) for cells in table.values()), heading
 
 
 @pytest.mark.parametrize(("family", "name", "cells"), [

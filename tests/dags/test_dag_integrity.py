@@ -70,7 +70,8 @@ def test_dags_import_without_errors_one_per_spec(dagbag, specs):
     assert not [dag_id for dag_id, dag in dagbag.dags.items() if SPEC_ERROR_TAG in dag.tags]
     assert set(dagbag.dag_ids) == ({f"retrain_{spec.name}" for spec in specs}
                                    | {f"registry_{spec.name}" for spec in specs}
-                                   | {f"score_{spec.name}" for spec in specs if spec.scoring is not None})
+                                   | {f"score_{spec.name}" for spec in specs if spec.scoring is not None}
+                                   | {f"monitor_{spec.name}" for spec in specs if spec.monitoring is not None})
 
 
 def test_registry_dag_is_manual_and_asks_for_a_reason(dagbag, specs):
@@ -87,7 +88,9 @@ def test_every_dag_is_tagged_retried_and_scheduled_from_its_spec(dagbag, specs):
         dag = dagbag.dags[f"retrain_{spec.name}"]
         assert "refit" in dag.tags and set(spec.tags) <= set(dag.tags)
         assert dag.max_active_runs == 1 and dag.catchup is False
-        assert dag.timetable.expression == spec.schedule
+        # A monitored model's retrain runs on its cron or its monitor's retrain-trigger Asset.
+        cron = dag.timetable.timetable if spec.monitoring is not None else dag.timetable
+        assert cron.expression == spec.schedule
         for task in dag.tasks:
             assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retry"
 
@@ -126,7 +129,7 @@ def test_trigger_form_accepts_good_values(dagbag):
     assert params.get_param("sample_size").resolve(5_000) == 5_000
 
 
-@pytest.mark.parametrize("dag_file", ["refit_retrain.py", "refit_registry.py", "refit_score.py"])
+@pytest.mark.parametrize("dag_file", ["refit_retrain.py", "refit_registry.py", "refit_score.py", "refit_monitor.py"])
 def test_parsing_the_dags_does_not_import_mlflow(dag_file):
     code = (f"import sys, json; sys.path.insert(0, {str(PLUGINS)!r}); import runpy; "
             f"runpy.run_path({str(DAGS / dag_file)!r}); print(json.dumps('mlflow' in sys.modules))")
@@ -242,3 +245,32 @@ def test_a_spec_whose_dag_fails_to_build_or_reuses_a_name_becomes_a_placeholder_
         assert SPEC_ERROR_TAG in placeholder.tags and placeholder.schedule is None
         assert [task.task_id for task in placeholder.tasks] == ["spec_error"]
         assert all(part in placeholder.doc_md for part in parts), placeholder.doc_md
+
+
+def test_the_monitor_dag_runs_on_its_own_cron_and_announces_a_retrain_through_the_trigger_asset(dagbag):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    dag = dagbag.dags["monitor_credit_default"]
+    assert [task.task_id for task in dag.topological_sort()] == ["monitor", "announce_retrain"]
+    assert "refit" in dag.tags and "monitor" in dag.tags and all(task.retries >= 1 for task in dag.tasks)
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert dag.timetable.expression == load_spec(DEMO_SPEC).monitoring.schedule == "0 4 * * *"
+    assert [asset.uri for asset in dag.get_task("announce_retrain").outlets] == ["refit://credit_default/retrain-trigger"]
+    retrain = dagbag.dags["retrain_credit_default"]
+    assert isinstance(retrain.timetable, AssetOrTimeSchedule) and retrain.max_active_runs == 1
+    assert [asset.uri for asset in retrain.timetable.asset_condition.objects] == \
+        ["refit://credit_default/retrain-trigger"]
+
+
+def test_only_specs_with_a_monitoring_section_get_a_monitor_dag_and_keep_a_plain_cron(tmp_path, monkeypatch):
+    without = yaml.safe_load(DEMO_SPEC.read_text())
+    without.pop("monitoring")
+    include = include_with_specs(tmp_path, {
+        "plain.yaml": yaml.safe_dump(without | {"name": "plain"}),
+        "broken_monitoring.yaml": demo_spec_text(name="broken_monitoring", monitoring={"triggers": {"decay": 1}}),
+    })
+    bag = dagbag_of(include, monkeypatch)
+    monitors = {dag_id for dag_id in bag.dag_ids if dag_id.startswith("monitor_")}
+    assert monitors == {"monitor_credit_default", "monitor_broken_monitoring"}
+    assert "spec-error" in bag.dags["monitor_broken_monitoring"].tags
+    assert bag.dags["retrain_plain"].timetable.expression == without["schedule"]  # no monitor: cron only

@@ -31,13 +31,14 @@ def test_4_a_malformed_spec_and_a_bad_cron_remove_only_their_own_dags(tmp_path, 
     dagbag = dagbag_of(include, monkeypatch)
 
     assert dagbag.import_errors == {}
-    good = {f"{kind}_{model}" for kind in ("retrain", "registry", "score") for model in ("credit_default", "second")}
+    good = {f"{kind}_{model}" for kind in ("retrain", "registry", "score", "monitor")
+            for model in ("credit_default", "second")}
     broken = {f"{kind}_{model}" for kind in ("retrain", "registry") for model in ("broken", "bad_cron")}
-    # The demo spec scores, so bad_cron's file asks for a scoring DAG too; broken.yaml does not say.
-    assert set(dagbag.dag_ids) == good | broken | {"score_bad_cron"}
+    # The demo spec scores and monitors, so bad_cron's file asks for those DAGs too; broken.yaml does not say.
+    assert set(dagbag.dag_ids) == good | broken | {"score_bad_cron", "monitor_bad_cron"}
     for model in ("credit_default", "second"):
         assert sorted(t.task_id for t in dagbag.dags[f"retrain_{model}"].tasks) == sorted(STAGES)
-        assert dagbag.dags[f"retrain_{model}"].timetable.expression == "0 3 1 * *"
+        assert dagbag.dags[f"retrain_{model}"].timetable.timetable.expression == "0 3 1 * *"  # or the monitor's Asset
     named = {"broken": ["broken.yaml", "not valid YAML", "line 2"],
              "bad_cron": ["bad_cron.yaml", "field 'schedule'", "'99 99 99 99 99'", "out of range"]}
     for model, parts in named.items():

@@ -48,6 +48,7 @@ from ml_tasks.core.spec.loading import (
     NOT_RECIPE,
     discover_specs,
     load_spec,
+    monitoring_section,
     query_path,
     query_texts,
     scoring_query,
@@ -55,6 +56,15 @@ from ml_tasks.core.spec.loading import (
     spec_hash,
 )
 from ml_tasks.core.spec.model import ModelSpec
+from ml_tasks.core.spec.monitoring import (
+    DECAY_METRICS,
+    AgeTrigger,
+    DecayTrigger,
+    DriftTrigger,
+    MonitoringSpec,
+    TriggersSpec,
+    VolumeTrigger,
+)
 from ml_tasks.core.spec.reference import spec_reference
 from ml_tasks.core.spec.scoring import SHADOW_SUFFIX, ScoringSpec
 from ml_tasks.core.spec.training import (
@@ -66,11 +76,13 @@ from ml_tasks.core.spec.training import (
 )
 
 __all__ = [
-    "ADDED_FIELDS", "FAMILIES", "FAMILY_PARAMS", "NAME_PATTERN", "NOT_RECIPE", "SAMPLE_SIZES", "SHADOW_SUFFIX",
-    "AcceptanceSpec", "BacktestSpec", "CalibrationSpec", "CandidateSpec", "ColumnsSpec", "ComparisonSpec",
-    "ConsistencySpec", "FamilyParams", "FeaturesSpec", "GuardrailSpec", "LeakageSpec", "LightGBMParamsSpec",
-    "LogisticRegressionParamsSpec", "ModelSpec", "PriorParamsSpec", "RatioBounds", "SamplingSpec", "ScoringSpec",
-    "SearchRange", "SliceSpec", "SourceSpec", "SpecError", "SplitSpec", "StreamSpec", "ThresholdSpec",
-    "TorchMLPParamsSpec", "TrainerSpec", "TrainingSpec", "ValidationSpec", "discover_specs", "load_spec",
-    "min_folds_for", "query_path", "query_texts", "scoring_query", "scoring_section", "spec_hash", "spec_reference",
+    "ADDED_FIELDS", "DECAY_METRICS", "FAMILIES", "FAMILY_PARAMS", "NAME_PATTERN", "NOT_RECIPE", "SAMPLE_SIZES",
+    "SHADOW_SUFFIX", "AcceptanceSpec", "AgeTrigger", "BacktestSpec", "CalibrationSpec", "CandidateSpec", "ColumnsSpec",
+    "ComparisonSpec", "ConsistencySpec", "DecayTrigger", "DriftTrigger", "FamilyParams", "FeaturesSpec",
+    "GuardrailSpec", "LeakageSpec", "LightGBMParamsSpec", "LogisticRegressionParamsSpec", "ModelSpec",
+    "MonitoringSpec", "PriorParamsSpec", "RatioBounds", "SamplingSpec", "ScoringSpec", "SearchRange", "SliceSpec",
+    "SourceSpec", "SpecError", "SplitSpec", "StreamSpec", "ThresholdSpec", "TorchMLPParamsSpec", "TrainerSpec",
+    "TrainingSpec", "TriggersSpec", "ValidationSpec", "VolumeTrigger", "discover_specs", "load_spec",
+    "min_folds_for", "monitoring_section", "query_path", "query_texts", "scoring_query", "scoring_section",
+    "spec_hash", "spec_reference",
 ]

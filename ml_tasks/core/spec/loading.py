@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from ml_tasks.core.spec.base import SpecError
 from ml_tasks.core.spec.families import error_message, got_suffix
 from ml_tasks.core.spec.model import ModelSpec
+from ml_tasks.core.spec.monitoring import MonitoringSpec
 from ml_tasks.core.spec.scoring import ScoringSpec
 
 
@@ -78,7 +79,7 @@ ADDED_FIELDS: tuple[tuple[tuple[str, ...], object], ...] = (
 
 #: Sections that say how the champion is used, not what is trained: never part of the hash, so
 #: adding or changing one gives no interval a new run key.
-NOT_RECIPE: tuple[str, ...] = ("scoring",)
+NOT_RECIPE: tuple[str, ...] = ("scoring", "monitoring")
 
 
 def spec_hash(spec: ModelSpec, query_text: str) -> str:
@@ -108,6 +109,14 @@ def scoring_section(spec: ModelSpec) -> ScoringSpec:
         raise SpecError(f"spec {spec.name!r}: has no 'scoring' section; expected one (query_file or query, "
                         f"destination, schedule) to score with")
     return spec.scoring
+
+
+def monitoring_section(spec: ModelSpec) -> MonitoringSpec:
+    """The spec's ``monitoring`` section, or a :class:`SpecError` saying it has none."""
+    if spec.monitoring is None:
+        raise SpecError(f"spec {spec.name!r}: has no 'monitoring' section; expected one (schedule, triggers, "
+                        f"cooldown_days) to monitor the champion with")
+    return spec.monitoring
 
 
 def scoring_query(spec: ModelSpec, include_dir: Path) -> str:

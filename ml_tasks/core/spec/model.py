@@ -43,6 +43,7 @@ from ml_tasks.core.spec.data import (
     SplitSpec,
     ValidationSpec,
 )
+from ml_tasks.core.spec.monitoring import MonitoringSpec
 from ml_tasks.core.spec.scoring import ScoringSpec
 from ml_tasks.core.spec.training import BacktestSpec, CalibrationSpec, CandidateSpec, TrainerSpec, TrainingSpec
 
@@ -82,6 +83,10 @@ class ModelSpec(Strict):
                                                           "query, window_days, destination, schedule, "
                                                           "on_champion, chunk_rows, shadow; not part of the "
                                                           "recipe hash")
+    monitoring: MonitoringSpec | None = Field(None, description="champion health between retrains and the "
+                                                                "triggers that queue one: schedule, triggers "
+                                                                "(decay, drift, volume, age), cooldown_days; not "
+                                                                "part of the recipe hash")
 
     @field_validator("schedule")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 
 from ml_tasks.core.spec.families import FAMILY_PARAMS
 from ml_tasks.core.spec.model import ModelSpec
+from ml_tasks.core.spec.monitoring import AgeTrigger, DecayTrigger, DriftTrigger, MonitoringSpec, VolumeTrigger
 from ml_tasks.core.spec.scoring import ScoringSpec
 
 _INTRO = """\
@@ -45,11 +46,21 @@ def spec_reference() -> str:
         lines += ["| param | type | default | range | what it does |", "| --- | --- | --- | --- | --- |"]
         for name, field in schema.model_fields.items():
             lines.append(f"| `{name}` | {_type(field)} | {_default(field)} | {_range(field)} | {field.description} |")
-    lines += ["", "### The `scoring` section", "", _paragraph(ScoringSpec), "",
-              "| field | type | default | range | what it holds |", "| --- | --- | --- | --- | --- |"]
-    for name, field in ScoringSpec.model_fields.items():
-        lines.append(f"| `{name}` | {_type(field)} | {_default(field)} | {_range(field)} | {field.description} |")
+    lines += _section("### The `scoring` section", ScoringSpec)
+    lines += _section("### The `monitoring` section", MonitoringSpec)
+    for name, trigger in (("decay", DecayTrigger), ("drift", DriftTrigger), ("volume", VolumeTrigger),
+                          ("age", AgeTrigger)):
+        lines += _section(f"#### `monitoring.triggers.{name}`", trigger)
     return "\n".join(lines) + "\n"
+
+
+def _section(heading: str, schema: type[BaseModel]) -> list[str]:
+    """A heading, the schema's docstring, and a table of its fields with type, default and range."""
+    lines = ["", heading, "", _paragraph(schema), "",
+             "| field | type | default | range | what it holds |", "| --- | --- | --- | --- | --- |"]
+    for name, field in schema.model_fields.items():
+        lines.append(f"| `{name}` | {_type(field)} | {_default(field)} | {_range(field)} | {field.description} |")
+    return lines
 
 
 def _paragraph(schema: type[BaseModel]) -> str:

@@ -210,3 +210,15 @@ def _kish_size(w: npt.NDArray[np.float64]) -> float:
     """Kish's effective sample size ``(sum w)^2 / sum w^2`` (the row count under equal weights)."""
     return float(w.sum() ** 2 / np.dot(w, w))
 
+
+
+def delong_auc(y: npt.ArrayLike, score: npt.ArrayLike, weights: npt.ArrayLike | None = None) -> tuple[float, float]:
+    """One ROC AUC and its DeLong standard error: the ``(0, 0)`` entry of the paired covariance,
+    so a single model's interval comes from the same arithmetic the gate's paired test uses.
+    A zero variance is replaced by the distribution-free bound ``1 / (2 sqrt(k))`` (``k`` the smaller
+    class's effective size), as :func:`delong_paired` does for a difference."""
+    result = delong_paired(y, score, score, weights)
+    se = math.sqrt(max(float(result.covariance[0, 0]), 0.0))
+    if se <= ZERO_SE:
+        se = 0.5 / math.sqrt(min(result.n_positive, result.n_negative))
+    return result.auc_a, se
