@@ -385,6 +385,11 @@ def monitor(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli", ware
     ctx.store.write_json(layout.health_record(ctx.spec.name, record.run_key), record.to_xcom())
     if latest is None or record.as_of >= latest.as_of:  # a re-run of an older moment leaves the latest alone
         ctx.store.write_json(layout.latest_health(ctx.spec.name), record.to_xcom())
+    if record.fired:
+        from ml_tasks.reporting.notify import load_notify_settings, notify, retrain_triggered
+
+        notify(retrain_triggered(ctx.spec.name, record.champion_version, record.reasons, dag_run_id),
+               load_notify_settings(ctx.settings.home))
     return record.to_xcom()
 
 

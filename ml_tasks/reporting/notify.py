@@ -66,7 +66,8 @@ class Notification:
     Attributes
     ----------
     kind : ``gate_failed`` (a challenger was rejected), ``champion_degraded`` (the champion fails
-        its own bars on the test rows, whatever the verdict) or ``task_failed`` (a stage errored).
+        its own bars on the test rows, whatever the verdict), ``retrain_triggered`` (a monitor
+        run's trigger fired and queued a retrain) or ``task_failed`` (a stage errored).
     model : spec name.
     summary : one line for a chat message or an e-mail subject.
     dag_run_id : the Airflow run (None from the CLI).
@@ -75,7 +76,7 @@ class Notification:
     report_uri : the gating report, when there is one.
     """
 
-    kind: Literal["gate_failed", "champion_degraded", "task_failed"]
+    kind: Literal["gate_failed", "champion_degraded", "retrain_triggered", "task_failed"]
     model: str
     summary: str
     dag_run_id: str | None = None
@@ -265,6 +266,17 @@ def report_notifications(model: str, report: dict, dag_run_id: str | None, repor
     if report.get("verdict") == "FAIL":
         found.append(gate_failed(model, report, dag_run_id, report_uri))
     return [notification for notification in found if notification is not None]
+
+
+def retrain_triggered(model: str, champion_version: str, reasons: list[str], dag_run_id: str | None) -> Notification:
+    """The notification for a monitor run whose triggers fired: the champion's health moved enough
+    that a retrain is queued, and the person on call should know why before its gate reports. Pure."""
+    return Notification(
+        kind="retrain_triggered", model=model, dag_run_id=dag_run_id, reasons=list(reasons),
+        summary=f"{model}: champion v{champion_version} monitor fired {len(reasons)} trigger"
+                f"{'' if len(reasons) == 1 else 's'} ({', '.join(r.split(':', 1)[0] for r in reasons)}); "
+                f"retrain_{model} queued",
+    )
 
 
 def task_failed(model: str, task_id: str, dag_run_id: str | None, error: str | None) -> Notification:

@@ -68,6 +68,11 @@ def test_a_monitor_run_measures_the_new_rows_and_fires_the_tripped_triggers(moni
     assert not states["age"]["tripped"] and "no max_age_days" in states["age"]["reason"]  # no backtest stored
     store = store_from_settings(monitored)
     assert store.read_json(store.layout.latest_health("credit_default")) == record
+    # The person on call hears why a retrain was queued (the default channel is the log file).
+    told = [json.loads(line) for line in (monitored.home / "notifications.log").read_text().splitlines()]
+    assert told[-1]["kind"] == "retrain_triggered" and told[-1]["reasons"] == [
+        f"{s['name']}: {s['reason']}" for s in record["triggers"] if s["fired"]]
+    assert "retrain_credit_default queued" in told[-1]["summary"]
 
 
 def test_the_next_run_within_the_cooldown_records_the_trips_but_fires_nothing(monitored, capsys):
@@ -75,6 +80,9 @@ def test_the_next_run_within_the_cooldown_records_the_trips_but_fires_nothing(mo
     second = pipeline.monitor(str(DEMO_SPEC), "2024-09-03")
     assert {s["name"] for s in first["triggers"] if s["fired"]} == {"decay", "drift"}
     assert [s["name"] for s in second["triggers"] if s["tripped"] and not s["fired"]] == ["decay", "drift"]
+    # Cooling down fires nothing, and tells nobody.
+    kinds = [json.loads(line)["kind"] for line in (monitored.home / "notifications.log").read_text().splitlines()]
+    assert kinds.count("retrain_triggered") == 1
     assert all("cooling down" in s["reason"] for s in second["triggers"] if s["tripped"])
     # A re-run of the first moment is not cooled down by itself, and replaces its record.
     assert {s["name"] for s in pipeline.monitor(str(DEMO_SPEC), "2024-09-01")["triggers"] if s["fired"]} == \
