@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ml_tasks.core.settings import Settings, ensure_local_folders, load_settings
 from ml_tasks.io.store import store_from_settings
-from refit_airflow.dag_ids import retrain_dag_id, score_dag_id
+from refit_airflow.dag_ids import monitor_dag_id, retrain_dag_id, score_dag_id
 from refit_airflow.embedded import embedded_airflow_env
 
 DEMO_MODEL = "credit_default"
@@ -131,7 +131,25 @@ def run_demo(dates: list[str] | None = None) -> int:
     print(f"  gating report: {outcomes[-1].report_uri}")
     print(f"  status: python -m ml_tasks status --model {DEMO_MODEL}")
     _score_demo(settings, (dates or DEMO_DATES)[-1])
+    _monitor_demo(settings, (dates or DEMO_DATES)[-1])
     return 0
+
+
+def _monitor_demo(settings: Settings, logical_date: str) -> None:
+    """Watch the champion on the labels matured since its as-of (``monitor_credit_default``): the
+    drift in the demo warehouse trips its triggers, whose Asset event queues a retrain."""
+    print(f"\nrunning {monitor_dag_id(DEMO_MODEL)} for {logical_date} with `airflow dags test` ...", flush=True)
+    dags_test(settings, monitor_dag_id(DEMO_MODEL), logical_date)
+    store = store_from_settings(settings)
+    record = store.read_json(store.layout.latest_health(DEMO_MODEL))
+    fired = [f"{s['name']}: {s['reason']}" for s in record["triggers"] if s["fired"]]
+    print(f"  champion v{record['champion_version']} on {record['health']['rows']} rows whose labels matured in "
+          f"[{record['window_start'][:10]}, {record['as_of'][:10]})")
+    for reason in fired or ["no trigger fired"]:
+        print(f"  {reason}")
+    if fired:
+        print(f"  -> Asset refit://{DEMO_MODEL}/retrain-trigger: under the scheduler, "
+              f"{retrain_dag_id(DEMO_MODEL)} starts now (cron or this Asset)")
 
 
 def _score_demo(settings: Settings, logical_date: str) -> None:
