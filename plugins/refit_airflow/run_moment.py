@@ -9,9 +9,20 @@ from airflow.sdk import Param
 
 
 def run_as_of(context: Mapping[str, Any]) -> Any:
-    """The trigger form's ``as_of``, else the run's logical date, else when the run was due: a run
-    triggered by an Asset event has no logical date, and scores (or trains on) what was there then."""
-    return context["params"].get("as_of") or context.get("logical_date") or context["dag_run"].run_after
+    """The trigger form's ``as_of``, else the run's logical date, else the moment the Asset events
+    that started the run are about (their extra's ``as_of``: a monitor's retrain trigger names the
+    moment it measured), else when the run was due: a run started by a champion's event has no
+    logical date, and scores what was there then."""
+    return (context["params"].get("as_of") or context.get("logical_date") or _events_as_of(context)
+            or context["dag_run"].run_after)
+
+
+def _events_as_of(context: Mapping[str, Any]) -> str | None:
+    """The latest ``as_of`` named in the extra of the Asset events that triggered the run."""
+    events = context.get("triggering_asset_events") or {}
+    moments = [str(event.extra["as_of"]) for asset_events in events.values() for event in asset_events
+               if (getattr(event, "extra", None) or {}).get("as_of")]
+    return max(moments) if moments else None
 
 
 def as_of_param(what: str) -> Param:

@@ -35,6 +35,7 @@ from tests.e2e.real_services import (
     AirflowApi,
     FreePorts,
     Processes,
+    airflow_binary,
     airflow_environment,
     airflow_login,
     logs_on_failure,
@@ -141,7 +142,10 @@ def stack(tmp_path_factory, request):
                    # Registry writers take turns through advisory locks on Airflow's database,
                    # as in the compose stack.
                    "REFIT_LOCK_URL": databases["airflow"],
-                   "REFIT_TRAINER_MODE": "local"})
+                   "REFIT_TRAINER_MODE": "local",
+                   # Seconds, not minutes: a run that cannot succeed (a cron run of a month the
+                   # warehouse has no rows for) gives its DAG's one active-run slot back soon.
+                   "REFIT_RETRY_DELAY_S": "5"})
         processes.run("demo-data", [sys.executable, "-m", "ml_tasks", "demo-data", "--url", databases["warehouse"],
                                     "--rows", str(WAREHOUSE_ROWS), "--seed", "11"], env, timeout=180)
         start_airflow(processes, env, api_port)
@@ -301,3 +305,48 @@ def scored_rows(stack, spec) -> dict:
     finally:
         engine.dispose()
     return {"rows": rows, "ids": ids, "versions": versions}
+
+
+MONITOR_DAG_ID = f"monitor_{MODEL}"
+
+
+def test_a_monitor_run_on_drifted_data_starts_the_retrain_through_its_asset_and_the_cooldown_holds(stack, demo_spec):
+    """After the scoring test: the scheduler's job schedule is on and the retrain DAG paused."""
+    def monitor(as_of: str) -> dict:
+        # ``airflow dags test`` on the real metadata database: the monitor DAG stays paused, so its
+        # daily cron starts nothing of its own, but its Asset events are the real ones.
+        stack.processes.run(f"monitor-{as_of}", [airflow_binary(), "dags", "test", MONITOR_DAG_ID, as_of],
+                            stack.refit_env, timeout=RUN_TIMEOUT_S)
+        return stack.read_json(f"{ARTIFACT_PREFIX}/monitoring/{MODEL}/latest.json")
+
+    def triggered_runs() -> list[dict]:
+        return [r for r in stack.api.runs(DAG_ID) if r["run_type"] == "asset_triggered"]
+
+    record = monitor("2024-09-01")
+    fired = [s["name"] for s in record["triggers"] if s["fired"]]
+    assert "drift" in fired, record["triggers"]  # the demo warehouse's new channel
+    # Unpaused, the retrain DAG also starts this month's cron run (the warehouse has no rows for
+    # it: it fails at once); the monitor's event starts the one that matters.
+    stack.api.unpause(DAG_ID)
+    runs = wait_for("a retrain run started by the monitor's Asset", triggered_runs, 120, stack.processes, interval=2)
+    assert len(runs) == 1, runs
+    run_id = runs[0]["dag_run_id"]
+    finished = wait_for_run(stack.api, stack.processes, stack.task_log_folder, DAG_ID, run_id, 2 * RUN_TIMEOUT_S)
+    assert finished["state"] == "success"
+    note = stack.note(run_id)
+    assert "Triggered by monitor 2024-09-01" in note and "drift" in note, note
+    assert len(retrain_trigger_events(stack)) == 1
+
+    # Two days later the same trips are cooling down: nothing fires, no second retrain is queued.
+    again = monitor("2024-09-03")
+    assert not [s for s in again["triggers"] if s["fired"]], again["triggers"]
+    assert all("cooling down" in s["reason"] for s in again["triggers"] if s["tripped"]), again["triggers"]
+    assert len(retrain_trigger_events(stack)) == 1 and len(triggered_runs()) == 1
+
+
+def retrain_trigger_events(stack) -> list[dict]:
+    """The events Airflow recorded for the model's retrain-trigger Asset."""
+    uri = f"refit://{MODEL}/retrain-trigger"
+    assets = stack.api._ok(stack.api.http.get("/assets", params={"uri_pattern": "retrain-trigger"}))["assets"]
+    asset_id = next(a["id"] for a in assets if a["uri"] == uri)
+    return stack.api._ok(stack.api.http.get("/assets/events", params={"asset_id": asset_id}))["asset_events"]
