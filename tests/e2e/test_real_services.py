@@ -322,12 +322,13 @@ def test_a_monitor_run_on_drifted_data_starts_the_retrain_through_its_asset_and_
     def triggered_runs() -> list[dict]:
         return [r for r in stack.api.runs(DAG_ID) if r["run_type"] == "asset_triggered"]
 
-    record = monitor("2024-09-01")
-    fired = [s["name"] for s in record["triggers"] if s["fired"]]
-    assert "drift" in fired, record["triggers"]  # the demo warehouse's new channel
+    # Unpaused first: Airflow queues an Asset event only for the unpaused DAGs scheduled on it.
     # Unpaused, the retrain DAG also starts this month's cron run (the warehouse has no rows for
     # it: it fails at once); the monitor's event starts the one that matters.
     stack.api.unpause(DAG_ID)
+    record = monitor("2024-09-01")
+    fired = [s["name"] for s in record["triggers"] if s["fired"]]
+    assert "drift" in fired, record["triggers"]  # the demo warehouse's new channel
     runs = wait_for("a retrain run started by the monitor's Asset", triggered_runs, 120, stack.processes, interval=2)
     assert len(runs) == 1, runs
     run_id = runs[0]["dag_run_id"]
