@@ -18,23 +18,26 @@ import pandas as pd
 from ml_tasks.core.manifests import ScoringManifest
 from ml_tasks.evaluation.metrics import compute_metrics
 from ml_tasks.evaluation.statistics.delong import delong_paired
+from ml_tasks.io.warehouse.types import TargetType
 
+SCORE_COLUMNS: dict[str, TargetType] = {"id": "int64", "score": "float64", "model_version": "string"}
 #: Fewer matured rows (or fewer of a class) than this and the comparison says so instead.
 MIN_ROWS = 200
 MIN_CLASS = 10
 
 
 def read_scores(warehouse_url: str, table: str, run_key: str) -> pd.DataFrame:
-    """``id, score, model_version`` of one scoring run's rows in ``table``."""
-    from sqlalchemy import create_engine, text
+    """``id, score, model_version`` of one scoring run's rows in ``table``, read by the warehouse
+    reader every stage uses (:func:`ml_tasks.io.warehouse.stream_query`)."""
+    import pyarrow as pa
 
-    engine = create_engine(warehouse_url)
-    try:
-        with engine.connect() as connection:
-            return pd.read_sql(text(f"SELECT id, score, model_version FROM {table} WHERE run_key = :run_key"),
-                               connection, params={"run_key": run_key})
-    finally:
-        engine.dispose()
+    from ml_tasks.io.warehouse import stream_query
+
+    batches = list(stream_query(warehouse_url, f"SELECT id, score, model_version FROM {table} WHERE run_key = :run_key",
+                                {"run_key": run_key}, SCORE_COLUMNS))
+    if not batches:
+        return pd.DataFrame({name: pd.Series(dtype="float64") for name in SCORE_COLUMNS})
+    return pa.Table.from_batches(batches).to_pandas()
 
 
 def compare_shadow(scoring: ScoringManifest, served: pd.DataFrame, shadow: pd.DataFrame,
