@@ -17,6 +17,8 @@ from typing import Any
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from refit_airflow.run_moment import triggering_extras
+
 #: Registration actions that move the ``champion`` alias (ml_tasks.core.manifests.RegistrationManifest).
 #: "already_registered" does not: it is a re-run finding the version an earlier run registered.
 CHAMPION_MOVES = ("registered", "promoted_manually", "rolled_back")
@@ -88,8 +90,6 @@ def announce_retrain(registry_name: str) -> Any:
 def trigger_reasons(context: Any) -> str | None:
     """What triggered a retrain run, from the retrain-trigger events that started it (None: cron or a
     person); one line, e.g. ``monitor 2024-09-01: drift: PSI 0.744 of channel above 0.25``."""
-    events = context.get("triggering_asset_events") or {}
-    reasons = [f"monitor {str(event.extra.get('as_of', ''))[:10]}: {reason}"
-               for asset_events in events.values() for event in asset_events
-               for reason in (event.extra or {}).get("reasons", [])]
+    reasons = [f"monitor {str(extra.get('as_of', ''))[:10]}: {reason}"
+               for extra in triggering_extras(context) for reason in extra.get("reasons", [])]
     return "; ".join(reasons) or None

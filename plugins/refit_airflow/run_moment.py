@@ -17,11 +17,15 @@ def run_as_of(context: Mapping[str, Any]) -> Any:
             or context["dag_run"].run_after)
 
 
+def triggering_extras(context: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The extra of every Asset event that started the run (none for a cron or manual run)."""
+    events = context.get("triggering_asset_events") or {}
+    return [getattr(event, "extra", None) or {} for asset_events in events.values() for event in asset_events]
+
+
 def _events_as_of(context: Mapping[str, Any]) -> str | None:
     """The latest ``as_of`` named in the extra of the Asset events that triggered the run."""
-    events = context.get("triggering_asset_events") or {}
-    moments = [str(event.extra["as_of"]) for asset_events in events.values() for event in asset_events
-               if (getattr(event, "extra", None) or {}).get("as_of")]
+    moments = [str(extra["as_of"]) for extra in triggering_extras(context) if extra.get("as_of")]
     return max(moments) if moments else None
 
 

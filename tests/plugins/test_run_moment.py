@@ -35,3 +35,13 @@ def test_the_form_and_the_logical_date_come_first_and_an_event_without_a_moment_
     assert run_as_of(context(as_of="2024-05-01", events=champion_moved)) == "2024-05-01"
     assert run_as_of(context(logical_date=datetime(2024, 6, 1))) == datetime(2024, 6, 1)
     assert run_as_of(context(events=champion_moved)) == DUE
+
+
+def test_a_retrain_started_by_the_monitor_names_its_reasons_and_a_cron_run_none():
+    from refit_airflow.assets import trigger_reasons
+
+    events = {"refit://credit_default/retrain-trigger": [SimpleNamespace(extra={
+        "as_of": "2024-09-01T00:00:00", "reasons": ["drift: PSI 0.744 of channel above 0.25", "age: 184 days"]})]}
+    assert trigger_reasons(context(events=events)) == ("monitor 2024-09-01: drift: PSI 0.744 of channel above 0.25; "
+                                                       "monitor 2024-09-01: age: 184 days")
+    assert trigger_reasons(context()) is None
