@@ -18,12 +18,11 @@ import pytest
 import yaml
 from selenium.webdriver.common.by import By
 
-from ml_tasks.core.settings import REPO_ROOT, ensure_local_folders, load_settings
-from ml_tasks.data.demo_warehouse import build_demo_warehouse
+from ml_tasks.core.settings import REPO_ROOT, load_settings
 from ml_tasks.io.store import store_from_settings
 from ml_tasks.reporting import gate_results
-from refit_airflow.demo import DagRunFailedError, airflow_env, prepare_airflow, run_dag_test
-from tests.conftest import TINY_ROWS
+from refit_airflow.demo import DagRunFailedError, airflow_env, run_dag_test
+from tests.e2e.embedded import embedded_home
 
 pytestmark = pytest.mark.e2e
 MODEL = "credit_default"
@@ -31,12 +30,7 @@ MODEL = "credit_default"
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    home = tmp_path_factory.mktemp("e2e") / "refit"
-    settings = load_settings({"REFIT_HOME": str(home)})
-    ensure_local_folders(settings)
-    build_demo_warehouse(settings.warehouse_url, rows=TINY_ROWS, seed=11)
-    prepare_airflow(settings)
-    return settings
+    return embedded_home(tmp_path_factory, "e2e")
 
 
 def mlflow_client(settings):

@@ -11,10 +11,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from ml_tasks.core.settings import ensure_local_folders, load_settings
-from ml_tasks.data.demo_warehouse import build_demo_warehouse
-from refit_airflow.demo import prepare_airflow, run_dag_test, run_score_dag_test
-from tests.conftest import TINY_ROWS
+from refit_airflow.demo import run_dag_test, run_score_dag_test
+from tests.e2e.embedded import embedded_home
 
 pytestmark = pytest.mark.e2e
 MODEL = "credit_default"
@@ -23,11 +21,7 @@ SCORED = "credit_default_scores"
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    home = tmp_path_factory.mktemp("e2e-score") / "refit"
-    settings = load_settings({"REFIT_HOME": str(home)})
-    ensure_local_folders(settings)
-    build_demo_warehouse(settings.warehouse_url, rows=TINY_ROWS, seed=11)
-    prepare_airflow(settings)
+    settings = embedded_home(tmp_path_factory, "e2e-score")
     # The champion, made the way production makes it: the retrain DAG (the baseline alone is enough).
     outcome = run_dag_test(settings, MODEL, "2024-03-01", conf={"candidates": ["logistic_baseline"]})
     assert (outcome.verdict, outcome.champion_version) == ("PASS", "1")
