@@ -15,7 +15,6 @@ Scheduled by ``monitoring.schedule``. mlflow is imported only inside tasks.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, get_current_context, task
@@ -25,8 +24,7 @@ from refit_airflow.assets import announce_retrain
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import monitor_dag_id
 from refit_airflow.run_moment import as_of_param, run_as_of
-from refit_airflow.spec_dags import dags_per_spec
-from refit_airflow.task_defaults import task_defaults
+from refit_airflow.spec_dags import dags_per_spec, spec_dag
 
 # mlflow's logging set-up otherwise replaces the handlers of Airflow's task logs.
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
@@ -35,18 +33,11 @@ os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 def build_monitor_dag(spec_path: Path, spec: ModelSpec) -> DAG | None:
     if spec.monitoring is None:
         return None
-    with DAG(
-        dag_id=monitor_dag_id(spec.name),
+    with spec_dag(
+        spec, "monitor", monitor_dag_id(spec.name), __doc__,
         description=f"Champion health of {spec.name}; queues retrain_{spec.name} when a trigger fires",
         schedule=spec.monitoring.schedule,
-        start_date=datetime(2024, 1, 1),
-        catchup=False,
-        max_active_runs=1,  # runs in order: each one's cool-down reads the records before it
-        tags=["refit", "monitor", *spec.tags],
         params={"as_of": as_of_param("Monitor the labels matured up to this date")},
-        default_args=task_defaults(spec),
-        doc_md=__doc__,
-        auto_register=False,  # a DAG is collected only once built whole (refit_airflow.spec_dags)
     ) as dag:
 
         @task

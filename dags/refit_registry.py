@@ -9,7 +9,6 @@ reason, recorded as a tag of the model version with who asked.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
@@ -17,23 +16,18 @@ from airflow.sdk import DAG, Param, get_current_context, task
 from ml_tasks.core.spec import ModelSpec
 from refit_airflow.assets import announce_champion
 from refit_airflow.dag_ids import registry_dag_id
-from refit_airflow.spec_dags import dags_per_spec
-from refit_airflow.task_defaults import task_defaults
+from refit_airflow.spec_dags import dags_per_spec, spec_dag
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
 
 def build_registry_dag(spec_path: Path, spec: ModelSpec) -> DAG:
-    with DAG(
-        dag_id=registry_dag_id(spec.name),
+    with spec_dag(
+        spec, "registry", registry_dag_id(spec.name), __doc__,
         description=f"Promote a reviewed challenger of {spec.name}, or roll its champion back",
+        # Retries (the shared task defaults) are safe: promotion is idempotent per run, and a
+        # rollback refuses to run twice.
         schedule=None,
-        start_date=datetime(2024, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        tags=["refit", "registry", *spec.tags],
-        # A retry is safe: promotion is idempotent per run, and a rollback refuses to run twice.
-        default_args=task_defaults(spec),
         params={
             "action": Param("promote", type="string", enum=["promote", "rollback"],
                             description="promote: make the run's challenger champion; rollback: champion <- previous."),
@@ -43,8 +37,6 @@ def build_registry_dag(spec_path: Path, spec: ModelSpec) -> DAG:
             "reason": Param("", type="string", minLength=10,
                             description="Why (recorded on the model version for the audit trail)."),
         },
-        doc_md=__doc__,
-        auto_register=False,  # a DAG is collected only once built whole (refit_airflow.spec_dags)
     ) as dag:
 
         @task

@@ -7,7 +7,6 @@ manifests (URIs, counts, hashes, metrics) through XCom. mlflow is imported only 
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, get_current_context, task
@@ -17,8 +16,7 @@ from refit_airflow.assets import announce_champion, retrain_schedule, trigger_re
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import retrain_dag_id
 from refit_airflow.run_moment import run_as_of
-from refit_airflow.spec_dags import dags_per_spec
-from refit_airflow.task_defaults import task_defaults
+from refit_airflow.spec_dags import dags_per_spec, spec_dag
 from refit_airflow.trainer import trainer_task
 
 # mlflow's logging set-up otherwise replaces the handlers of Airflow's task logs.
@@ -40,19 +38,12 @@ def _params(spec: ModelSpec) -> dict[str, Param]:
 
 
 def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
-    with DAG(
-        dag_id=retrain_dag_id(spec.name),
+    with spec_dag(
+        spec, "retrain", retrain_dag_id(spec.name), __doc__,
         description=spec.description or f"Retrain {spec.name}",
         # Its cron, or also the monitor's retrain-trigger Asset when the spec has a monitoring section.
         schedule=retrain_schedule(spec.schedule, spec.registry_name, monitored=spec.monitoring is not None),
-        start_date=datetime(2024, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        tags=["refit", "retrain", *spec.tags],
         params=_params(spec),
-        default_args=task_defaults(spec),
-        doc_md=__doc__,
-        auto_register=False,  # a DAG is collected only once built whole (refit_airflow.spec_dags)
     ) as dag:
 
         @task

@@ -16,7 +16,6 @@ mlflow is imported only inside tasks.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, get_current_context, task
@@ -26,8 +25,7 @@ from refit_airflow.assets import champion_asset
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import score_dag_id
 from refit_airflow.run_moment import as_of_param, run_as_of
-from refit_airflow.spec_dags import dags_per_spec
-from refit_airflow.task_defaults import task_defaults
+from refit_airflow.spec_dags import dags_per_spec, spec_dag
 
 # mlflow's logging set-up otherwise replaces the handlers of Airflow's task logs.
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
@@ -46,18 +44,11 @@ def score_schedule(scoring: ScoringSpec, registry_name: str) -> str | list[Asset
 def build_score_dag(spec_path: Path, spec: ModelSpec) -> DAG | None:
     if spec.scoring is None:
         return None
-    with DAG(
-        dag_id=score_dag_id(spec.name),
+    with spec_dag(
+        spec, "score", score_dag_id(spec.name), __doc__,
         description=f"Score {spec.name}'s rows with its champion into {spec.scoring.destination}",
         schedule=score_schedule(spec.scoring, spec.registry_name),
-        start_date=datetime(2024, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        tags=["refit", "score", *spec.tags],
         params={"as_of": as_of_param("Score the interval ending at this date")},
-        default_args=task_defaults(spec),
-        doc_md=__doc__,
-        auto_register=False,  # a DAG is collected only once built whole (refit_airflow.spec_dags)
     ) as dag:
 
         @task

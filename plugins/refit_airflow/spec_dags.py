@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from airflow.sdk import DAG, task
@@ -30,6 +31,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ml_tasks.core.settings import load_settings
 from ml_tasks.core.spec import ModelSpec, SpecError, discover_specs, load_spec
+from refit_airflow.task_defaults import task_defaults
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,20 @@ SPEC_ERROR_TAG = "spec-error"
 
 #: Builds one spec's DAG; None when the spec asks for no DAG of this kind (no ``scoring:`` section).
 Builder = Callable[[Path, ModelSpec], DAG | None]
+
+
+#: Every Refit DAG starts here; catch-up is off, so the date only bounds what a trigger may ask.
+START_DATE = datetime(2024, 1, 1)
+
+
+def spec_dag(spec: ModelSpec, kind: str, dag_id: str, doc: str | None, **settings: Any) -> DAG:
+    """A DAG of one spec with what every Refit DAG shares: the start date, no catch-up, one active
+    run at a time, the spec's task defaults (owner, retries, failure notification) and tags
+    (``refit``, ``kind``, the spec's own), collected only once built whole (:func:`dags_per_spec`).
+    ``settings`` are the rest of the DAG's arguments (description, schedule, params)."""
+    return DAG(dag_id=dag_id, start_date=START_DATE, catchup=False, max_active_runs=1,
+               tags=["refit", kind, *spec.tags], default_args=task_defaults(spec), doc_md=doc,
+               auto_register=False, **settings)
 
 
 def dags_per_spec(build: Builder, dag_id: Callable[[str], str], kind: str,
