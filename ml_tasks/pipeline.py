@@ -362,6 +362,7 @@ def monitor(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli", ware
     from ml_tasks.core.plan import PlanError, parse_as_of
     from ml_tasks.core.spec import monitoring_section
     from ml_tasks.monitoring.monitor import assess, champion_scorer, health_record, measure_window, window_batches
+    from ml_tasks.monitoring.served_scores import WindowScorer, read_served_scores
     from ml_tasks.registry.tracking import use_store
     from ml_tasks.scoring.plan import scoring_run_key
 
@@ -374,9 +375,12 @@ def monitor(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli", ware
                         f"{champion.as_of.isoformat()}; expected a later moment, when new labels can have matured")
     reference = _reference_profile(ctx, champion.snapshot_id)
     use_store(ctx.settings)  # models:/ URIs resolve through the configured registry
-    batches = window_batches(ctx.spec, _warehouse(ctx, warehouse_url), ctx.settings.include_dir, champion.as_of,
-                             moment)
-    window = measure_window(ctx.spec, batches, reference, champion_scorer(ctx.spec, champion.model_uri))
+    url = _warehouse(ctx, warehouse_url)
+    served = None if ctx.spec.scoring is None else read_served_scores(url, ctx.spec.scoring.destination,
+                                                                       champion.version)
+    scorer = WindowScorer(ctx.spec.columns.id, served, lambda: champion_scorer(ctx.spec, champion.model_uri))
+    batches = window_batches(ctx.spec, url, ctx.settings.include_dir, champion.as_of, moment)
+    window = measure_window(ctx.spec, batches, reference, scorer)
     health = assess(ctx.spec, champion, reference, window, moment)
     latest, history = _health_history(ctx)
     record = health_record(ctx.spec, champion, health, history, moment, scoring_run_key(moment, champion.as_of),

@@ -52,6 +52,10 @@ class Health(Manifest):
     decay_note: str | None = None
     age_days: float
     recommended_interval_days: int | None = None
+    #: Rows whose score was read from the scoring table (what the champion served), and rows the
+    #: champion scored in the monitor run because the table lacked them.
+    served_rows: int = 0
+    scored_rows: int = 0
 
     @property
     def label_rate_shift(self) -> float | None:
@@ -146,6 +150,9 @@ def format_health(latest: HealthRecord | None, rows: list[TrendRow]) -> list[str
     health = latest.health
     lines = [f"  health (as of {latest.as_of:%Y-%m-%d}, champion v{latest.champion_version}): "
              f"{health.rows} new labelled rows since {latest.window_start:%Y-%m-%d}"]
+    if health.served_rows:
+        lines.append(f"    scores: {health.served_rows} as served (scoring table), {health.scored_rows} scored by the "
+                     "champion in this run")
     judged_by_trigger = any(state.name == "decay" for state in latest.triggers)
     if health.decay is not None and not judged_by_trigger:
         lines.append(f"    {health.decay.reason}")

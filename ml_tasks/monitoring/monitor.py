@@ -5,8 +5,10 @@ The rows come from the warehouse through the spec's own source query(ies), bound
 joins and the label-maturity rule (only labels observed by ``as_of``) are exactly the training
 extraction's (:func:`ml_tasks.data.extract.stream_batches`). They stream as Arrow batches and
 are never kept: each batch is counted into the reference's bins (PSI), its nulls and labels are
-counted, and it is scored by the champion itself (its registered pyfunc form), of which only the
-scores and labels are kept, 16 bytes a row, for the metric's interval.
+counted, and it gets the champion's scores: those the scoring DAG served, read from its table
+where it has them (:mod:`ml_tasks.monitoring.served_scores`), else the champion's own (its
+registered pyfunc form). Only the scores and labels are kept, 16 bytes a row, for the metric's
+interval.
 
 The store (the reference profile, the registered metrics, the history) is read by
 :func:`ml_tasks.pipeline.monitor`, which hands the results here; this module reads only the
@@ -15,14 +17,13 @@ warehouse and the registry's model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import pyarrow as pa
 
 from ml_tasks.core.spec import ModelSpec, MonitoringSpec
@@ -30,10 +31,8 @@ from ml_tasks.data.extract import CHUNK_ROWS, stream_batches
 from ml_tasks.monitoring.health import Health, HealthRecord, last_fired
 from ml_tasks.monitoring.live import judge_decay, live_interval
 from ml_tasks.monitoring.profile import Profile, ProfileCounter, psi
+from ml_tasks.monitoring.served_scores import Scorer, WindowScorer
 from ml_tasks.monitoring.triggers import apply_cooldown, evaluate_triggers
-
-#: Scores a batch's rows (a frame of the query's columns) with the champion.
-Scorer = Callable[[pd.DataFrame], npt.NDArray[np.float64]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,9 @@ class WindowStats:
     profile: Profile | None = None
     labels: list[npt.NDArray[np.float64]] = field(default_factory=list)
     scores: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    #: Rows whose score came from the scoring table, and rows the champion scored in this run.
+    served_rows: int = 0
+    scored_rows: int = 0
 
 
 def window_batches(spec: ModelSpec, url: str, include_dir: Path, window_start: datetime, as_of: datetime,
@@ -71,7 +73,7 @@ def window_batches(spec: ModelSpec, url: str, include_dir: Path, window_start: d
 
 
 def measure_window(spec: ModelSpec, batches: Iterable[pa.RecordBatch], reference: Profile | None,
-                   scorer: Scorer | None) -> WindowStats:
+                   scorer: WindowScorer | None) -> WindowStats:
     """One pass over the new rows: counts into the reference's bins, nulls, labels and scores."""
     stats = WindowStats(nulls=dict.fromkeys(spec.features.all, 0))
     # A feature the spec has dropped since the champion's snapshot is in its profile, not in the rows.
@@ -88,8 +90,10 @@ def measure_window(spec: ModelSpec, batches: Iterable[pa.RecordBatch], reference
             counter.add(batch)
         if scorer is not None:
             stats.labels.append(np.asarray(batch.column(label).to_numpy(zero_copy_only=False), dtype=float))
-            stats.scores.append(np.asarray(scorer(batch.to_pandas()), dtype=float))
+            stats.scores.append(scorer(batch))
     stats.profile = counter.profile() if counter is not None else None
+    if scorer is not None:
+        stats.served_rows, stats.scored_rows = scorer.served_rows, scorer.scored_rows
     return stats
 
 
@@ -108,6 +112,8 @@ def assess(spec: ModelSpec, champion: Champion, reference: Profile | None, windo
         quality=_quality(spec, monitoring, null_rates, window.rows),
         psi=psi(reference, current) if reference is not None and current is not None and window.rows else {},
         **_decay(spec, monitoring, champion, window),
+        served_rows=window.served_rows,
+        scored_rows=window.scored_rows,
         age_days=round((as_of - champion.as_of).total_seconds() / 86_400, 3),
         recommended_interval_days=champion.recommended_interval_days,
     )

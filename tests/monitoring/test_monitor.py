@@ -97,6 +97,43 @@ def test_the_next_run_within_the_cooldown_records_the_trips_but_fires_nothing(mo
     assert [row["fired"] for row in status["health"]["trend"]] == [["decay", "drift"], []]
 
 
+def test_the_champion_is_judged_on_the_scores_it_served_and_scores_only_the_rows_the_table_lacks(
+        monitored, tiny_warehouse_url, demo_spec, tmp_path, monkeypatch):
+    """Where the scoring table exists, the live metric is that of the scores users got: rows the
+    champion's version served keep their served score; rows another version served, or none, are
+    scored by the champion in the run."""
+    import shutil
+    from datetime import datetime
+
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from ml_tasks.scoring.destination import Stamp, score_writer
+    from tests.scoring.registered import expected_scores
+
+    copy = tmp_path / "warehouse.db"
+    shutil.copy(tiny_warehouse_url.removeprefix("sqlite:///"), copy)
+    url = f"sqlite:///{copy}"
+    monkeypatch.setenv("REFIT_WAREHOUSE_URL", url)
+    rows = pa.Table.from_batches(window_batches(demo_spec, url, REPO_ROOT / "include", datetime(2024, 3, 1),
+                                                datetime(2024, 9, 1))).to_pandas()
+    ids, labels = rows[demo_spec.columns.id].to_numpy(np.int64), rows[demo_spec.columns.label].to_numpy(float)
+    # Served scores that no champion computes (the label itself): half by the champion's version,
+    # half by another one, which the monitor must not take for the champion's.
+    by_champion = ids % 2 == 0
+    destination = demo_spec.scoring.destination
+    for version, served in (("1", by_champion), ("9", ~by_champion)):
+        with score_writer(url, [destination]) as writer:
+            writer.stage(destination, ids[served], labels[served])
+            writer.replace(f"run-{version}", {destination: Stamp(version, f"run-{version}", datetime(2024, 9, 1))})
+
+    health = pipeline.monitor(str(DEMO_SPEC), "2024-09-01")["health"]
+    assert (health["served_rows"], health["scored_rows"]) == (int(by_champion.sum()), int((~by_champion).sum()))
+    expected = np.where(by_champion, labels, expected_scores(rows["credit_score"], 0.0))
+    assert health["decay"]["live"]["value"] == pytest.approx(roc_auc_score(labels, expected), abs=1e-12)
+    assert main(["status", "--model", "credit_default"]) == 0
+
+
 def test_the_monitor_command_prints_the_record_and_names_a_bad_as_of(monitored, capsys):
     assert main(["monitor", "--model", "credit_default", "--as-of", "2024-09-01"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["run_key"].startswith("20240901T000000-")
