@@ -407,15 +407,9 @@ def health(spec_path: str | Path) -> dict:
 
 def _health_history(ctx: StageContext) -> tuple[Any, list[Any]]:
     """The latest :class:`~ml_tasks.monitoring.health.HealthRecord` (or None) and every one, oldest first."""
-    from ml_tasks.monitoring.health import HealthRecord
+    from ml_tasks.monitoring.health import read_history, read_latest
 
-    layout = ctx.store.layout
-    history = sorted((HealthRecord.model_validate(ctx.store.read_json(uri))
-                      for uri in ctx.store.list(layout.health_history(ctx.spec.name), suffix=".json")),
-                     key=lambda record: record.as_of)
-    latest_uri = layout.latest_health(ctx.spec.name)
-    latest = HealthRecord.model_validate(ctx.store.read_json(latest_uri)) if ctx.store.exists(latest_uri) else None
-    return latest, history
+    return read_latest(ctx.store, ctx.spec.name), read_history(ctx.store, ctx.spec.name)
 
 
 def _monitored_champion(ctx: StageContext) -> Any:

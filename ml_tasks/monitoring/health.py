@@ -3,7 +3,9 @@
 Each monitor run writes one :class:`HealthRecord` (a few kilobytes of JSON) to
 ``monitoring/<model>/history/<run_key>.json`` and as ``monitoring/<model>/latest.json``
 (:class:`ml_tasks.core.artifacts.StoreLayout`). The history is what the cool-down reads (when
-did each trigger last fire?) and what ``python -m ml_tasks status`` turns into a trend.
+did each trigger last fire?), what ``python -m ml_tasks status`` turns into a trend and what the
+champion-health page of the Airflow UI tabulates and charts; :func:`read_history` and
+:func:`models_with_health` are the one way to read it back.
 
 A trigger has two states in a record: *tripped*, its condition holds on this run's data, and
 *fired*, it tripped and is not cooling down, so the run asks for a retrain. Only fired triggers
@@ -19,7 +21,9 @@ from statistics import NormalDist
 from typing import TypedDict
 
 from ml_tasks.core.manifests import Manifest
+from ml_tasks.io.store import ArtifactStore
 from ml_tasks.monitoring.live import DecayJudgement
+from ml_tasks.reporting.gate_results import MODEL_PATTERN
 
 
 class TriggerState(Manifest):
@@ -31,6 +35,11 @@ class TriggerState(Manifest):
     reason: str
     value: float | None = None
     threshold: float | None = None
+
+    @property
+    def status(self) -> str:
+        """``fired``, ``cooling`` (tripped but held back by the cool-down) or ``ok``."""
+        return "fired" if self.fired else ("cooling" if self.tripped else "ok")
 
 
 class Health(Manifest):
@@ -99,6 +108,39 @@ class HealthRecord(Manifest):
     def reasons(self) -> list[str]:
         """One line per fired trigger: what the retrain Asset's event carries."""
         return [f"{state.name}: {state.reason}" for state in self.triggers if state.fired]
+
+
+def _checked(model: str) -> str:
+    """``model`` if it is a model name: one from a URL never reaches the store as a path elsewhere."""
+    if not MODEL_PATTERN.match(model):
+        raise ValueError(f"parameter 'model': {model!r} is not a model name (letters, digits, '_', '.', '-')")
+    return model
+
+
+def read_history(store: ArtifactStore, model: str, limit: int | None = None) -> list[HealthRecord]:
+    """``model``'s health records, oldest first by as-of: every one, or only the ``limit`` newest
+    (only those are read). Raises ValueError naming the parameter for a string that is no model name."""
+    # Names sort by as-of (a run key starts with its as-of stamp): the newest are the last names.
+    uris = store.list(store.layout.health_history(_checked(model)), suffix=".json")
+    if limit is not None:
+        uris = uris[-limit:] if limit > 0 else []
+    return sorted((HealthRecord.model_validate(store.read_json(uri)) for uri in uris), key=lambda r: r.as_of)
+
+
+def read_latest(store: ArtifactStore, model: str) -> HealthRecord | None:
+    """The latest monitor run's record of ``model`` (``latest.json``), or None before the first run."""
+    uri = store.layout.latest_health(_checked(model))
+    return HealthRecord.model_validate(store.read_json(uri)) if store.exists(uri) else None
+
+
+def models_with_health(store: ArtifactStore) -> list[str]:
+    """Models with at least one health record, sorted (a model with only a drift profile has none)."""
+    layout = store.layout
+    root = layout.monitoring("").rstrip("/") + "/"  # no model name: the folder every model's lies in
+    found = {(uri.removeprefix(root).partition("/")[0], uri.rpartition("/")[0])
+             for uri in store.list(root, suffix=".json")}
+    return sorted({model for model, folder in found
+                   if MODEL_PATTERN.match(model) and folder == layout.health_history(model)})
 
 
 def last_fired(history: Iterable[HealthRecord], before: datetime) -> dict[str, datetime]:

@@ -3,58 +3,32 @@
 A FastAPI app that the plugin mounts on Airflow's API server under ``/refit``; the UI shows
 it in a frame from the navigation ("Browse → Gate results") and as a "Gate report" tab on
 every DAG run. The pages read only the artifact store (:mod:`ml_tasks.reporting.gate_results`), so
-they work the same on a local folder and on S3, and never load a model.
+they work the same on a local folder and on S3, and never load a model. The same app serves the
+champion-health page (:mod:`refit_airflow.health_view`, "Browse → Champion health").
 
 Every page requires an Airflow login with read access to DAG runs: the browser's Airflow
-session cookie is sent along with the frame's requests, as with the UI's own API calls.
+session cookie is sent along with the frame's requests, as with the UI's own API calls
+(:data:`refit_airflow.view_support.can_read_runs`).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from html import escape
 
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-from airflow.api_fastapi.core_api.security import requires_access_dag
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ml_tasks.reporting import gate_results
 from ml_tasks.reporting.gate_results import GateResult
+from refit_airflow import health_view
 from refit_airflow.dag_ids import retrain_model_of
+from refit_airflow.view_support import URL_PREFIX as URL_PREFIX  # what the links and the plugin mount
+from refit_airflow.view_support import airflow_base, bad_request, base, can_read_runs, store, templates
 
-URL_PREFIX = "/refit"
 LIST_LIMIT = 20
 
-app = FastAPI(title="Refit gate results", docs_url=None, redoc_url=None, openapi_url=None)
-can_read_runs = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
-
-
-@lru_cache(maxsize=1)
-def _store():
-    # One store (and S3 client) for the server's life: settings come from its environment.
-    from ml_tasks.core.settings import load_settings
-    from ml_tasks.io.store import store_from_settings
-
-    return store_from_settings(load_settings())
-
-
-@lru_cache(maxsize=1)
-def _templates() -> Environment:
-    from ml_tasks.core.settings import load_settings
-
-    return Environment(loader=FileSystemLoader(load_settings().include_dir / "templates"),
-                       autoescape=select_autoescape(["html", "j2"]))
-
-
-def _base(request: Request) -> str:
-    """This app's own path as the browser sees it (the mount point, behind any URL prefix)."""
-    return request.scope.get("root_path", "").rstrip("/")
-
-
-def _airflow_base(request: Request) -> str:
-    return _base(request).removesuffix(URL_PREFIX)
+app = FastAPI(title="Refit views (gate results, champion health)", docs_url=None, redoc_url=None, openapi_url=None)
+app.include_router(health_view.router)
 
 
 def _model_of(dag_id: str) -> str:
@@ -65,10 +39,8 @@ def _model_of(dag_id: str) -> str:
 
 
 def _result(model: str, *, run_key: str | None = None, dag_run_id: str | None = None) -> GateResult | None:
-    try:
-        return gate_results.find_result(_store(), model, run_key=run_key, dag_run_id=dag_run_id)
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
+    with bad_request():
+        return gate_results.find_result(store(), model, run_key=run_key, dag_run_id=dag_run_id)
 
 
 def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
@@ -80,25 +52,20 @@ def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
 @app.get("/", response_class=HTMLResponse, dependencies=[can_read_runs])
 def list_results(request: Request, model: str | None = None) -> HTMLResponse:
     """Recent gate results of every model (or of ``?model=``), newest first."""
-    store = _store()
-    try:
-        names = [model] if model else gate_results.models_with_results(store)
-        models = [(name, gate_results.recent_results(store, name, LIST_LIMIT)) for name in names]
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
-    html = _templates().get_template("gate_results.html.j2").render(
+    with bad_request():
+        names = [model] if model else gate_results.models_with_results(store())
+        models = [(name, gate_results.recent_results(store(), name, LIST_LIMIT)) for name in names]
+    html = templates().get_template("gate_results.html.j2").render(
         models=[(name, results) for name, results in models if results], limit=LIST_LIMIT,
-        base=_base(request), airflow_base=_airflow_base(request))
+        base=base(request), airflow_base=airflow_base(request))
     return HTMLResponse(html)
 
 
 @app.get("/api/results", dependencies=[can_read_runs])
 def results_json(model: str, limit: int = LIST_LIMIT) -> JSONResponse:
     """The same list as JSON, for scripts and dashboards."""
-    try:
-        results = gate_results.recent_results(_store(), model, max(1, min(limit, 500)))
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
+    with bad_request():
+        results = gate_results.recent_results(store(), model, max(1, min(limit, 500)))
     return JSONResponse([result.to_dict() for result in results])
 
 
@@ -108,7 +75,7 @@ def report(model: str, run_key: str) -> HTMLResponse:
     result = _result(model, run_key=run_key)
     if result is None:
         raise HTTPException(404, f"model {model!r} has no gate result for run key {run_key!r}")
-    return HTMLResponse(_store().read_text(result.html_uri))
+    return HTMLResponse(store().read_text(result.html_uri))
 
 
 @app.get("/runs/{dag_id}/{run_id}", dependencies=[can_read_runs])
@@ -120,7 +87,7 @@ def report_of_dag_run(request: Request, dag_id: str, run_id: str):
         return _page("No gate result", f"<p id='no-result'>Run <code>{escape(run_id)}</code> of {escape(model)} "
                      "has no gate result yet: it is still running, or it failed before its report stage (its task "
                      "logs say why).</p>", status_code=404)
-    return RedirectResponse(f"{_base(request)}/reports/{model}/{result.run_key}", status_code=307)
+    return RedirectResponse(f"{base(request)}/reports/{model}/{result.run_key}", status_code=307)
 
 
 @app.get("/runs/{dag_id}/{run_id}/mlflow", dependencies=[can_read_runs])

@@ -1,4 +1,4 @@
-"""Refit's Airflow plugin as Airflow loads it: the view, its UI entries, the links and the callback.
+"""Refit's Airflow plugin as Airflow loads it: the views, their UI entries, the links and the callback.
 
 The browser test of the view itself runs the real API server on the end-to-end runs
 (``tests/e2e/test_e2e_dag.py``); these check the wiring that test relies on, in seconds.
@@ -35,6 +35,11 @@ def test_airflow_loads_the_plugin_with_its_view_ui_entries_and_links():
     views, _ = plugins_manager._get_ui_plugins()
     routes = {view["url_route"]: view for view in views}
     assert routes["refit-gate-results"]["destination"] == "nav" and routes["refit-gate-results"]["href"] == "/refit/"
+    health = routes["refit-champion-health"]
+    assert (health["name"], health["destination"], health["category"], health["href"]) == (
+        "Champion health", "nav", "browse", "/refit/health/")
+    served = {route.path for route in apps[0]["app"].routes}
+    assert {"/health/", "/api/health", "/", "/api/results"} <= served  # one app serves both views
     assert routes["refit-gate-report"]["destination"] == "dag_run"
     assert routes["refit-gate-report"]["href"] == "/refit/runs/{DAG_ID}/{RUN_ID}"
     assert {link.name for link in plugins_manager.get_global_operator_extra_links()} == {"Gate report", "MLflow run"}
