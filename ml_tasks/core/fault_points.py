@@ -3,8 +3,10 @@
 A step that must converge whatever was interrupted (registration moving aliases, for one) calls
 :func:`reached` between its writes. With ``REFIT_KILL_AT`` set to that point's name the process
 kills itself there with SIGKILL: no handler, no ``finally``, exactly what an out-of-memory kill
-or a lost host does. The fault-injection tests start real processes with it; unset (always, in
-production) a point costs one environment look-up.
+or a lost host does. The fault-injection tests start real processes with it, and
+``bench/bench_cold_start.py`` times a trainer up to the point where it reads its inputs
+(``train.inputs``, ``backtest.inputs``); unset (always, in production) a point costs one
+environment look-up.
 """
 
 from __future__ import annotations

@@ -15,12 +15,10 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    log_loss,
-    roc_auc_score,
-)
+
+# numpy only: a trainer process imports this module before it reads its inputs, and importing
+# scikit-learn's metrics package takes most of a second (bench/bench_cold_start.py). Each metric
+# equals scikit-learn's on the same clipped probabilities (tests/evaluation/test_metrics.py).
 
 EPS = 1e-7
 
@@ -38,17 +36,58 @@ def clip_probabilities(p: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 def compute_metrics(y_true: npt.ArrayLike, p_positive: npt.ArrayLike,
                     weights: npt.ArrayLike | None = None) -> dict[str, float]:
-    """ROC AUC, log loss and Brier score of positive-class probabilities."""
-    y = np.asarray(y_true, dtype=int)
-    p = clip_probabilities(p_positive)
-    w = None if weights is None else np.asarray(weights, dtype=float)
+    """ROC AUC, PR AUC (average precision), log loss, Brier score and ECE of positive-class probabilities.
+
+    ROC AUC is NaN when ``y_true`` holds one class only (as scikit-learn's); PR AUC is 0 without positives.
+    """
+    y, p, w = _checked_inputs(y_true, p_positive, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):  # one class: 0 / 0, the undefined AUC
+        roc_auc = float(weighted_roc_auc(p, y, w))
     return {
-        "roc_auc": float(roc_auc_score(y, p, sample_weight=w)),
-        "pr_auc": float(average_precision_score(y, p, sample_weight=w)),
-        "log_loss": float(log_loss(y, p, sample_weight=w, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, p, sample_weight=w)),
+        "roc_auc": roc_auc,
+        "pr_auc": weighted_average_precision(p, y, w),
+        "log_loss": weighted_mean_loss("log_loss", y, p, w),
+        "brier": weighted_mean_loss("brier", y, p, w),
         "ece": expected_calibration_error(y, p, w),
     }
+
+
+def _checked_inputs(y_true: npt.ArrayLike, p_positive: npt.ArrayLike, weights: npt.ArrayLike | None,
+                    ) -> tuple[npt.NDArray[np.int_], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Labels (0/1), clipped probabilities and weights of one metric call, checked as scikit-learn checks them."""
+    y = np.asarray(y_true, dtype=int).reshape(-1)
+    p = np.asarray(p_positive, dtype=float).reshape(-1)
+    if len(y) == 0 or len(y) != len(p):
+        raise ValueError(f"y_true: expected as many labels as probabilities (at least one), got {len(y)} and {len(p)}")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"y_true: expected binary labels 0 and 1, got {sorted(np.unique(y).tolist())[:5]}")
+    if np.isnan(p).any():
+        raise ValueError("p_positive: probabilities contain NaN")
+    return y, clip_probabilities(p), checked_weights("weights", weights, len(y))
+
+
+def weighted_average_precision(scores: npt.NDArray[np.float64], labels: npt.NDArray[np.generic],
+                               weights: npt.NDArray[np.float64]) -> float:
+    """Weighted average precision, ``sum_k (R_k - R_{k-1}) P_k`` over distinct thresholds, highest first.
+
+    Not interpolated: scikit-learn's ``average_precision_score``. Rows of tied scores share one
+    threshold; without positive weight the result is 0.
+    """
+    order, starts, _ = tie_groups(scores, descending=True)
+    w = weights[order]
+    group_pos = np.add.reduceat(np.where(labels[order].astype(bool), w, 0.0), starts)
+    true_pos, seen = np.cumsum(group_pos), np.cumsum(np.add.reduceat(w, starts))
+    if true_pos[-1] <= 0.0:
+        return 0.0
+    # Groups of zero weight at the top have nothing seen yet (0 / 0); their recall step is 0 too.
+    precision = np.divide(true_pos, seen, out=np.zeros_like(true_pos), where=seen > 0)
+    return float(np.dot(group_pos / true_pos[-1], precision))
+
+
+def weighted_mean_loss(metric: str, y: npt.NDArray[np.generic], p: npt.NDArray[np.float64],
+                       weights: npt.NDArray[np.float64]) -> float:
+    """Log loss or Brier score: the weighted mean of :func:`row_losses`."""
+    return float(np.average(row_losses(metric, np.asarray(y, dtype=float), p), weights=weights))
 
 
 class TieGroups(NamedTuple):
@@ -189,8 +228,8 @@ def calibration_metrics(y: npt.ArrayLike, p: npt.ArrayLike, w: npt.ArrayLike | N
     return {
         "ece": float(np.dot(table.mass, table.gaps)),
         "mce": float(table.gaps.max()),
-        "brier": float(brier_score_loss(labels, probabilities, sample_weight=weights)),
-        "log_loss": float(log_loss(labels, probabilities, sample_weight=weights, labels=[0, 1])),
+        "brier": weighted_mean_loss("brier", labels, probabilities, weights),
+        "log_loss": weighted_mean_loss("log_loss", labels, probabilities, weights),
     }
 
 

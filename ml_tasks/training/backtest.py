@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ml_tasks.core.columns import CHAMPION, HIGHER_IS_BETTER, WEIGHT
+from ml_tasks.core.fault_points import reached
 from ml_tasks.core.manifests import BacktestManifest, FoldResult, RunPlan, TrainResult
 from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import CandidateSpec, ModelSpec
@@ -101,6 +102,7 @@ def run_fold(spec: ModelSpec, plan: RunPlan, candidate: str, fold_index: int, st
         raise BacktestError(f"backtest job {candidate!r}: fold {fold_index} does not exist; "
                             f"expected 0..{len(folds) - 1} (backtest.folds)")
     fold = folds[fold_index]
+    reached("backtest.inputs")  # the job is ready to read (bench/bench_cold_start.py times a process to here)
     frame = store.read_frame(plan.artifacts.sample_data)
     rows = fold_rows(frame, fold, spec.columns, spec.backtest.entity_disjoint)
     recipe = _recipe(spec, plan, candidate, store, settings)

@@ -80,6 +80,7 @@ def train_candidate(
     if previous is not None:
         return previous
 
+    reached("train.inputs")  # the trainer is ready to read (bench/bench_cold_start.py times a process to here)
     data = _Data(spec, store.read_frame(split.train.uri), store.read_frame(split.validation.uri))
     champion, warm_note = _warm_start_source(spec, candidate_spec, settings)
     metric = spec.selection_metric

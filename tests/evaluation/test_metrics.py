@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from ml_tasks.evaluation.metrics import (
     EPS,
@@ -39,6 +39,45 @@ def test_weighted_auc_matches_sklearn_with_ties_and_many_replicates():
     weights = rng.choice([1.0, 5.0], 4_000)
     expected = roc_auc_score(y, scores, sample_weight=weights)
     assert weighted_roc_auc(scores, y, weights) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:No positive class found:UserWarning")  # scikit-learn's, for "no positive"
+@pytest.mark.parametrize("case", ["ties and zero weights", "unweighted", "saturated", "one positive", "no positive"])
+def test_compute_metrics_equal_scikit_learns_on_the_clipped_probabilities(case):
+    rng = np.random.default_rng(7)
+    y = (rng.random(3_000) < 0.15).astype(int)
+    p = np.round(np.clip(0.15 + 0.3 * y + rng.normal(0, 0.2, 3_000), 0, 1), 2)   # ties, and exactly 0 and 1
+    w = rng.choice([0.0, 1.0, 2.5, 7.0], 3_000)
+    if case == "unweighted":
+        w = None
+    elif case == "saturated":
+        p = np.where(y == 1, 1.0 - 1e-9, rng.choice([1e-9, 1.0], 3_000))
+    elif case == "one positive":
+        y = np.zeros(3_000, dtype=int)
+        y[w.argmax()] = 1
+    elif case == "no positive":
+        y = np.zeros(3_000, dtype=int)
+    q = clip_probabilities(p)
+    expected = {"pr_auc": average_precision_score(y, q, sample_weight=w),
+                "log_loss": log_loss(y, q, sample_weight=w, labels=[0, 1]),
+                "brier": brier_score_loss(y, q, sample_weight=w)}
+    metrics = compute_metrics(y, p, w)
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected, abs=1e-12)
+    if case == "no positive":  # one class: the AUC is undefined, NaN as scikit-learn's (which also warns)
+        assert np.isnan(metrics["roc_auc"])
+    else:
+        assert metrics["roc_auc"] == pytest.approx(roc_auc_score(y, q, sample_weight=w), abs=1e-12)
+
+
+def test_compute_metrics_name_what_is_wrong_with_their_inputs():
+    with pytest.raises(ValueError, match="binary labels"):
+        compute_metrics([0, 2, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="NaN"):
+        compute_metrics([0, 1, 1], [0.1, np.nan, 0.3])
+    with pytest.raises(ValueError, match="as many labels as probabilities"):
+        compute_metrics([0, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="positive sum"):
+        compute_metrics([0, 1], [0.1, 0.2], [0.0, 0.0])
 
 
 # --- calibration error: equal-mass reliability bins ------------------------------------------------

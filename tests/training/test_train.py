@@ -16,7 +16,6 @@ from ml_tasks.evaluation.metrics import compute_metrics
 from ml_tasks.models import build_candidate, feature_frame
 from ml_tasks.registry.tracking import model_requirements
 from ml_tasks.training.tuning import tune
-from tests.conftest import DEMO_SPEC, isolated_env
 
 FAMILY_PARAMS = {
     "prior": {},
@@ -24,19 +23,6 @@ FAMILY_PARAMS = {
     "lightgbm": {"learning_rate": 0.05, "num_leaves": 15, "n_estimators": 300, "min_child_samples": 40},
     "torch_mlp": {"hidden": "64,32", "max_epochs": 30, "batch_size": 256, "patience": 4},
 }
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, tiny_warehouse_url):
-    """A planned run of the demo model up to the split, in its own REFIT_HOME."""
-    monkeypatch = pytest.MonkeyPatch()
-    settings = isolated_env(monkeypatch, tmp_path_factory.mktemp("train") / "refit")
-    monkeypatch.setenv("REFIT_WAREHOUSE_URL", tiny_warehouse_url)
-    plan = pipeline.plan_run(str(DEMO_SPEC), "2024-06-01", sample_size=6_000)
-    validation = pipeline.validate(plan, pipeline.extract(plan))
-    split = pipeline.split(plan, pipeline.sample(plan, validation))
-    yield settings, plan, split
-    monkeypatch.undo()
 
 
 def frames(split):
