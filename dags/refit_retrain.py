@@ -132,7 +132,7 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
         # A local process or the GPU trainer image, as REFIT_TRAINER_MODE says; the same command.
         trained = trainer_task(spec, task_id="train", plan=run_plan, split=splits).expand(
             candidate=candidates(run_plan))
-        # One mapped task per (candidate, fold): folds run in parallel, each through the trainer.
+        # One mapped task per candidate and group of folds (as many as a task start is worth): in parallel.
         folds = trainer_task(spec, task_id="backtest", plan=run_plan).expand_kwargs(
             backtest_jobs(run_plan, trained.output))
         backtested = backtest_summary(run_plan, folds.output, trained.output)

@@ -117,8 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--plan", required=True, help="URI of the run's plan.json")
     train.add_argument("--split", help="URI of the split manifest (default: the run's split.json)")
     train.add_argument("--candidate", required=True)
-    train.add_argument("--fold", type=int, help="train the candidate's recipe on this backtest fold instead")
-    backtest = commands.add_parser("backtest", help="summarise the backtest folds of a run (after train --fold)")
+    on_folds = train.add_mutually_exclusive_group()
+    on_folds.add_argument("--fold", type=int, help="train the candidate's recipe on this backtest fold instead")
+    on_folds.add_argument("--folds", type=int, nargs="+", metavar="FOLD",
+                          help="the same on each of these folds in one process (a backtest job)")
+    backtest = commands.add_parser("backtest", help="summarise the backtest folds of a run (after train --folds)")
     backtest.add_argument("--plan", required=True)
 
     evaluate = commands.add_parser("evaluate", help="score trained candidates and the champion on the test split")
@@ -220,7 +223,9 @@ def _run(args: argparse.Namespace) -> None:
     elif command == "train":
         store = store_from_settings(load_settings())
         plan = store.read_json(args.plan)
-        if args.fold is not None:
+        if args.folds:
+            _emit(pipeline.backtest_folds(plan, args.candidate, args.folds))
+        elif args.fold is not None:
             _emit(pipeline.backtest_fold(plan, args.candidate, args.fold))
         else:
             split = store.read_json(args.split or RunArtifacts(plan["run_prefix"]).split)

@@ -144,26 +144,35 @@ def train(plan: dict, split_manifest: dict, candidate: str) -> dict:
 
 
 def backtest_jobs(plan: dict) -> list[dict]:
-    """The mapped backtest tasks' arguments: one ``{"candidate", "fold"}`` each."""
+    """The mapped backtest tasks' arguments: one ``{"candidate", "folds"}`` each."""
     from ml_tasks.training.backtest import backtest_jobs as jobs
 
     run_plan, ctx = _plan(plan)
-    return jobs(ctx.spec, run_plan, ctx.settings)
+    return jobs(ctx.spec, run_plan, ctx.settings, ctx.store)
 
 
 def backtest_fold(plan: dict, candidate: str, fold: int) -> dict:
-    from ml_tasks.training.backtest import run_fold
+    """One fold's result (``train --fold N``)."""
+    return backtest_folds(plan, candidate, [fold])["results"][0]
+
+
+def backtest_folds(plan: dict, candidate: str, folds: list[int]) -> dict:
+    """A backtest job: ``{"candidate", "results"}``, a fold result per fold (``train --folds 0 1``)."""
+    from ml_tasks.training.backtest import run_folds
 
     run_plan, ctx = _plan(plan)
-    return run_fold(ctx.spec, run_plan, candidate, int(fold), ctx.store, ctx.settings).to_xcom()
+    results = run_folds(ctx.spec, run_plan, candidate, [int(fold) for fold in folds], ctx.store, ctx.settings)
+    return {"candidate": candidate, "results": [result.to_xcom() for result in results]}
 
 
 def backtest_summary(plan: dict, results: list[dict], train_results: list[dict]) -> dict:
+    """Every fold gathered; ``results`` holds fold results, or backtest jobs' outputs holding them."""
     from ml_tasks.core.manifests import FoldResult
     from ml_tasks.training.backtest import summarize_backtest
 
     run_plan, ctx = _plan(plan)
-    return summarize_backtest(ctx.spec, run_plan, [FoldResult.model_validate(r) for r in results], ctx.store,
+    folds = [fold for result in results for fold in result.get("results", [result])]
+    return summarize_backtest(ctx.spec, run_plan, [FoldResult.model_validate(r) for r in folds], ctx.store,
                               ctx.settings, [TrainResult.model_validate(r) for r in train_results]).to_xcom()
 
 
@@ -533,7 +542,7 @@ def run_all(spec_path: str, as_of: datetime | str, **plan_options) -> dict:
     sample_manifest = sample(plan, validation_manifest)
     split_manifest = split(plan, sample_manifest)
     results = [train(plan, split_manifest, name) for name in plan["candidates"]]
-    folds = [backtest_fold(plan, job["candidate"], job["fold"]) for job in backtest_jobs(plan)]
+    folds = [backtest_folds(plan, job["candidate"], job["folds"]) for job in backtest_jobs(plan)]
     backtest = backtest_summary(plan, folds, results)
     evaluation = evaluate(plan, split_manifest, results)
     gate_manifest = gate(plan, evaluation, backtest)

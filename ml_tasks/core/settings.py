@@ -34,6 +34,11 @@ class Settings:
         registry writers of a model across hosts (``REFIT_LOCK_URL``); None: a file lock under
         ``home``, which serialises the processes of one host.
     lock_timeout_s : how long a registry writer waits for another one (``REFIT_LOCK_TIMEOUT_S``).
+    trainer_slots : trainer tasks that run at once (``REFIT_TRAINER_SLOTS``: the Airflow pool or
+        worker slots they share); None: this machine's CPU count. Sizes backtest tasks.
+    task_start_s : seconds a mapped trainer task costs before its work starts: queueing, the task
+        process, the trainer's imports (``REFIT_TASK_START_S``; the default is what
+        ``bench/bench_dag.py`` measured on 2 cores). Sizes backtest tasks.
     """
 
     home: Path
@@ -45,6 +50,8 @@ class Settings:
     include_dir: Path
     lock_url: str | None = None
     lock_timeout_s: float = 600.0
+    trainer_slots: int | None = None
+    task_start_s: float = 3.0
 
     @property
     def models_dir(self) -> Path:
@@ -68,7 +75,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         include_dir=Path(env.get("REFIT_INCLUDE_DIR") or REPO_ROOT / "include").resolve(),
         lock_url=env.get("REFIT_LOCK_URL") or None,
         lock_timeout_s=_seconds(env, "REFIT_LOCK_TIMEOUT_S", 600.0),
+        trainer_slots=_count(env, "REFIT_TRAINER_SLOTS"),
+        task_start_s=_seconds(env, "REFIT_TASK_START_S", 3.0),
     )
+
+
+def _count(env: Mapping[str, str], name: str) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r}: expected a whole number >= 1")
+    return int(raw)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

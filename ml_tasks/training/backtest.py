@@ -1,9 +1,12 @@
 """The backtest stage: does a candidate win consistently across time, and how fast does it age?
 
 Folds come from :mod:`ml_tasks.data.folds` (walk-forward on event time, a gap of at least the label
-delay, labels mature as of each fold's own cutoff). One *job* is one candidate on one fold; the
-DAG maps the trainer command over the jobs (``python -m ml_tasks train --fold N``), so folds run
-in parallel on workers or GPU containers. Each job:
+delay, labels mature as of each fold's own cutoff). One *job* is one candidate on one or more
+folds; the DAG maps the trainer command over the jobs (``python -m ml_tasks train --folds 0 1``),
+so folds run in parallel on workers or GPU containers. How many folds a job runs is chosen from
+what a fold and a task start cost (:mod:`ml_tasks.training.fold_tasks`, the spec's
+``backtest.folds_per_task``): light folds share a process and its one read of the sample, heavy
+ones get a task each. For each fold a job:
 
 * retrains the candidate's recipe (family and the parameters its tuning chose in this run) on
   the fold's training rows, with the last part of them (still before the cutoff) for early
@@ -22,6 +25,7 @@ report.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from datetime import timedelta
 
@@ -33,10 +37,11 @@ from ml_tasks.core.fault_points import reached
 from ml_tasks.core.manifests import BacktestManifest, FoldResult, RunPlan, TrainResult
 from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import CandidateSpec, ModelSpec
-from ml_tasks.data.folds import fold_rows, make_folds, staleness_curve
+from ml_tasks.data.folds import Fold, fold_rows, make_folds, staleness_curve
 from ml_tasks.evaluation.metrics import compute_metrics
 from ml_tasks.io.store import ArtifactStore
 from ml_tasks.models import build_candidate, feature_frame
+from ml_tasks.training.fold_tasks import FoldCost, fold_groups, folds_per_task
 
 #: Share of a fold's training rows (the latest) used for early stopping.
 EARLY_STOPPING_SHARE = 0.2
@@ -46,10 +51,45 @@ class BacktestError(RuntimeError):
     """A backtest job cannot run; the message names the candidate and fold."""
 
 
-def backtest_jobs(spec: ModelSpec, plan: RunPlan, settings: Settings) -> list[dict]:
-    """One ``{"candidate", "fold"}`` per candidate of the run and fold, plus the champion's recipe."""
-    names = list(plan.candidates) + ([CHAMPION] if champion_recipe(spec, settings) else [])
-    return [{"candidate": name, "fold": fold} for name in names for fold in range(spec.backtest.folds)]
+def backtest_jobs(spec: ModelSpec, plan: RunPlan, settings: Settings, store: ArtifactStore) -> list[dict]:
+    """The mapped backtest tasks: ``{"candidate", "folds"}`` for every candidate of the run and the
+    champion's recipe, its folds cut into groups of :func:`folds_per_candidate_task`."""
+    recipe = champion_recipe(spec, settings)
+    names = list(plan.candidates) + ([CHAMPION] if recipe else [])
+    fold_seconds = _fold_seconds(plan, store, recipe)
+    jobs = []
+    for name in names:
+        per_task = folds_per_candidate_task(spec, len(names), fold_seconds.get(name), settings)
+        jobs += [{"candidate": name, "folds": group} for group in fold_groups(spec.backtest.folds, per_task)]
+    return jobs
+
+
+def folds_per_candidate_task(spec: ModelSpec, jobs: int, fold_seconds: float | None, settings: Settings) -> int:
+    """The spec's ``backtest.folds_per_task``, or for ``auto`` the cheapest by the measured costs
+    (a candidate with no measured fit gets a task per fold, the safe choice for a heavy one)."""
+    chosen = spec.backtest.folds_per_task
+    if chosen != "auto":
+        return int(chosen)
+    if fold_seconds is None:
+        return 1
+    slots = settings.trainer_slots or os.cpu_count() or 1
+    return folds_per_task(jobs, spec.backtest.folds, FoldCost(settings.task_start_s, fold_seconds, slots))
+
+
+def _fold_seconds(plan: RunPlan, store: ArtifactStore, recipe: dict | None) -> dict[str, float]:
+    """Seconds one fold of each candidate should take: one fit of its tuning (a fold trains on at
+    most the rows the candidate trained on); the champion's recipe as its family's candidate."""
+    seconds: dict[str, float] = {}
+    families: dict[str, float] = {}
+    for name in plan.candidates:
+        uri = plan.artifacts.train_result(name)
+        if store.exists(uri):
+            trained = TrainResult.model_validate(store.read_json(uri))
+            seconds[name] = trained.fit_seconds / max(trained.trials, 1)
+            families[trained.family] = max(families.get(trained.family, 0.0), seconds[name])
+    if recipe is not None and seconds:
+        seconds[CHAMPION] = families.get(recipe["family"], max(seconds.values()))
+    return seconds
 
 
 def champion_recipe(spec: ModelSpec, settings: Settings) -> dict | None:
@@ -94,18 +134,40 @@ def plan_folds(spec: ModelSpec, plan: RunPlan):
 def run_fold(spec: ModelSpec, plan: RunPlan, candidate: str, fold_index: int, store: ArtifactStore,
              settings: Settings) -> FoldResult:
     """Train ``candidate``'s recipe on one fold and score it at every age; idempotent per run."""
-    uri = plan.artifacts.fold_result(candidate, fold_index)
-    if store.exists(uri):
-        return FoldResult.model_validate(store.read_json(uri)).model_copy(update={"reused": True})
+    return run_folds(spec, plan, candidate, [fold_index], store, settings)[0]
+
+
+def run_folds(spec: ModelSpec, plan: RunPlan, candidate: str, fold_indexes: list[int], store: ArtifactStore,
+              settings: Settings) -> list[FoldResult]:
+    """:func:`run_fold` for each of ``fold_indexes`` in one process: the sample is read once, and a
+    fold whose result a retried job already wrote is not trained again."""
     folds = plan_folds(spec, plan)
-    if not 0 <= fold_index < len(folds):
-        raise BacktestError(f"backtest job {candidate!r}: fold {fold_index} does not exist; "
-                            f"expected 0..{len(folds) - 1} (backtest.folds)")
-    fold = folds[fold_index]
-    reached("backtest.inputs")  # the job is ready to read (bench/bench_cold_start.py times a process to here)
-    frame = store.read_frame(plan.artifacts.sample_data)
+    for fold_index in fold_indexes:
+        if not 0 <= fold_index < len(folds):
+            raise BacktestError(f"backtest job {candidate!r}: fold {fold_index} does not exist; "
+                                f"expected 0..{len(folds) - 1} (backtest.folds)")
+    done = {index: plan.artifacts.fold_result(candidate, index) for index in fold_indexes}
+    done = {index: uri for index, uri in done.items() if store.exists(uri)}
+    results: list[FoldResult] = []
+    frame, recipe = None, None
+    for fold_index in fold_indexes:
+        if fold_index in done:
+            results.append(FoldResult.model_validate(store.read_json(done[fold_index])).model_copy(
+                update={"reused": True}))
+            continue
+        if frame is None:
+            reached("backtest.inputs")  # the job is ready to read (bench/bench_cold_start.py times a process to here)
+            frame = store.read_frame(plan.artifacts.sample_data)
+            recipe = _recipe(spec, plan, candidate, store, settings)
+        assert recipe is not None
+        results.append(_run_one_fold(spec, plan, candidate, fold_index, folds[fold_index], frame, recipe, store))
+    return results
+
+
+def _run_one_fold(spec: ModelSpec, plan: RunPlan, candidate: str, fold_index: int, fold: Fold,
+                  frame: pd.DataFrame, recipe: dict, store: ArtifactStore) -> FoldResult:
+    uri = plan.artifacts.fold_result(candidate, fold_index)
     rows = fold_rows(frame, fold, spec.columns, spec.backtest.entity_disjoint)
-    recipe = _recipe(spec, plan, candidate, store, settings)
     model = _fit_on_fold(spec, recipe, frame.iloc[rows.train])
     label = spec.columns.label
     ages = {0: rows.test, **rows.later}

@@ -64,15 +64,15 @@ class TrainerError(RuntimeError):
 
 
 def trainer_command(plan: dict, split_uri: str | None, candidate: str, python: str = sys.executable,
-                    fold: int | None = None) -> list[str]:
+                    folds: list[int] | None = None) -> list[str]:
     """The command line of the trainer for one candidate (the same inside a container); with
-    ``fold`` it trains the candidate's recipe on that backtest fold instead."""
+    ``folds`` it trains the candidate's recipe on those backtest folds instead, in one process."""
     command = [python, "-m", "ml_tasks", "train", "--plan", RunArtifacts(plan["run_prefix"]).plan, "--candidate",
                candidate]
     if split_uri:
         command += ["--split", split_uri]
-    if fold is not None:
-        command += ["--fold", str(int(fold))]
+    if folds:
+        command += ["--folds", *(str(int(fold)) for fold in folds)]
     return command
 
 
@@ -100,19 +100,19 @@ class TrainerOperator(BaseOperator):
         worker lets it use), handed over as ``REFIT_TRAINER_THREADS``.
     """
 
-    template_fields: Sequence[str] = ("plan", "split", "candidate", "fold")
+    template_fields: Sequence[str] = ("plan", "split", "candidate", "folds")
     ui_color = "#f3e5f5"
 
-    def __init__(self, *, plan, candidate, split=None, fold=None, threads: int | None = None, **kwargs) -> None:
+    def __init__(self, *, plan, candidate, split=None, folds=None, threads: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.split = split
         self.candidate = candidate
-        self.fold = fold
+        self.folds = folds
         self.threads = threads
 
     def execute(self, context) -> dict:
-        command = trainer_command(self.plan, (self.split or {}).get("uri"), self.candidate, fold=self.fold)
+        command = trainer_command(self.plan, (self.split or {}).get("uri"), self.candidate, folds=self.folds)
         self.log.info("Running trainer: %s", " ".join(command))
         env = {**os.environ, "MLFLOW_CONFIGURE_LOGGING": "false", **thread_environment(self.threads)}
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -147,10 +147,10 @@ class DockerTrainerOperator(DockerOperator):
     ``private_environment`` into the container's environment.
     """
 
-    template_fields: Sequence[str] = (*DockerOperator.template_fields, "plan", "split", "candidate", "fold")
+    template_fields: Sequence[str] = (*DockerOperator.template_fields, "plan", "split", "candidate", "folds")
     ui_color = "#e1bee7"
 
-    def __init__(self, *, plan, candidate, split=None, fold=None, **kwargs) -> None:
+    def __init__(self, *, plan, candidate, split=None, folds=None, **kwargs) -> None:
         # A container that succeeded is removed; one that failed too (DockerOperator's rule for
         # "success"): its output is already in the task log, streamed as it ran.
         kwargs.setdefault("auto_remove", "success")
@@ -160,12 +160,12 @@ class DockerTrainerOperator(DockerOperator):
         self.plan = plan
         self.split = split
         self.candidate = candidate
-        self.fold = fold
+        self.folds = folds
 
     def trainer_command(self) -> list[str]:
         """The container's command: the local command line with the image's ``python``."""
         return trainer_command(self.plan, (self.split or {}).get("uri"), self.candidate, python="python",
-                               fold=self.fold)
+                               folds=self.folds)
 
     def execute(self, context) -> dict:
         self.command = self.trainer_command()
@@ -210,8 +210,8 @@ class DockerTrainerOperator(DockerOperator):
         label=refit.candidate=network`` finds it on the host."""
         labels = {**(self.labels or {}), "refit.candidate": str(self.candidate), "refit.task": self.task_id,
                   "refit.run_key": str((self.plan or {}).get("run_key", ""))}
-        if self.fold is not None:
-            labels["refit.fold"] = str(self.fold)
+        if self.folds:
+            labels["refit.folds"] = ",".join(str(fold) for fold in self.folds)
         return labels
 
     def _start(self, container_id: str) -> None:

@@ -104,11 +104,13 @@ def test_first_run_registers_champion_version_1_with_lineage_and_report(settings
     # Both candidates were trained as mapped task instances and scored on the same test rows.
     assert {s["name"] for s in report["evaluation"]["candidates"]} == {"logistic_baseline", "lightgbm"}
     assert report["snapshot"]["as_of"].startswith("2024-03-01")
-    # Backtest folds ran as mapped task instances: 4 folds x 2 candidates (no champion yet).
+    # Backtest folds ran as mapped task instances: 4 folds x 2 candidates (no champion yet), cut
+    # into between one task per candidate and one per fold, as a task start and a fold cost.
     backtest = mapped_instances(settings, "backtest", "2024-03-01")
-    assert sorted(index for index, _ in backtest) == list(range(8))
+    assert 2 <= len(backtest) <= 8 and sorted(index for index, _ in backtest) == list(range(len(backtest)))
     assert {state for _, state in backtest} == {"success"}
-    assert set(report["backtest"]["per_fold"]) == {"logistic_baseline", "lightgbm"}
+    assert report["backtest"]["per_fold"].keys() == {"logistic_baseline", "lightgbm"}
+    assert all(len(folds) == 4 for folds in report["backtest"]["per_fold"].values())
     assert report["backtest"]["curve"]["summary"] and 'id="cadence"' in html
     assert report["calibration"]["method"] in {"none", "sigmoid", "isotonic", "temperature"}
     assert html.count("data:image/png;base64,") >= 3  # fold chart, staleness curve, reliability diagram
@@ -168,7 +170,8 @@ def test_second_run_gates_challenger_against_champion_on_same_rows(settings):
     assert comparison["ci_low"] <= comparison["difference"] <= comparison["ci_high"]
     assert report["evaluation"]["champion_version"] == "1"
     # The champion's recipe was retrained on the same folds as the candidates.
-    assert len(mapped_instances(settings, "backtest", "2024-09-01")) == 12
+    assert 3 <= len(mapped_instances(settings, "backtest", "2024-09-01")) <= 12
+    assert all(len(folds) == 4 for folds in report["backtest"]["per_fold"].values())
     assert set(report["backtest"]["shown"]) == {report["gate"]["challenger"], "champion"}
     if outcome.verdict == "PASS":
         assert alias_version(settings, "champion") == "2" and alias_version(settings, "previous") == "1"

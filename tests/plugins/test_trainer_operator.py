@@ -136,6 +136,14 @@ def test_one_candidate_renders_to_the_trainer_command_in_the_image(deployed_dag)
     assert operator.retrieve_output is False and operator.xcom_all is False
 
 
+def test_a_backtest_job_renders_its_folds_into_one_command_and_container_label():
+    command = trainer_command(PLAN, None, "lightgbm", python="python", folds=[2, 3])
+    assert command[-3:] == ["--folds", "2", "3"] and "--split" not in command
+    operator = DockerTrainerOperator(task_id="backtest", image="refit-trainer:test", plan=PLAN, candidate="lightgbm",
+                                     folds=[2, 3])
+    assert operator.container_labels()["refit.folds"] == "2,3"
+
+
 # --- choosing the mode ------------------------------------------------------------------------------
 
 def test_local_mode_is_the_default_and_unknown_modes_are_refused(spec):

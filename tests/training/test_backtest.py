@@ -3,6 +3,7 @@ scores at every model age, the staleness curve, and idempotent jobs."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 
 import pandas as pd
@@ -47,17 +48,18 @@ def test_folds_end_when_every_test_label_is_in(demo_spec, trained_run):
     assert all(f.test_start - f.cutoff == timedelta(days=demo_spec.backtest.gap_days) for f in folds)
 
 
-def test_every_candidate_and_the_champions_recipe_run_on_the_same_folds(demo_spec, trained_run):
+def test_every_candidate_and_the_champions_recipe_run_on_the_same_folds(demo_spec, trained_run, monkeypatch):
     from mlflow import MlflowClient
 
     settings, plan, results = trained_run
+    monkeypatch.setenv("REFIT_TASK_START_S", "0")  # a free task start: every fold its own task
     jobs = pipeline.backtest_jobs(plan)
-    assert jobs == [{"candidate": "logistic_baseline", "fold": f} for f in range(demo_spec.backtest.folds)]
+    assert jobs == [{"candidate": "logistic_baseline", "folds": [f]} for f in range(demo_spec.backtest.folds)]
     version = register_champion(settings, results[0])
     jobs = pipeline.backtest_jobs(plan)
     assert sorted({job["candidate"] for job in jobs}) == [CHAMPION, "logistic_baseline"] and len(jobs) == 8
 
-    folds = [pipeline.backtest_fold(plan, job["candidate"], job["fold"]) for job in jobs]
+    folds = [fold for job in jobs for fold in pipeline.backtest_folds(plan, job["candidate"], job["folds"])["results"]]
     sample = pd.read_parquet(f"{plan['run_prefix']}/sample.parquet")
     for fold in folds:
         assert fold["train_rows"] > 0 and fold["test_rows"] > 0
@@ -89,6 +91,29 @@ def test_every_candidate_and_the_champions_recipe_run_on_the_same_folds(demo_spe
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     history = client.get_metric_history(results[0]["mlflow_run_id"], "backtest_roc_auc")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
+
+
+def test_light_folds_share_a_task_and_give_the_same_results_as_one_task_each(demo_spec, trained_run, monkeypatch):
+    """A task start dearer than a fold (the logistic baseline fits in well under a second) puts a
+    candidate's folds in one task, which reads the sample once; the results are the per-fold ones."""
+    _, plan, _ = trained_run
+    shutil.rmtree(RunPlan.model_validate(plan).artifacts.backtest_folds, ignore_errors=True)  # another test's folds
+    monkeypatch.setenv("REFIT_TASK_START_S", "1000")
+    monkeypatch.setenv("REFIT_TRAINER_SLOTS", "1")
+    folds = list(range(demo_spec.backtest.folds))
+    jobs = pipeline.backtest_jobs(plan)  # the champion's recipe too, if another test registered one
+    assert [job for job in jobs if job["candidate"] == "logistic_baseline"] == [
+        {"candidate": "logistic_baseline", "folds": folds}]
+    grouped = pipeline.backtest_folds(plan, "logistic_baseline", folds)
+    assert [result["fold"] for result in grouped["results"]] == folds
+    assert not any(result["reused"] for result in grouped["results"])
+    # Run one at a time (a retried per-fold task), each finds the grouped job's result.
+    alone = [pipeline.backtest_fold(plan, "logistic_baseline", fold) for fold in folds]
+    assert all(result["reused"] for result in alone)
+    assert [r["metrics_by_age"] for r in alone] == [r["metrics_by_age"] for r in grouped["results"]]
+    # The summary takes the jobs' outputs as they come from the mapped tasks.
+    summary = pipeline.backtest_summary(plan, [grouped], trained_run[2])
+    assert set(summary["per_fold"]["logistic_baseline"]) == {str(fold) for fold in folds}
 
 
 def test_an_unknown_candidate_or_fold_is_refused_by_name(trained_run):

@@ -80,6 +80,8 @@ ADDED_FIELDS: tuple[tuple[tuple[str, ...], object], ...] = (
 #: Sections that say how the champion is used, not what is trained: never part of the hash, so
 #: adding or changing one gives no interval a new run key.
 NOT_RECIPE: tuple[str, ...] = ("scoring", "monitoring")
+#: Fields that say how a run's work is cut into tasks, not what it computes: never hashed either.
+NOT_RECIPE_FIELDS: tuple[tuple[str, ...], ...] = (("backtest", "folds_per_task"),)
 
 
 def spec_hash(spec: ModelSpec, query_text: str) -> str:
@@ -87,8 +89,22 @@ def spec_hash(spec: ModelSpec, query_text: str) -> str:
     dumped = spec.model_dump(mode="json", exclude=set(NOT_RECIPE))
     for path, default in ADDED_FIELDS:
         _drop_default(dumped, path, default)
+    for path in NOT_RECIPE_FIELDS:
+        _drop_default(dumped, path, _ANY)
     canonical = json.dumps(dumped, sort_keys=True) + "\n" + query_text
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class _Any:
+    """Equal to every value: :func:`_drop_default` with it removes a field whatever it holds."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_ANY = _Any()
 
 
 def _drop_default(dumped: dict[str, object], path: tuple[str, ...], default: object) -> None:

@@ -96,6 +96,11 @@ class BacktestSpec(Strict):
     #: Loss of the staleness metric, against age 0, that calls for a retrain.
     staleness_tolerance: float = Field(default=0.01, gt=0.0)
     staleness_metric: str = "roc_auc"
+    #: Folds one mapped backtest task runs: "auto" picks from the measured cost of a fold (the
+    #: candidate's own training) and of starting a task (``ml_tasks.training.fold_tasks``); 1 maps
+    #: every fold to its own task, ``folds`` runs a candidate's folds in one. How the work is cut,
+    #: not what is trained: it is left out of the recipe hash.
+    folds_per_task: Literal["auto"] | Annotated[int, Field(ge=1, le=52)] = "auto"
 
     @field_validator("staleness_metric")
     @classmethod
