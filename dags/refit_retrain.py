@@ -12,9 +12,11 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from ml_tasks.core.spec import SAMPLE_SIZES, ModelSpec
+from refit_airflow.approval import approval_tasks
 from refit_airflow.assets import announce_champion, retrain_schedule, trigger_reasons
 from refit_airflow.connections import warehouse_url
 from refit_airflow.dag_ids import retrain_dag_id
+from refit_airflow.lineage import extraction_lineage, registration_lineage
 from refit_airflow.run_moment import run_as_of
 from refit_airflow.spec_dags import dags_per_spec, spec_dag
 from refit_airflow.trainer import trainer_task
@@ -60,7 +62,10 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
         def extract(run_plan: dict) -> dict:
             from ml_tasks import pipeline
 
-            return pipeline.extract(run_plan, warehouse_url=warehouse_url())
+            url = warehouse_url()
+            snapshot = pipeline.extract(run_plan, warehouse_url=url)
+            extraction_lineage(run_plan, snapshot, url)  # warehouse tables -> snapshot, when OpenLineage is on
+            return snapshot
 
         @task
         def validate(run_plan: dict, snapshot: dict) -> dict:
@@ -114,7 +119,9 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
         def register(run_plan: dict, validation_manifest: dict, gate_manifest: dict) -> dict:
             from ml_tasks import pipeline
 
-            return pipeline.register(run_plan, validation_manifest, gate_manifest)
+            registration = pipeline.register(run_plan, validation_manifest, gate_manifest)
+            registration_lineage(validation_manifest, registration)  # snapshot -> model version, likewise
+            return registration
 
         @task
         def report(run_plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest,
@@ -139,8 +146,11 @@ def build_retrain_dag(spec_path: Path, spec: ModelSpec) -> DAG:
         evaluation = evaluate(run_plan, splits, trained.output)
         verdict = gate(run_plan, evaluation, backtested)
         registration = register(run_plan, checked, verdict)
+        reported = report(run_plan, checked, sampled, splits, evaluation, verdict, registration, backtested)
+        if spec.promotion != "auto":
+            # A verdict the spec holds for a person waits in the approve task's form, after the report.
+            registration = approval_tasks(spec, run_plan, checked, verdict, registration, reported)
         announce_champion(spec.registry_name)(registration)  # the champion Asset, only when the alias moved
-        report(run_plan, checked, sampled, splits, evaluation, verdict, registration, backtested)
     return dag
 
 

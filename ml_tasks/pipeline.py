@@ -4,6 +4,10 @@ These are what the DAG's tasks and the CLI call. Each one resolves the settings,
 and the spec, turns its inputs into typed manifests, runs one stage and returns the stage's
 manifest as a JSON-safe dict (small enough for XCom). The stage logic itself lives in the
 stage modules, which know nothing about where their inputs came from.
+
+Kept whole: this is the one module that reads and writes the store (DESIGN.md's rule), so every
+stage's entry point is here; each is a few lines of I/O around one stage function and reads on
+its own, and splitting them by phase would spread the store access the rule keeps in one place.
 """
 
 from __future__ import annotations
@@ -113,6 +117,13 @@ def _warehouse(ctx: StageContext, warehouse_url: str | None) -> str:
     return warehouse_url or ctx.spec.source.warehouse_url or ctx.settings.warehouse_url
 
 
+def extraction_source(plan: dict, warehouse_url: str | None = None) -> tuple[str, list[str]]:
+    """The warehouse a run's extraction reads (as :func:`extract` picks it) and the planned spec's
+    tables there: what the extraction's lineage names as its inputs."""
+    _, ctx = _plan(plan)
+    return _warehouse(ctx, warehouse_url), list(ctx.spec.source.tables)
+
+
 def validate(plan: dict, snapshot: dict) -> dict:
     from ml_tasks.data.validate import run_validation
 
@@ -204,13 +215,17 @@ def gate(plan: dict, evaluation: dict, backtest: dict | None = None) -> dict:
 
 
 def register(plan: dict, validation_manifest: dict, gate_manifest: dict) -> dict:
+    """Register a PASS and make it champion; a verdict the spec's ``promotion`` holds for a person
+    registers nothing yet (``awaiting_approval``: :func:`apply_approval` finishes it)."""
+    from ml_tasks.core.spec import approval_needed
     from ml_tasks.registry.versions import register_challenger
 
     run_plan, ctx = _plan(plan)
+    gate_result = GateManifest.model_validate(gate_manifest)
     registration = register_challenger(
-        ctx.spec, run_plan, GateManifest.model_validate(gate_manifest),
+        ctx.spec, run_plan, gate_result,
         ValidationManifest.model_validate(validation_manifest).snapshot_id, run_plan.artifacts.report_html,
-        ctx.settings,
+        ctx.settings, hold=approval_needed(ctx.spec.promotion, gate_result.verdict, run_plan.dry_run),
     )
     ctx.store.write_json(run_plan.artifacts.registration, registration.to_xcom())
     return registration.to_xcom()
@@ -239,12 +254,15 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
                                  section_warnings)
     shadow = _optional("the shadow model's scores against the champion's",
                        lambda: _shadow_comparison(ctx, validation, warehouse_url), None, section_warnings)
+    from ml_tasks.registry.approval import pending_approval
+
+    registered = RegistrationManifest.model_validate(registration)
     content = build_report(
         run_plan, validation, SampleManifest.model_validate(sample_manifest),
-        SplitManifest.model_validate(split_manifest), evaluation_manifest, gate_result,
-        RegistrationManifest.model_validate(registration),
+        SplitManifest.model_validate(split_manifest), evaluation_manifest, gate_result, registered,
         BacktestManifest.model_validate(backtest) if backtest else None, ctx.spec,
         calibration, reliability_png, drift, test_reliability, section_warnings=section_warnings, shadow=shadow,
+        approval=pending_approval(ctx.spec, registered),
     )
     written = write_report(content, run_plan, ctx.store, ctx.settings,
                            gate_result.challenger_model.run_id,
@@ -258,6 +276,66 @@ def report(plan: dict, validation_manifest: dict, sample_manifest: dict, split_m
         for notification in notifications:
             notify(notification, notify_settings)
     return written.to_xcom()
+
+
+def approval_form(plan: dict, gate_manifest: dict, registration: dict, report_manifest: dict,
+                  report_link: str | None = None) -> dict | None:
+    """The approve task's ``subject`` and Markdown ``body`` (verdict, failing reasons, the report's
+    link), or None when the run's registration waits for no one (the task then asks nothing)."""
+    from ml_tasks.registry.approval import approval_form as form
+
+    run_plan, ctx = _plan(plan)
+    return form(ctx.spec, run_plan, GateManifest.model_validate(gate_manifest),
+                RegistrationManifest.model_validate(registration), report_manifest["html_uri"], report_link)
+
+
+def apply_approval(plan: dict, validation_manifest: dict, gate_manifest: dict, registration: dict,
+                   answer: dict | None) -> dict:
+    """Act on a person's answer to a held promotion: ``Approve`` registers the gate's put-forward
+    model and makes it champion (tagged with who and why), ``Reject`` or a timeout leaves the
+    champion alone. The decision goes to the run's ``approval.json`` and into its report. Returns
+    the registration after it (what the champion Asset announces); a registration that waited
+    for no one (``answer`` None) is returned as it was."""
+    from ml_tasks.registry.approval import ApprovalAnswer, decide
+    from ml_tasks.reporting.report import write_report
+
+    run_plan, ctx = _plan(plan)
+    held = RegistrationManifest.model_validate(registration)
+    if held.action != "awaiting_approval":
+        return held.to_xcom()
+    if answer is None:
+        raise ValueError(f"run {run_plan.run_key}: its registration waits for an approval, but the approve task "
+                         "handed over no answer")
+    gate_result = GateManifest.model_validate(gate_manifest)
+    given = ApprovalAnswer.from_dict(answer)
+    approval = _recorded_approval(ctx, run_plan, given)
+    if approval is None:
+        approval = decide(ctx.spec, run_plan, gate_result, held,
+                          ValidationManifest.model_validate(validation_manifest).snapshot_id,
+                          run_plan.artifacts.report_html, given, ctx.settings)
+        ctx.store.write_json(run_plan.artifacts.approval, approval.to_xcom())
+    ctx.store.write_json(run_plan.artifacts.registration, approval.registration.to_xcom())
+    # The report the person read now says what they decided (and the champion after it).
+    content = ctx.store.read_json(run_plan.artifacts.report_json)
+    content["registration"] = approval.registration.to_xcom()
+    content["approval"] = approval.to_xcom()
+    write_report(content, run_plan, ctx.store, ctx.settings, gate_result.challenger_model.run_id,
+                 ctx.spec.acceptance.alpha)
+    log.info("run %s: %s by %s (%s); registry: %s", run_plan.run_key, approval.decision, approval.by or "nobody",
+             approval.reason, approval.registration.action)
+    return approval.registration.to_xcom()
+
+
+def _recorded_approval(ctx: StageContext, run_plan: RunPlan, answer: Any) -> Any:
+    """The run's recorded decision when it was made on this very answer (a retry of the task after
+    the registry moved): its registration says what the first try did, e.g. ``approved``."""
+    from ml_tasks.core.manifests import ApprovalManifest
+
+    if not ctx.store.exists(run_plan.artifacts.approval):
+        return None
+    recorded = ApprovalManifest.model_validate(ctx.store.read_json(run_plan.artifacts.approval))
+    same = (recorded.decision, recorded.by, recorded.at) == (answer.decision, answer.by, answer.at)
+    return recorded if same else None
 
 
 def _shadow_comparison(ctx: StageContext, validation: ValidationManifest, warehouse_url: str | None) -> dict | None:

@@ -32,7 +32,10 @@ from pathlib import Path
 from tests.stack.stack import BUILD_SCRIPT, REPO_ROOT, docker_engine
 
 PARTS: dict[str, list[str]] = {
-    "unit": ["-m", "not e2e and not stack", "--ignore=tests/e2e", "--ignore=tests/stack"],
+    # On every core (pytest-xdist): the unit tests make their own databases, ports and folders, and
+    # a module's tests stay on one worker (loadscope), so module fixtures are built once.
+    "unit": ["-m", "not e2e and not stack", "--ignore=tests/e2e", "--ignore=tests/stack", "-n", "auto",
+             "--dist", "loadscope"],
     # Every e2e-marked test, wherever it sits (tests/registry's clean-virtualenv load, tests/scoring's
     # shadow loop), not only tests/e2e; the stack has its own part.
     "e2e": ["-m", "e2e", "--ignore=tests/stack"],

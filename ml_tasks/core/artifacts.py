@@ -43,7 +43,7 @@ from typing import Protocol, overload
 
 #: The manifests a run writes under its folder, by stage (``<name>.json``).
 RUN_MANIFESTS = ("plan", "snapshot", "validation", "sample", "split", "backtest", "evaluation", "gate",
-                 "registration")
+                 "registration", "approval")
 
 
 _HISTORY = "history"
@@ -99,6 +99,8 @@ class RunArtifacts:
     predictions = _InRun("predictions.parquet", "Every model's probabilities on the test rows (what the gate tests).")
     gate = _InRun("gate.json")
     registration = _InRun("registration.json")
+    approval = _InRun("approval.json", "A person's answer to the approve task (``promotion`` other than auto): "
+                                       "approved, rejected or timed out, by whom, why.")
     report_html = _InRun("report.html")
     report_json = _InRun("report.json")
 

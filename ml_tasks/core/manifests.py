@@ -376,11 +376,34 @@ class GateManifest(Manifest):
 
 class RegistrationManifest(Manifest):
     registry_name: str
+    #: ``awaiting_approval``: the spec's ``promotion`` holds this verdict for a person (nothing
+    #: registered yet); the approve task's answer then gives ``approved`` (registered and made
+    #: champion) or ``rejected`` (a rejection or no answer in time: nothing registered).
     action: Literal["registered", "already_registered", "skipped_failed_gate", "skipped_dry_run",
-                    "promoted_manually", "rolled_back"]
+                    "promoted_manually", "rolled_back", "awaiting_approval", "approved", "rejected"]
     version: str | None
     champion_version: str | None
     previous_version: str | None
+
+
+class ApprovalManifest(Manifest):
+    """What became of a run the spec's ``promotion`` held for a person (``<run>/approval.json``)."""
+
+    #: ``approved``: the gate's put-forward model was registered and made champion;
+    #: ``rejected``: a person said no; ``timed_out``: nobody answered within
+    #: ``approval_timeout_hours``. Either of the last two leaves the champion where it was.
+    decision: Literal["approved", "rejected", "timed_out"]
+    promotion: Literal["approve_on_fail", "always_approve"]
+    verdict: Literal["PASS", "FAIL"]
+    #: The candidate the gate put forward (what an approval promotes).
+    challenger: str
+    #: Who answered (the Airflow user's name); None when nobody did.
+    by: str | None
+    by_id: str | None = None
+    reason: str
+    #: When the answer (or the timeout) was recorded, ISO 8601.
+    at: str | None
+    registration: RegistrationManifest
 
 
 class ReportManifest(Manifest):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ml_tasks.core.fault_points import reached
 from ml_tasks.core.manifests import GateManifest, RegistrationManifest, RunPlan
@@ -96,7 +96,7 @@ def idempotency_key(plan: RunPlan, snapshot_id: str) -> str:
 
 def register_challenger(
     spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str,
-    report_uri: str, settings: Settings,
+    report_uri: str, settings: Settings, hold: bool = False,
 ) -> RegistrationManifest:
     """Register the model the gate put forward and make it champion, only on PASS and not in a dry run.
 
@@ -104,14 +104,25 @@ def register_challenger(
     aliases, ``previous`` moved but not ``champion``), the result is the state of an
     uninterrupted registration. Aliases move ``previous`` first and ``champion`` last, so a
     failure in between leaves the old champion serving.
+
+    ``hold`` (the spec's ``promotion`` wants a person for this verdict): register nothing and say
+    ``awaiting_approval``; :func:`approve_run` registers after the approval. A run key whose
+    registration already completed (an approved interval run again) stays ``already_registered``.
     """
     name = spec.registry_name
-    if gate.verdict != "PASS" or plan.dry_run:
+    if plan.dry_run or (gate.verdict != "PASS" and not hold):
         current = get_champion(settings, name)
         return RegistrationManifest(
             registry_name=name, action="skipped_failed_gate" if gate.verdict != "PASS" else "skipped_dry_run",
             version=None, champion_version=current.version if current else None, previous_version=None)
     key = idempotency_key(plan, snapshot_id)
+    if hold:
+        done = version_with_key(use_store(settings), name, key)
+        current = get_champion(settings, name)
+        held = done is None or done.tags.get(STATE_TAG) == PENDING
+        return RegistrationManifest(registry_name=name, action="awaiting_approval" if held else "already_registered",
+                                    version=None if held or done is None else str(done.version),
+                                    champion_version=current.version if current else None, previous_version=None)
     with model_lock(settings, name):
         mlflow_client = use_store(settings)
         version = version_with_key(mlflow_client, name, key)
@@ -240,7 +251,24 @@ def promote_run(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id:
     time), never overwriting an earlier one. Aliases move in the same order as an automatic
     promotion: ``previous`` first, ``champion`` last.
     """
-    reason = _required_reason(reason)
+    return _promote(spec, plan, gate, snapshot_id, report_uri, _required_reason(reason), requested_by, settings,
+                    kind="promotion", verdict_tag="promoted manually", action="promoted_manually")
+
+
+def approve_run(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str, report_uri: str,
+                reason: str, approved_by: str, settings: Settings, at: str | None = None) -> RegistrationManifest:
+    """Promote the model a run's gate put forward because a person approved it in the run's
+    approve task (the spec's ``promotion``): the same locked, idempotent path as
+    :func:`promote_run`, tagged ``refit.approved_by`` and ``refit.approval_reason`` (and an entry
+    ``refit.approval.<n>`` with the time ``at`` of the answer; a retry with the same answer adds none).
+    The version's ``refit.verdict`` stays the gate's verdict."""
+    return _promote(spec, plan, gate, snapshot_id, report_uri, _required_reason(reason), approved_by, settings,
+                    kind="approval", verdict_tag=gate.verdict, action="approved", at=at)
+
+
+def _promote(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id: str, report_uri: str, reason: str,
+             by: str, settings: Settings, *, kind: str, verdict_tag: str,
+             action: Literal["promoted_manually", "approved"], at: str | None = None) -> RegistrationManifest:
     name = spec.registry_name
     key = idempotency_key(plan, snapshot_id)
     with model_lock(settings, name):
@@ -248,17 +276,17 @@ def promote_run(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id:
         current = get_champion(settings, name)
         version = version_with_key(mlflow_client, name, key)
         if version is None:
-            version = _create_version(mlflow_client, spec, plan, gate, snapshot_id, report_uri, "promoted manually",
+            version = _create_version(mlflow_client, spec, plan, gate, snapshot_id, report_uri, verdict_tag,
                                       replaces=current.version if current else None)
         number = str(version.version)
-        _record_decision(mlflow_client, version, "promotion", reason, requested_by)
+        _record_decision(mlflow_client, version, kind, reason, by, at)
         if current is not None and current.version == number:
             mlflow_client.set_model_version_tag(name, number, STATE_TAG, COMPLETE)
             return RegistrationManifest(registry_name=name, action="already_registered", version=number,
                                         champion_version=number, previous_version=None)
         _move_aliases(mlflow_client, name, number, current.version if current else None)
         mlflow_client.set_model_version_tag(name, number, STATE_TAG, COMPLETE)
-    return RegistrationManifest(registry_name=name, action="promoted_manually", version=number,
+    return RegistrationManifest(registry_name=name, action=action, version=number,
                                 champion_version=number, previous_version=current.version if current else None)
 
 
@@ -283,16 +311,21 @@ def rollback(spec: ModelSpec, reason: str, requested_by: str, settings: Settings
 
 #: The tags of the latest manual decision of each kind (what the report and the UI show).
 _LATEST_DECISION_TAGS = {"promotion": ("refit.manual_promotion_reason", "refit.promoted_by"),
-                         "rollback": ("refit.rolled_back_reason", "refit.rolled_back_by")}
+                         "rollback": ("refit.rolled_back_reason", "refit.rolled_back_by"),
+                         "approval": ("refit.approval_reason", "refit.approved_by")}
 
 
-def _record_decision(mlflow_client: MlflowClient, version: ModelVersion, kind: str, reason: str, by: str) -> None:
+def _record_decision(mlflow_client: MlflowClient, version: ModelVersion, kind: str, reason: str, by: str,
+                     at: str | None = None) -> None:
     """Add a manual decision to the version's history (``refit.<kind>.<n>``, never overwritten)
-    and keep the latest one under the tags earlier releases wrote."""
+    and keep the latest one under the tags earlier releases wrote. A decision with its own time
+    ``at`` (an approval's answer) that the history already holds is not added again."""
     name, number = version.name, str(version.version)
-    count = sum(1 for tag in version.tags if tag.startswith(f"refit.{kind}."))
-    entry = {"reason": reason, "by": by, "at": datetime.now(UTC).isoformat(timespec="seconds")}
-    mlflow_client.set_model_version_tag(name, number, f"refit.{kind}.{count + 1}", json.dumps(entry, sort_keys=True))
+    entries = {tag: value for tag, value in version.tags.items() if tag.startswith(f"refit.{kind}.")}
+    entry = json.dumps({"reason": reason, "by": by, "at": at or datetime.now(UTC).isoformat(timespec="seconds")},
+                       sort_keys=True)
+    if entry not in entries.values():
+        mlflow_client.set_model_version_tag(name, number, f"refit.{kind}.{len(entries) + 1}", entry)
     reason_tag, by_tag = _LATEST_DECISION_TAGS[kind]
     mlflow_client.set_model_version_tag(name, number, reason_tag, reason)
     mlflow_client.set_model_version_tag(name, number, by_tag, by)

@@ -44,6 +44,8 @@ class GateResult:
     mlflow_experiment_id : that run's experiment (MLflow UI addresses need it).
     failing : the failing checks' reasons, most important first (empty on PASS).
     trigger : what started the run when a monitor's retrain trigger did (None: cron or by hand).
+    approval : the spec's ``promotion`` held the verdict for a person: ``state`` (pending, approved,
+        rejected, timed_out), ``by``, ``reason``, ``at``, ``version``; None when nobody was asked.
     """
 
     model: str
@@ -61,6 +63,7 @@ class GateResult:
     mlflow_experiment_id: str | None = None
     failing: list[str] = field(default_factory=list)
     trigger: str | None = None
+    approval: dict | None = None
 
     @classmethod
     def from_dict(cls, payload: dict) -> GateResult:

@@ -1,19 +1,31 @@
 """Tell the person on call when a gate fails, when the champion fails its own bars (on any
 verdict), or when a task of a retrain run fails.
 
-Channels are chosen by environment, so embedded mode needs nothing and a deployment picks
-its own:
+The messages are Refit's (the builders below, all pure); the channels are chosen by settings,
+so embedded mode needs nothing and a deployment picks its own:
 
 ``REFIT_NOTIFY_CHANNELS``
-    comma-separated, from ``log`` (default), ``webhook``, ``email``.
+    comma-separated, from ``log`` (default), ``smtp``, ``slack``, ``apprise`` (Airflow's
+    notifiers, each through an Airflow connection), ``webhook``, ``email`` (plain Python, for runs
+    outside Airflow; their settings live in the environment).
 ``REFIT_NOTIFY_LOG``
     the log file (JSON lines); default ``$REFIT_HOME/notifications.log``.
+``REFIT_NOTIFY_SMTP_CONN_ID`` (default ``smtp_default``), ``REFIT_NOTIFY_SLACK_CONN_ID``
+(``slack_default``), ``REFIT_NOTIFY_APPRISE_CONN_ID`` (``apprise_default``)
+    the Airflow connection each of ``smtp`` (the SMTP provider's ``SmtpNotifier``, to
+    ``REFIT_NOTIFY_EMAIL_TO``), ``slack`` (the Slack provider's ``SlackWebhookNotifier``, an
+    incoming-webhook connection) and ``apprise`` (the Apprise provider's ``AppriseNotifier``)
+    sends through. Credentials stay in Airflow's connections or its secrets backend; these
+    settings only name them. The senders are Airflow code: Refit's plugin registers them with
+    :func:`use_connection_sender` (``refit_airflow.notifiers``), so outside an Airflow task these
+    channels cannot deliver and the notification goes to the log file.
 ``REFIT_NOTIFY_WEBHOOK_URL``
     receives a JSON POST whose ``text`` field is the one-line summary (the shape Slack and
     Teams incoming webhooks accept) plus every field of the notification.
-``REFIT_NOTIFY_EMAIL_TO`` (comma-separated), ``REFIT_NOTIFY_EMAIL_FROM``, ``REFIT_SMTP_HOST``,
-``REFIT_SMTP_PORT``, ``REFIT_SMTP_USER``, ``REFIT_SMTP_PASSWORD``, ``REFIT_SMTP_STARTTLS``
-    plain SMTP.
+``REFIT_NOTIFY_EMAIL_TO`` (comma-separated), ``REFIT_NOTIFY_EMAIL_FROM`` (for ``smtp``, default: the
+connection's ``from_email``), ``REFIT_SMTP_HOST``, ``REFIT_SMTP_PORT``, ``REFIT_SMTP_USER``,
+``REFIT_SMTP_PASSWORD``, ``REFIT_SMTP_STARTTLS``
+    plain SMTP (the ``email`` channel).
 
 A channel that cannot deliver never fails the run it reports on (the run's own state already
 says what happened); the failure is logged and written to the log file instead, so a
@@ -29,12 +41,14 @@ Airflow's database URL, ``REFIT_SMTP_PASSWORD``, ``MLFLOW_TRACKING_PASSWORD``,
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
+import re
 import smtplib
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -44,8 +58,19 @@ from typing import Literal
 from ml_tasks.core.redact import redact, url_secrets
 
 log = logging.getLogger(__name__)
-CHANNELS = ("log", "webhook", "email")
+CHANNELS = ("log", "smtp", "slack", "apprise", "webhook", "email")
+#: The channels that send through an Airflow notifier: the setting that names the connection, and
+#: its default (the provider's own default connection id).
+CONNECTION_CHANNELS = {"smtp": ("REFIT_NOTIFY_SMTP_CONN_ID", "smtp_default"),
+                       "slack": ("REFIT_NOTIFY_SLACK_CONN_ID", "slack_default"),
+                       "apprise": ("REFIT_NOTIFY_APPRISE_CONN_ID", "apprise_default")}
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 WEBHOOK_TIMEOUT_S = 10
+#: The sender of the e-mails of the ``email`` channel when ``REFIT_NOTIFY_EMAIL_FROM`` is not set.
+DEFAULT_EMAIL_FROM = "refit@localhost"
+#: How urgent each kind is, in the words chat and push services use (Apprise's notify types).
+SEVERITY = {"gate_failed": "failure", "task_failed": "failure", "champion_degraded": "warning",
+            "retrain_triggered": "info"}
 #: Settings that are URLs whose password must never show, and settings that are secrets whole.
 SECRET_URL_VARIABLES = ("REFIT_WAREHOUSE_URL", "MLFLOW_TRACKING_URI", "REFIT_LOCK_URL",
                         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
@@ -104,12 +129,15 @@ class NotifySettings:
     log_path: Path
     webhook_url: str | None = None
     email_to: tuple[str, ...] = ()
-    email_from: str = "refit@localhost"
+    #: None: the ``smtp`` channel takes the connection's ``from_email``, ``email`` the default.
+    email_from: str | None = None
     smtp_host: str = "localhost"
     smtp_port: int = 25
     smtp_user: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
     smtp_starttls: bool = False
+    #: The Airflow connection id of each of :data:`CONNECTION_CHANNELS`.
+    conn_ids: Mapping[str, str] = field(default_factory=lambda: {c: d for c, (_, d) in CONNECTION_CHANNELS.items()})
     #: Literal secrets masked in every notification (see the module docstring).
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -126,8 +154,14 @@ def load_notify_settings(home: Path, env: Mapping[str, str] | None = None) -> No
     if "webhook" in channels and not (webhook_url or "").startswith(("http://", "https://")):
         raise NotifySettingsError("REFIT_NOTIFY_WEBHOOK_URL: the webhook channel needs an http(s) URL")
     email_to = tuple(a.strip() for a in env.get("REFIT_NOTIFY_EMAIL_TO", "").split(",") if a.strip())
-    if "email" in channels and not email_to:
-        raise NotifySettingsError("REFIT_NOTIFY_EMAIL_TO: the email channel needs at least one recipient")
+    mailing = [c for c in channels if c in ("email", "smtp")]
+    if mailing and not email_to:
+        raise NotifySettingsError(f"REFIT_NOTIFY_EMAIL_TO: the {mailing[0]} channel needs at least one recipient")
+    conn_ids = {channel: env.get(variable) or default for channel, (variable, default) in CONNECTION_CHANNELS.items()}
+    for channel, conn_id in conn_ids.items():
+        if not _CONN_ID.match(conn_id):
+            raise NotifySettingsError(f"{CONNECTION_CHANNELS[channel][0]}: {conn_id!r} is not an Airflow connection "
+                                      "id; expected letters, digits, '_', '-' or '.'")
     port = env.get("REFIT_SMTP_PORT", "25")
     if not port.isdigit():
         raise NotifySettingsError(f"REFIT_SMTP_PORT: expected a port number, got {port!r}")
@@ -136,12 +170,13 @@ def load_notify_settings(home: Path, env: Mapping[str, str] | None = None) -> No
         log_path=Path(env.get("REFIT_NOTIFY_LOG") or home / "notifications.log"),
         webhook_url=webhook_url,
         email_to=email_to,
-        email_from=env.get("REFIT_NOTIFY_EMAIL_FROM", "refit@localhost"),
+        email_from=env.get("REFIT_NOTIFY_EMAIL_FROM") or None,
         smtp_host=env.get("REFIT_SMTP_HOST", "localhost"),
         smtp_port=int(port),
         smtp_user=env.get("REFIT_SMTP_USER") or None,
         smtp_password=env.get("REFIT_SMTP_PASSWORD") or None,
         smtp_starttls=env.get("REFIT_SMTP_STARTTLS", "false").lower() in {"1", "true", "yes"},
+        conn_ids=conn_ids,
         secrets=_configured_secrets(env),
     )
 
@@ -170,19 +205,57 @@ def _to_webhook(settings: NotifySettings, notification: Notification) -> None:
             raise OSError(f"webhook answered HTTP {response.status}")
 
 
-def email_message(settings: NotifySettings, notification: Notification) -> EmailMessage:
-    """The e-mail for ``notification``: the summary as subject, reasons and links as body. Pure."""
-    message = EmailMessage()
-    message["Subject"] = f"[refit] {notification.summary}"
-    message["From"] = settings.email_from
-    message["To"] = ", ".join(settings.email_to)
-    lines = [notification.summary, ""] + [f"- {reason}" for reason in notification.reasons]
-    lines += ["", f"model: {notification.model}", f"DAG run: {notification.dag_run_id or '-'}"]
+def email_subject(notification: Notification) -> str:
+    """The summary as an e-mail subject. Pure."""
+    return f"[refit] {notification.summary}"
+
+
+def _where(notification: Notification) -> list[str]:
+    """Which model, run and task, and where the report is."""
+    lines = [f"model: {notification.model}", f"DAG run: {notification.dag_run_id or '-'}"]
     if notification.task_id:
         lines.append(f"task: {notification.task_id}")
     if notification.report_uri:
         lines.append(f"report: {notification.report_uri}")
-    message.set_content("\n".join(lines))
+    return lines
+
+
+def message_body(notification: Notification) -> str:
+    """The reasons, then which model, run and task and where the report is: what follows the
+    summary (a title or subject) in a message. Pure."""
+    return "\n".join([f"- {reason}" for reason in notification.reasons] + [""] + _where(notification)).lstrip("\n")
+
+
+def message_text(notification: Notification) -> str:
+    """The whole message as plain text: the summary, then :func:`message_body`. Pure."""
+    return f"{notification.summary}\n\n{message_body(notification)}"
+
+
+def message_html(notification: Notification) -> str:
+    """The whole message as HTML for an e-mail client: the summary, the reasons as a list, then
+    where to look. Every text is escaped. Pure."""
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in notification.reasons)
+    where = "<br>".join(html.escape(line) for line in _where(notification))
+    return f"<p><strong>{html.escape(notification.summary)}</strong></p>" + \
+        (f"<ul>{reasons}</ul>" if reasons else "") + f"<p>{where}</p>"
+
+
+def chat_text(notification: Notification) -> str:
+    """The whole message in Slack's mrkdwn: the summary in bold, then :func:`message_body`, with
+    ``&``, ``<`` and ``>`` escaped as Slack asks. Pure."""
+    def escape(text: str) -> str:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    return f"*{escape(notification.summary)}*\n{escape(message_body(notification))}"
+
+
+def email_message(settings: NotifySettings, notification: Notification) -> EmailMessage:
+    """The e-mail for ``notification``: the summary as subject, reasons and links as body. Pure."""
+    message = EmailMessage()
+    message["Subject"] = email_subject(notification)
+    message["From"] = settings.email_from or DEFAULT_EMAIL_FROM
+    message["To"] = ", ".join(settings.email_to)
+    message.set_content(message_text(notification))
     return message
 
 
@@ -195,7 +268,33 @@ def _to_email(settings: NotifySettings, notification: Notification) -> None:
         smtp.send_message(email_message(settings, notification))
 
 
-_SENDERS = {"log": _to_log, "webhook": _to_webhook, "email": _to_email}
+#: How a connection channel sends: ``sender(connection id, notification, settings)``, raising when
+#: it cannot deliver.
+ConnectionSender = Callable[[str, Notification, NotifySettings], None]
+_CONNECTION_SENDERS: dict[str, ConnectionSender] = {}
+
+
+def use_connection_sender(channel: str, sender: ConnectionSender) -> None:
+    """Send the ``channel`` of :data:`CONNECTION_CHANNELS` with ``sender`` from now on, in this
+    process: Refit's Airflow plugin registers its notifiers here (``ml_tasks`` imports no Airflow)."""
+    if channel not in CONNECTION_CHANNELS:
+        raise ValueError(f"channel {channel!r}: expected one of {list(CONNECTION_CHANNELS)}")
+    _CONNECTION_SENDERS[channel] = sender
+
+
+def _through_connection(channel: str) -> Callable[[NotifySettings, Notification], None]:
+    def send(settings: NotifySettings, notification: Notification) -> None:
+        sender = _CONNECTION_SENDERS.get(channel)
+        if sender is None:
+            raise OSError(f"the {channel} channel sends through an Airflow notifier (connection "
+                          f"{settings.conn_ids[channel]!r}), and there is none outside an Airflow task")
+        sender(settings.conn_ids[channel], notification, settings)
+
+    return send
+
+
+_SENDERS = {"log": _to_log, "webhook": _to_webhook, "email": _to_email,
+            **{channel: _through_connection(channel) for channel in CONNECTION_CHANNELS}}
 
 
 def notify(notification: Notification, settings: NotifySettings) -> list[str]:
@@ -208,7 +307,7 @@ def notify(notification: Notification, settings: NotifySettings) -> list[str]:
         try:
             _SENDERS[channel](settings, notification)
             delivered.append(channel)
-        except (OSError, smtplib.SMTPException) as exc:
+        except Exception as exc:  # whatever a channel or its provider raises, the run goes on
             error = redact(str(exc), settings.secrets)
             log.error("notification channel %s failed for %s: %s", channel, notification.model, error)
             undelivered.append(f"{channel}: {error}")

@@ -61,13 +61,15 @@ def build_report(
     backtest: BacktestManifest | None = None, spec: ModelSpec | None = None,
     calibration: dict | None = None, reliability_png: bytes | None = None, drift: dict | None = None,
     test_reliability_png: bytes | None = None, section_warnings: list[str] | None = None,
-    shadow: dict | None = None,
+    shadow: dict | None = None, approval: dict | None = None,
 ) -> dict:
     """The report's content as one JSON-safe dict (charts as PNG data URIs). Pure.
 
     ``section_warnings`` name the optional sections that could not be built, and why; ``shadow``
     is the latest scoring run's shadow model against the champion on matured rows
-    (:func:`ml_tasks.scoring.shadow.compare_shadow`).
+    (:func:`ml_tasks.scoring.shadow.compare_shadow`); ``approval`` is the spec's ``promotion``
+    holding the verdict for a person (``{"state": "pending", …}``), or the decision's
+    :class:`~ml_tasks.core.manifests.ApprovalManifest` once made.
     """
     from ml_tasks.reporting.charts import intervals_png
 
@@ -81,6 +83,7 @@ def build_report(
         "champion_health": champion_health(evaluation, gate, registration),
         "champion_inputs": champion_inputs_note(evaluation, spec),
         "registration": registration.to_xcom(),
+        "approval": approval,
         "backtest": _backtest_section(backtest, gate.challenger, spec) if backtest else None,
         "calibration": _calibration_section(calibration, reliability_png) if calibration else None,
         "drift": drift,
@@ -157,8 +160,18 @@ def gate_result_of(content: dict, manifest: ReportManifest, plan: RunPlan, mlflo
         champion_version=manifest.champion_version, dag_run_id=plan.dag_run_id, dry_run=plan.dry_run,
         html_uri=manifest.html_uri, json_uri=manifest.json_uri, mlflow_run_id=mlflow_run_id,
         mlflow_experiment_id=mlflow_experiment_id, failing=list(content.get("failing") or []),
-        trigger=plan.trigger,
+        trigger=plan.trigger, approval=_approval_summary(content.get("approval")),
     )
+
+
+def _approval_summary(approval: dict | None) -> dict | None:
+    """The approval as the history keeps it: state (pending, approved, rejected, timed_out), who, why."""
+    if not approval:
+        return None
+    if approval.get("state") == "pending":
+        return {"state": "pending", "promotion": approval.get("promotion")}
+    return {"state": approval["decision"], "by": approval.get("by"), "reason": approval.get("reason"),
+            "at": approval.get("at"), "version": (approval.get("registration") or {}).get("version")}
 
 
 def _log_to_mlflow(settings: Settings, run_id: str, html: str, content: dict) -> str:

@@ -21,7 +21,7 @@ from refit_airflow.run_moment import triggering_extras
 
 #: Registration actions that move the ``champion`` alias (ml_tasks.core.manifests.RegistrationManifest).
 #: "already_registered" does not: it is a re-run finding the version an earlier run registered.
-CHAMPION_MOVES = ("registered", "promoted_manually", "rolled_back")
+CHAMPION_MOVES = ("registered", "promoted_manually", "rolled_back", "approved")
 
 
 def champion_asset(registry_name: str) -> Asset:

@@ -12,7 +12,9 @@ def notify_task_failure(context) -> None:
     from ml_tasks.core.settings import load_settings
     from ml_tasks.reporting.notify import load_notify_settings, notify, task_failed
     from refit_airflow.dag_ids import model_of
+    from refit_airflow.notifiers import install
 
+    install()  # the smtp, slack and apprise channels send through Airflow's notifiers
     ti = context["ti"]
     exception = context.get("exception")
     try:

@@ -52,9 +52,19 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 
 
 def prepare_airflow(settings: Settings) -> None:
-    """Create or upgrade the embedded metadata database (idempotent)."""
+    """Create or upgrade the embedded metadata database, and Refit's pools (idempotent)."""
     ensure_local_folders(settings)
     _run([airflow_binary(), "db", "migrate"], settings, settings.home / "logs" / "airflow-db-migrate.log")
+    create_pools(settings)
+
+
+def create_pools(settings: Settings) -> None:
+    """The pools the specs' trainer tasks take slots of (``refit_gpu``: :mod:`refit_airflow.scheduling`);
+    a scheduler leaves a task of a pool that does not exist waiting for good."""
+    from refit_airflow.scheduling import write_pools_file
+
+    pools = write_pools_file(settings.home / "airflow" / "refit-pools.json", settings.models_dir)
+    _run([airflow_binary(), "pools", "import", str(pools)], settings, settings.home / "logs" / "airflow-pools.log")
 
 
 def run_dag_test(settings: Settings, model: str, logical_date: str, conf: dict | None = None) -> DagRunOutcome:

@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperatorLink
 from refit_airflow.dag_ids import retrain_model_of
 from refit_airflow.report_view import URL_PREFIX
 
-LINKED_TASKS = frozenset({"gate", "report"})
+LINKED_TASKS = frozenset({"gate", "report", "approve"})
 
 
 def _ui_path_prefix() -> str:
@@ -29,6 +29,15 @@ def _run_path(ti_key) -> str | None:
     if retrain_model_of(ti_key.dag_id) is None or ti_key.task_id not in LINKED_TASKS:
         return None
     return f"{_ui_path_prefix()}{URL_PREFIX}/runs/{quote(ti_key.dag_id, safe='')}/{quote(ti_key.run_id, safe='')}"
+
+
+def report_url(dag_id: str, run_id: str) -> str:
+    """The run's gate report in the UI: absolute when ``[api] base_url`` names a host, else a path."""
+    from airflow.configuration import conf
+
+    path = f"{URL_PREFIX}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return f"{base}{path}" if urlparse(base).netloc else f"{_ui_path_prefix()}{path}"
 
 
 class GateReportLink(BaseOperatorLink):

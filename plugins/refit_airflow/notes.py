@@ -22,6 +22,9 @@ def note_text(latest: dict) -> str:
     lines = [f"**{latest['verdict']}** · challenger `{latest['challenger']}` · champion "
              f"{'v' + str(latest['champion_version']) if latest.get('champion_version') else 'none'}"
              f"{' · dry run' if latest.get('dry_run') else ''}"]
+    approval = latest.get("approval")
+    if approval:
+        lines.append(approval_line(approval))
     failing = latest.get("failing") or []
     lines += [f"- {reason}" for reason in failing[:MAX_REASONS]]
     if latest.get("trigger"):
@@ -30,6 +33,18 @@ def note_text(latest: dict) -> str:
         lines.append(f"- … and {len(failing) - MAX_REASONS} more")
     lines.append(f"Report: {latest['html_uri']}")
     return "\n".join(lines)
+
+
+def approval_line(approval: dict) -> str:
+    """One line on what a person decided about a held promotion (the spec's ``promotion``). Pure."""
+    state = approval.get("state")
+    if state == "approved":
+        return f"Approved by {approval.get('by')} (v{approval.get('version')}): {approval.get('reason')}"
+    if state == "rejected":
+        return f"Rejected by {approval.get('by')}" + (f": {approval['reason']}" if approval.get("reason") else "")
+    if state == "timed_out":
+        return f"Not approved in time ({approval.get('reason')}): champion unchanged"
+    return f"Awaiting approval (promotion: {approval.get('promotion')})"
 
 
 def _run_note(dag_run, model: str) -> str | None:

@@ -31,6 +31,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ml_tasks.core.settings import load_settings
 from ml_tasks.core.spec import ModelSpec, SpecError, discover_specs, load_spec
+from refit_airflow.notifiers import install as install_notifiers
+from refit_airflow.scheduling import apply_timeouts
 from refit_airflow.task_defaults import task_defaults
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,9 @@ def spec_dag(spec: ModelSpec, kind: str, dag_id: str, doc: str | None, **setting
     """A DAG of one spec with what every Refit DAG shares: the start date, no catch-up, one active
     run at a time, the spec's task defaults (owner, retries, failure notification) and tags
     (``refit``, ``kind``, the spec's own), collected only once built whole (:func:`dags_per_spec`).
-    ``settings`` are the rest of the DAG's arguments (description, schedule, params)."""
+    ``settings`` are the rest of the DAG's arguments (description, schedule, params). Its tasks'
+    notifications go through Airflow's notifiers where the settings ask (:mod:`refit_airflow.notifiers`)."""
+    install_notifiers()
     return DAG(dag_id=dag_id, start_date=START_DATE, catchup=False, max_active_runs=1,
                tags=["refit", kind, *spec.tags], default_args=task_defaults(spec), doc_md=doc,
                auto_register=False, **settings)
@@ -77,6 +81,7 @@ def dags_per_spec(build: Builder, dag_id: Callable[[str], str], kind: str,
                                 f"{names[spec.name]}; expected a name no other spec uses")
             dag = build(path, spec)
             if dag is not None:
+                apply_timeouts(dag, spec)  # each task's execution_timeout: the spec's for its stage
                 dag.validate()
         except Exception as exc:  # any spec may fail; none may take the others' DAGs with it
             if section is None or _writes_section(path, section):

@@ -41,6 +41,7 @@ from ml_tasks.core.private_env import ACCEPTED as PRIVATE_ENV_ACCEPTED
 from ml_tasks.core.private_env import FLAG as PRIVATE_ENV_FLAG
 from ml_tasks.core.private_env import encode as encode_private_environment
 from ml_tasks.core.resources import thread_environment
+from refit_airflow.scheduling import trainer_placement
 
 if TYPE_CHECKING:
     from ml_tasks.core.spec import ModelSpec
@@ -284,9 +285,12 @@ def trainer_task(spec: ModelSpec, mode: str | None = None, env: Mapping[str, str
     """The train task's operator partial for ``spec``; call ``.expand(candidate=...)`` on it.
 
     ``mode`` defaults to :func:`trainer_mode` of ``env`` (default ``os.environ``); ``partial_kwargs``
-    (task_id, plan, split, …) are the same for both operators.
+    (task_id, plan, split, …) are the same for both operators, and so are the pool (``refit_gpu``,
+    ``trainer.gpus`` slots) and queue (``trainer.queue`` or ``REFIT_TRAINER_QUEUE``) they run in.
     """
     mode = trainer_mode({"REFIT_TRAINER_MODE": mode}) if mode else trainer_mode(env)
+    # The refit_gpu pool's slots for a GPU trainer, and its queue (refit_airflow.scheduling).
+    partial_kwargs = {**trainer_placement(spec, env), **partial_kwargs}
     if mode == "docker":
         return DockerTrainerOperator.partial(**docker_trainer_kwargs(spec, env), **partial_kwargs)
     return TrainerOperator.partial(threads=spec.trainer.cpus, **partial_kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -122,3 +123,34 @@ def test_an_integer_where_a_float_is_meant_loads_as_that_number(tmp_path):
     spec = load_spec(write_variant(tmp_path, lambda r: r["acceptance"].update(guardrails={"max_latency_ratio": 3})))
     assert spec.acceptance.guardrails.max_latency_ratio == 3.0
     assert isinstance(spec.model_dump()["acceptance"]["guardrails"]["max_latency_ratio"], float)
+
+
+def test_how_runs_are_operated_is_no_part_of_the_recipe(demo_spec):
+    """Promotion, its approval timeout, stage timeouts and the trainer's queue change no run key."""
+    base = spec_hash(demo_spec, "SELECT 1")
+    operated = demo_spec.model_copy(update={
+        "promotion": "always_approve", "approval_timeout_hours": 2.5, "timeouts": {"train": 30.0},
+        "trainer": demo_spec.trainer.model_copy(update={"queue": "gpu"})})
+    assert spec_hash(operated, "SELECT 1") == base
+    assert (demo_spec.promotion, demo_spec.approval_timeout_hours, demo_spec.timeouts) == ("auto", 24.0, {})
+
+
+@pytest.mark.parametrize(("change", "field", "says"), [
+    (lambda r: r.update(promotion="ask_bob"), "promotion", "'auto', 'approve_on_fail' or 'always_approve'"),
+    (lambda r: r.update(approval_timeout_hours=0), "approval_timeout_hours", "greater than 0"),
+    (lambda r: r.update(timeouts={"training": 30}), "timeouts.training.[key]", "'default', 'plan'"),
+    (lambda r: r.update(timeouts={"train": -1}), "timeouts.train", "greater than 0"),
+    (lambda r: r.update(timeouts={"train": 20_000}), "timeouts.train", "less than or equal to 10080"),
+    (lambda r: r["trainer"].update(queue="gpu queue"), "trainer.queue", "should match pattern"),
+])
+def test_operating_settings_are_checked_at_their_field(tmp_path, change, field, says):
+    with pytest.raises(SpecError, match=re.escape(f"field '{field}'")) as raised:
+        load_spec(write_variant(tmp_path, change))
+    assert says in str(raised.value)
+
+
+def test_operating_settings_load(tmp_path):
+    spec = load_spec(write_variant(tmp_path, lambda r: r.update(
+        promotion="approve_on_fail", approval_timeout_hours=None, timeouts={"train": 90, "default": 10})))
+    assert (spec.promotion, spec.approval_timeout_hours, spec.timeouts) == (
+        "approve_on_fail", None, {"train": 90.0, "default": 10.0})

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,82 @@ def test_only_specs_with_a_monitoring_section_get_a_monitor_dag_and_keep_a_plain
     assert monitors == {"monitor_credit_default", "monitor_broken_monitoring"}
     assert "spec-error" in bag.dags["monitor_broken_monitoring"].tags
     assert bag.dags["retrain_plain"].timetable.expression == without["schedule"]  # no monitor: cron only
+
+
+def test_an_auto_promotion_has_no_approval_task(dagbag, specs):
+    for spec in specs:
+        if spec.promotion == "auto":
+            assert not {"approve", "apply_approval"} & set(dagbag.dags[f"retrain_{spec.name}"].task_ids)
+
+
+@pytest.mark.parametrize("promotion", ["approve_on_fail", "always_approve"])
+def test_a_held_promotion_waits_in_an_approval_task_after_the_report(tmp_path, monkeypatch, promotion):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    include = include_with_specs(tmp_path, {
+        "held.yaml": demo_spec_text(name="held", promotion=promotion, approval_timeout_hours=8)})
+    dag = dagbag_of(include, monkeypatch).dags["retrain_held"]
+    order = [task.task_id for task in dag.topological_sort()]
+    assert order.index("report") < order.index("approve") < order.index("apply_approval") < order.index(
+        "announce_champion")
+    approve = dag.get_task("approve")
+    assert isinstance(approve, HITLOperator)
+    assert {"register", "report", "gate", "plan"} <= approve.upstream_task_ids
+    assert (approve.options, approve.defaults, approve.multiple) == (["Approve", "Reject"], ["Reject"], False)
+    assert list(approve.serialized_params) == ["reason"]  # not the DAG's trigger params
+    assert approve.response_timeout == timedelta(hours=8) and approve.execution_timeout is None
+    assert dag.get_task("apply_approval").upstream_task_ids >= {"approve", "register", "validate", "gate"}
+    # The champion Asset follows the decision, not the held registration.
+    assert dag.get_task("announce_champion").upstream_task_ids == {"apply_approval"}
+
+
+def test_trainer_tasks_take_the_gpu_pool_and_the_queue_of_their_spec(dagbag, specs, tmp_path, monkeypatch):
+    for spec in specs:
+        dag = dagbag.dags[f"retrain_{spec.name}"]
+        for task_id in ("train", "backtest"):
+            task = dag.get_task(task_id)
+            if spec.trainer.gpus:
+                assert (task.pool, task.pool_slots) == ("refit_gpu", spec.trainer.gpus), task_id
+            else:
+                assert task.pool == "default_pool"
+    trainer = yaml.safe_load(DEMO_SPEC.read_text())["trainer"]
+    include = include_with_specs(tmp_path, {
+        "queued.yaml": demo_spec_text(name="queued", trainer={**trainer, "gpus": 2, "queue": "gpu_a100"}),
+        "cpu.yaml": demo_spec_text(name="cpu", trainer={**trainer, "gpus": 0})})
+    monkeypatch.setenv("REFIT_TRAINER_QUEUE", "gpu")
+    bag = dagbag_of(include, monkeypatch)
+    for task_id in ("train", "backtest"):
+        queued, cpu = bag.dags["retrain_queued"].get_task(task_id), bag.dags["retrain_cpu"].get_task(task_id)
+        assert (queued.pool, queued.pool_slots, queued.queue) == ("refit_gpu", 2, "gpu_a100")
+        # No queue in the spec: the deployment's REFIT_TRAINER_QUEUE; a CPU trainer takes no GPU slot.
+        assert (cpu.pool, cpu.pool_slots, cpu.queue) == ("default_pool", 1, "gpu")
+    assert bag.dags["retrain_queued"].get_task("evaluate").queue == "default"  # only trainers move
+
+
+def test_every_task_has_the_timeout_of_its_stage_from_the_spec(dagbag, specs, tmp_path, monkeypatch):
+    from ml_tasks.core.spec import DEFAULT_TIMEOUT_MINUTES
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            assert task.execution_timeout is not None, f"{dag.dag_id}.{task.task_id} has no timeout"
+    retrain = dagbag.dags["retrain_credit_default"]
+    assert retrain.get_task("train").execution_timeout == timedelta(minutes=DEFAULT_TIMEOUT_MINUTES["train"])
+    assert retrain.get_task("candidates").execution_timeout == timedelta(minutes=DEFAULT_TIMEOUT_MINUTES["default"])
+
+    include = include_with_specs(tmp_path, {
+        "bounded.yaml": demo_spec_text(name="bounded", timeouts={"train": 45, "extract": 5.5, "default": 3})})
+    bag = dagbag_of(include, monkeypatch)
+    retrain, registry = bag.dags["retrain_bounded"], bag.dags["registry_bounded"]
+    assert retrain.get_task("train").execution_timeout == timedelta(minutes=45)
+    assert retrain.get_task("extract").execution_timeout == timedelta(minutes=5.5)
+    assert retrain.get_task("candidates").execution_timeout == timedelta(minutes=3)  # the spec's default
+    assert retrain.get_task("gate").execution_timeout == timedelta(minutes=DEFAULT_TIMEOUT_MINUTES["gate"])
+    assert registry.get_task("apply").execution_timeout == timedelta(minutes=3)
+    assert bag.dags["score_bounded"].get_task("score").execution_timeout == timedelta(
+        minutes=DEFAULT_TIMEOUT_MINUTES["score"])
+
+
+def test_a_timeout_of_no_stage_is_a_spec_error_naming_the_field(tmp_path, monkeypatch):
+    include = include_with_specs(tmp_path, {"typo.yaml": demo_spec_text(name="typo", timeouts={"trian": 10})})
+    placeholder = dagbag_of(include, monkeypatch).dags["retrain_typo"]
+    assert "spec-error" in placeholder.tags and "timeouts.trian" in placeholder.doc_md

@@ -340,9 +340,16 @@ def airflow_environment(*, home: Path, metadata_url: str, api_url: str, warehous
 
 
 def start_airflow(processes: Processes, env: dict[str, str], port: int) -> None:
-    """Migrate the metadata database, then start api-server, scheduler and dag-processor."""
+    """Migrate the metadata database and create Refit's pools, then start api-server, scheduler
+    and dag-processor."""
+    from ml_tasks.core.settings import load_settings
+    from refit_airflow.scheduling import write_pools_file
+
     airflow = airflow_binary()
     processes.run("airflow-db-migrate", [airflow, "db", "migrate"], env, timeout=300)
+    # The trainer tasks of a spec with trainer.gpus wait for good in a pool that does not exist.
+    pools = write_pools_file(Path(env["AIRFLOW_HOME"]) / "refit-pools.json", load_settings(env).models_dir, env)
+    processes.run("airflow-pools", [airflow, "pools", "import", str(pools)], env, timeout=300)
     processes.start("airflow-api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port),
                                            "--workers", "1"], env)
     processes.start("airflow-scheduler", [airflow, "scheduler"], env)

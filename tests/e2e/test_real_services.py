@@ -143,6 +143,8 @@ def stack(tmp_path_factory, request):
                    # as in the compose stack.
                    "REFIT_LOCK_URL": databases["airflow"],
                    "REFIT_TRAINER_MODE": "local",
+                   # The demo spec's trainer asks for a GPU: the refit_gpu pool lets four run at once.
+                   "REFIT_GPU_SLOTS": "4",
                    # Seconds, not minutes: a run that cannot succeed (a cron run of a month the
                    # warehouse has no rows for) gives its DAG's one active-run slot back soon.
                    "REFIT_RETRY_DELAY_S": "5"})
@@ -174,6 +176,9 @@ def test_triggered_run_registers_champion_with_snapshot_report_and_note_on_real_
 
     assert stack.wait_for_run(run_id)["state"] == "success"
 
+    # The scheduler ran the trainer tasks in the refit_gpu pool, each taking the spec's GPUs.
+    trainers = [ti for ti in stack.api.task_instances(DAG_ID, run_id) if ti["task_id"] in ("train", "backtest")]
+    assert trainers and {(ti["pool"], ti["pool_slots"]) for ti in trainers} == {("refit_gpu", demo_spec.trainer.gpus)}
     champion = stack.mlflow().get_model_version_by_alias(demo_spec.registry_name, "champion")
     tags = champion.tags
     assert tags["refit.dag_run_id"] == run_id and tags["refit.as_of"].startswith(AS_OF)

@@ -6,10 +6,13 @@ over the wire.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import email.policy
 import json
 import threading
 import warnings
+from collections.abc import Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -30,50 +33,87 @@ REPORT = {"failing": ["champion: roc_auc worse by 0.031 (p=0.002)", "ece 0.08 ab
           "gate": {"challenger": "lightgbm"}}
 
 
-@pytest.fixture
-def webhook():
-    """A local HTTP endpoint that records every JSON body POSTed to it."""
+@contextlib.contextmanager
+def http_receiver() -> Iterator[tuple[str, list[dict], list[str]]]:
+    """A local HTTP server: its base URL, every JSON body POSTed to it and the path of each; it
+    answers ``200 ok`` (what Slack's incoming webhooks answer, and its client expects)."""
     received: list[dict] = []
+    paths: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
+            paths.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
             self.end_headers()
+            self.wfile.write(b"ok")
 
         def log_message(self, *args):
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", received, paths
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture
-def smtp_server():
-    """A local SMTP server (the standard library's, still in 3.11) that keeps what it receives."""
+def webhook():
+    """A local HTTP endpoint that records every JSON body POSTed to it."""
+    with http_receiver() as (base_url, received, _):
+        yield f"{base_url}/hook", received
+
+
+@contextlib.contextmanager
+def smtp_receiver() -> Iterator[tuple[int, list[bytes], list[tuple[str, str]]]]:
+    """A local SMTP server (the standard library's, still in 3.11): its port, the messages it
+    received, and the logins (user, password) clients gave with ``AUTH PLAIN``, which it offers."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import asyncore
         import smtpd
 
     received: list[bytes] = []
+    logins: list[tuple[str, str]] = []
+
+    class Channel(smtpd.SMTPChannel):
+        def push(self, msg):
+            if msg == "250 HELP":  # the last line of the EHLO answer: offer AUTH before it
+                super().push("250-AUTH PLAIN")
+            super().push(msg)
+
+        def smtp_AUTH(self, arg):  # noqa: N802  (smtpd dispatches on the command's name)
+            _, user, password = base64.b64decode(arg.partition(" ")[2]).decode().split("\0")
+            logins.append((user, password))
+            self.push("235 2.7.0 Authentication successful")
 
     class Recorder(smtpd.SMTPServer):
+        channel_class = Channel
+
         def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
             received.append(data)
 
     server = Recorder(("127.0.0.1", 0), None, decode_data=False)
-    port = server.socket.getsockname()[1]
     stop = threading.Event()
     thread = threading.Thread(target=lambda: [asyncore.loop(timeout=0.05, count=1) for _ in iter(stop.is_set, True)],
                               daemon=True)
     thread.start()
-    yield port, received
-    stop.set()
-    thread.join(timeout=5)
-    server.close()
+    try:
+        yield server.socket.getsockname()[1], received, logins
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+@pytest.fixture
+def smtp_server():
+    """A local SMTP server that keeps what it receives."""
+    with smtp_receiver() as (port, received, _):
+        yield port, received
 
 
 def test_a_failed_gate_is_written_to_the_log_file_by_default(tmp_path):
@@ -146,6 +186,8 @@ def test_an_unreachable_webhook_never_loses_the_notification(tmp_path):
     ({"REFIT_NOTIFY_CHANNELS": "log,pager"}, "REFIT_NOTIFY_CHANNELS"),
     ({"REFIT_NOTIFY_CHANNELS": "webhook"}, "REFIT_NOTIFY_WEBHOOK_URL"),
     ({"REFIT_NOTIFY_CHANNELS": "email"}, "REFIT_NOTIFY_EMAIL_TO"),
+    ({"REFIT_NOTIFY_CHANNELS": "smtp"}, "REFIT_NOTIFY_EMAIL_TO"),
+    ({"REFIT_NOTIFY_SLACK_CONN_ID": "oncall slack"}, "REFIT_NOTIFY_SLACK_CONN_ID"),
     ({"REFIT_SMTP_PORT": "smtp"}, "REFIT_SMTP_PORT"),
 ])
 def test_bad_settings_name_the_variable(tmp_path, env, named):

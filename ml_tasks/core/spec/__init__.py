@@ -65,6 +65,12 @@ from ml_tasks.core.spec.monitoring import (
     TriggersSpec,
     VolumeTrigger,
 )
+from ml_tasks.core.spec.operations import (
+    DEFAULT_TIMEOUT_MINUTES,
+    PROMOTION_MODES,
+    approval_needed,
+    timeout_minutes,
+)
 from ml_tasks.core.spec.reference import spec_reference
 from ml_tasks.core.spec.scoring import SHADOW_SUFFIX, ScoringSpec
 from ml_tasks.core.spec.training import (
@@ -76,7 +82,8 @@ from ml_tasks.core.spec.training import (
 )
 
 __all__ = [
-    "ADDED_FIELDS", "DECAY_METRICS", "FAMILIES", "FAMILY_PARAMS", "NAME_PATTERN", "NOT_RECIPE", "SAMPLE_SIZES",
+    "ADDED_FIELDS", "DECAY_METRICS", "DEFAULT_TIMEOUT_MINUTES", "PROMOTION_MODES", "approval_needed",
+    "timeout_minutes", "FAMILIES", "FAMILY_PARAMS", "NAME_PATTERN", "NOT_RECIPE", "SAMPLE_SIZES",
     "SHADOW_SUFFIX", "AcceptanceSpec", "AgeTrigger", "BacktestSpec", "CalibrationSpec", "CandidateSpec", "ColumnsSpec",
     "ComparisonSpec", "ConsistencySpec", "DecayTrigger", "DriftTrigger", "FamilyParams", "FeaturesSpec",
     "GuardrailSpec", "LeakageSpec", "LightGBMParamsSpec", "LogisticRegressionParamsSpec", "ModelSpec",

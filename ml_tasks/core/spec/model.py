@@ -44,8 +44,11 @@ from ml_tasks.core.spec.data import (
     ValidationSpec,
 )
 from ml_tasks.core.spec.monitoring import MonitoringSpec
+from ml_tasks.core.spec.operations import DEFAULT_TIMEOUT_MINUTES, Promotion, Timeouts
 from ml_tasks.core.spec.scoring import ScoringSpec
 from ml_tasks.core.spec.training import BacktestSpec, CalibrationSpec, CandidateSpec, TrainerSpec, TrainingSpec
+
+_DEFAULT_TIMEOUTS = ", ".join(f"{stage} {minutes:g}" for stage, minutes in DEFAULT_TIMEOUT_MINUTES.items())
 
 
 class ModelSpec(Strict):
@@ -78,7 +81,24 @@ class ModelSpec(Strict):
     backtest: BacktestSpec = Field(BacktestSpec(), description="walk-forward folds and the staleness curve")
     calibration: CalibrationSpec = Field(CalibrationSpec(), description="calibration methods tried on held-out "
                                                                         "rows")
-    trainer: TrainerSpec = Field(TrainerSpec(), description="trainer image, GPUs and CPU threads")
+    trainer: TrainerSpec = Field(TrainerSpec(), description="trainer image, GPUs (slots of the refit_gpu pool) "
+                                                            "and CPU threads; queue: the Airflow queue of its "
+                                                            "tasks (not part of the recipe hash)")
+    promotion: Promotion = Field("auto", description="who moves the champion: auto (the gate alone; no approval "
+                                                     "task), approve_on_fail (a PASS promotes itself, a FAIL waits "
+                                                     "for a person in the approve task's form, who may accept its "
+                                                     "trade-off) or always_approve (every verdict waits); not part "
+                                                     "of the recipe hash")
+    approval_timeout_hours: float | None = Field(24.0, gt=0, le=24 * 30, description="how long the approve "
+                                                 "task waits for a person; then the run records a timeout and "
+                                                 "the champion stays (null: it waits until someone answers); not "
+                                                 "part of the recipe hash")
+    timeouts: Timeouts = Field({}, description="minutes a task of each stage may run (its execution_timeout), "
+                                               "by stage: default, plan, extract, validate, sample, split, train, "
+                                               "backtest, evaluate, gate, register, report, score, monitor; a "
+                                               f"stage not written takes its built-in bound "
+                                               f"({_DEFAULT_TIMEOUTS}); not part of the recipe hash",
+                               json_schema_extra={"written": "mapping of stage to minutes"})
     scoring: ScoringSpec | None = Field(None, description="batch scoring with the champion (and a shadow model): "
                                                           "query, window_days, destination, schedule, "
                                                           "on_champion, chunk_rows, shadow; not part of the "

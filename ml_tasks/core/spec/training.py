@@ -137,3 +137,9 @@ class TrainerSpec(Strict):
     #: CPU threads per trainer process (REFIT_TRAINER_THREADS); None: all the CPUs the process
     #: may use. Set it to cores / trainers-per-worker when mapped tasks share a worker.
     cpus: int | None = Field(default=None, ge=1, le=1024)
+    #: The Airflow queue the train and backtest tasks are sent to: with the CeleryExecutor, the
+    #: queue the GPU workers consume (``airflow celery worker --queues gpu``). None:
+    #: ``REFIT_TRAINER_QUEUE``, else Airflow's default queue. Where the tasks run, not what they
+    #: train: not in the recipe hash. (A trainer with ``gpus`` takes that many slots of the
+    #: ``refit_gpu`` pool, which the deployment sizes to its GPUs: ``REFIT_GPU_SLOTS``.)
+    queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,200}$")
