@@ -10,6 +10,25 @@ footer, from a full disk, a manual copy or a store outside Refit's control) rais
 :class:`CorruptArtifactError` naming its URI, never a bare decoder error. :meth:`ArtifactStore.checksum`
 gives the size and SHA-256 that snapshots record and verify before they are reused.
 
+Two libraries, each doing what it does well:
+
+- **pyarrow's filesystems** (:mod:`ml_tasks.io.filesystems`: ``LocalFileSystem`` or
+  ``S3FileSystem``) for every look-up and read, local and S3 through the same code: ``exists``,
+  ``list``, ``delete``, bytes, text and JSON, and Parquet. A Parquet read fetches the footer and
+  then only the column chunks of the columns and row groups asked for (ranged GETs, coalesced and
+  issued concurrently), never the whole object: :meth:`ArtifactStore.read_frame` of 2 of the 20
+  columns of a 1 GB snapshot moves 7.8x fewer bytes than the download it replaces
+  (``bench/bench_store.py``), and its ``filters`` skip row groups by their statistics.
+- **boto3** for the whole-object transfers on S3, where pyarrow has no equivalent: the upload of
+  a staged file (a managed multipart upload that is aborted on failure; pyarrow's Python API
+  cannot abort an upload, and its output stream completes the object with whatever it was given
+  when it is closed or dropped after an error, which would break staged writes), the download
+  of a whole object to a local file (parallel ranged GETs) and the checksum's single streamed
+  GET (pyarrow's input stream issues one ranged GET per read call), and the server-side copy (a
+  managed multipart copy; pyarrow's ``copy_file`` is one ``CopyObject``, capped at 5 GiB, and
+  snapshots can be bigger). Both clients take the endpoint from the settings and the credentials
+  from the same environment and files (:func:`ml_tasks.io.filesystems.s3_filesystem`).
+
 >>> store = ArtifactStore("/tmp/refit-doc")                       # doctest: +SKIP
 >>> uri = store.uri("notes", "credit_default.json")               # doctest: +SKIP
 >>> store.write_json(uri, {"rows": 3}); store.read_json(uri)      # doctest: +SKIP
@@ -26,7 +45,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +53,11 @@ import pandas as pd
 
 from ml_tasks.core.artifacts import StoreLayout, join
 from ml_tasks.core.settings import Settings
+from ml_tasks.io.filesystems import local_filesystem, s3_filesystem
+
+#: A row filter in pyarrow's disjunctive normal form: ``[("age", ">=", 18)]`` (all must hold), or
+#: ``[[...], [...]]`` (any inner list must hold).
+Filters = builtins.list[tuple[str, str, Any]] | builtins.list[builtins.list[tuple[str, str, Any]]]
 
 
 class StoreError(RuntimeError):
@@ -83,6 +107,7 @@ class ArtifactStore:
         self.is_s3 = self.root.startswith("s3://")
         self._endpoint = s3_endpoint_url
         self._client: Any = None  # a boto3 S3 client, made on first use
+        self._fs: Any = None  # a pyarrow filesystem, made on first use
         if not self.is_s3:
             self.root = str(Path(self.root.removeprefix("file://")).resolve())
 
@@ -108,42 +133,64 @@ class ArtifactStore:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         return bucket, key
 
+    def _path(self, uri: str) -> str:
+        """``uri`` as a path of :attr:`fs`: an absolute local path, or ``bucket/key``."""
+        if self.is_s3:
+            bucket, key = self._bucket_key(uri)
+            return f"{bucket}/{key}"
+        return str(self._local(uri))
+
+    def _uri_of(self, path: str) -> str:
+        """The URI of the :attr:`fs` path ``path`` (the inverse of :meth:`_path`)."""
+        return f"s3://{path}" if self.is_s3 else path
+
     @property
     def s3(self) -> Any:
-        """The boto3 S3 client (boto3 has no type information)."""
+        """The boto3 S3 client, for whole-object transfers (boto3 has no type information)."""
         if self._client is None:
             import boto3
 
             self._client = boto3.client("s3", endpoint_url=self._endpoint)
         return self._client
 
+    @property
+    def fs(self) -> Any:
+        """The :class:`pyarrow.fs.FileSystem` every look-up and read goes through: the local disk,
+        or S3 with the endpoint, credentials and region boto3 uses (pyarrow has no type information)."""
+        if self._fs is None:
+            self._fs = s3_filesystem(self._bucket_key(self.root)[0], self._endpoint) if self.is_s3 \
+                else local_filesystem()
+        return self._fs
+
     # -- primitives -------------------------------------------------------------------------
     def exists(self, uri: str) -> bool:
-        if not self.is_s3:
-            return self._local(uri).is_file()
-        from botocore.exceptions import ClientError
+        from pyarrow.fs import FileType
 
-        bucket, key = self._bucket_key(uri)
-        try:
-            self.s3.head_object(Bucket=bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if _not_found(exc):
-                return False
-            raise
+        return bool(self.fs.get_file_info(self._path(uri)).type == FileType.File)
 
     def list(self, prefix_uri: str, suffix: str = "") -> list[str]:
-        """URIs of every artifact under ``prefix_uri`` whose name ends with ``suffix``, sorted."""
-        if not self.is_s3:
-            folder = self._local(prefix_uri)
-            if not folder.is_dir():
-                return []
-            return sorted(str(p) for p in folder.rglob(f"*{suffix}") if p.is_file() and not p.name.startswith("."))
-        bucket, key = self._bucket_key(prefix_uri.rstrip("/") + "/")
-        found = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-            found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", []) if o["Key"].endswith(suffix)]
-        return sorted(found)
+        """URIs of every artifact under ``prefix_uri`` whose name ends with ``suffix``, sorted.
+        Names starting with a dot (a local staged write in progress) are left out."""
+        from pyarrow.fs import FileSelector, FileType
+
+        selector = FileSelector(self._path(prefix_uri).rstrip("/"), recursive=True, allow_not_found=True)
+        try:
+            found = self.fs.get_file_info(selector)
+        except NotADirectoryError:  # a file, not a folder, has that name
+            return []
+        return sorted(self._uri_of(info.path) for info in found if info.type == FileType.File
+                      and info.path.endswith(suffix) and not info.base_name.startswith("."))
+
+    @contextmanager
+    def _open(self, uri: str) -> Iterator[Any]:
+        """Yield ``uri`` opened for random access (a :class:`pyarrow.NativeFile`): on S3 each read
+        is a ranged GET of just the bytes asked for."""
+        try:
+            handle = self.fs.open_input_file(self._path(uri))
+        except (FileNotFoundError, IsADirectoryError):
+            raise MissingArtifactError(f"artifact {uri} does not exist") from None
+        with handle:
+            yield handle
 
     @contextmanager
     def staged(self, uri: str) -> Iterator[Path]:
@@ -229,11 +276,8 @@ class ArtifactStore:
 
     def delete(self, uri: str) -> None:
         """Remove ``uri`` if it exists."""
-        if self.is_s3:
-            bucket, key = self._bucket_key(uri)
-            self.s3.delete_object(Bucket=bucket, Key=key)
-        else:
-            self._local(uri).unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            self.fs.delete_file(self._path(uri))
 
     def put_file(self, local_path: Path, uri: str) -> None:
         with self.staged(uri) as tmp:
@@ -271,8 +315,8 @@ class ArtifactStore:
             tmp.write_bytes(data)
 
     def read_bytes(self, uri: str) -> bytes:
-        with self.local_copy(uri) as path:
-            return path.read_bytes()
+        with self._open(uri) as handle:  # on S3 one GET: the size is known once it is open
+            return bytes(handle.read())
 
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode())
@@ -298,42 +342,87 @@ class ArtifactStore:
             frame.to_parquet(tmp, index=False)
 
     # builtins.list: inside this class ``list`` names the method above.
-    def read_frame(self, uri: str, columns: builtins.list[str] | None = None) -> pd.DataFrame:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    def read_frame(self, uri: str, columns: builtins.list[str] | None = None,
+                   filters: Filters | None = None) -> pd.DataFrame:
+        """The Parquet file ``uri`` as a frame: all its columns, or ``columns``; all its rows, or
+        those that pass ``filters`` (pyarrow's form, e.g. ``[("as_of", ">=", day)]``), whose row
+        groups are skipped unread where their statistics rule them out.
 
-        with self.local_copy(uri) as path:
-            try:
-                names = pq.read_schema(path).names
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise CorruptArtifactError(uri, "a Parquet file", exc) from None
-            missing = [c for c in columns or [] if c not in names]
+        Only the footer and the column chunks asked for are read, so on S3 a few columns of a
+        big snapshot cost a few ranged GETs, not the whole object. A column that is not there
+        raises :class:`StoreError` naming the file, the columns and those it has.
+        """
+        import pyarrow as pa
+
+        with self._open(uri) as handle:
+            with self._parquet(uri, handle) as parquet:
+                names = parquet.schema_arrow.names
+            asked = [*(columns or []), *_filter_columns(filters)]
+            missing = [c for c in dict.fromkeys(asked) if c not in names]
             if missing:
                 raise StoreError(f"artifact {uri} has no column(s) {missing}; it has {names}")
             try:
-                return pd.read_parquet(path, columns=columns)
+                return pd.read_parquet(handle, columns=columns, filters=filters)
             except (pa.ArrowInvalid, OSError) as exc:  # a damaged page behind an intact footer
-                raise CorruptArtifactError(uri, "a Parquet file", exc) from None
+                raise read_failure(uri, exc) from None
 
     @contextmanager
     def parquet_file(self, uri: str, **options: Any) -> Iterator[Any]:
         """Yield ``uri`` opened as a :class:`pyarrow.parquet.ParquetFile` (``options`` go to it);
-        a file that is not Parquet, or has lost its footer, raises :class:`CorruptArtifactError`."""
+        a file that is not Parquet, or has lost its footer, raises :class:`CorruptArtifactError`.
+
+        Nothing but the footer is read until asked: on S3 ``metadata`` costs one ranged GET, and
+        ``iter_batches(columns=..., row_groups=...)`` fetches only those column chunks. A read
+        that fails may be passed to :func:`read_failure` to tell a damaged file from a failed
+        transfer."""
+        with self._open(uri) as handle, self._parquet(uri, handle, **options) as parquet:
+            yield parquet
+
+    @staticmethod
+    @contextmanager
+    def _parquet(uri: str, handle: Any, **options: Any) -> Iterator[Any]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with self.local_copy(uri) as path:
-            try:
-                parquet = pq.ParquetFile(path, **options)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise CorruptArtifactError(uri, "a Parquet file", exc) from None
-            with parquet:
-                yield parquet
+        try:
+            parquet = pq.ParquetFile(handle, **options)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise read_failure(uri, exc) from None
+        with parquet:
+            yield parquet
 
 
 def store_from_settings(settings: Settings) -> ArtifactStore:
     """The artifact store configured by :class:`ml_tasks.core.settings.Settings`."""
     return ArtifactStore(settings.artifact_root, settings.s3_endpoint_url)
+
+
+#: The AWS SDK's names for "no such object" (which one depends on the server and the request).
+_S3_NOT_FOUND = ("NO_SUCH_KEY", "RESOURCE_NOT_FOUND")
+
+
+def read_failure(uri: str, error: Exception, kind: str = "a Parquet file") -> Exception:
+    """What to raise for ``error``, met while reading ``uri`` as ``kind``.
+
+    Reads from S3 are ranged GETs made while the file is parsed, so a decoder error and a failed
+    transfer surface in the same place: a transfer that failed (the S3 API unreachable, throttled,
+    denied) is raised as it is, to be retried; the object removed meanwhile is a
+    :class:`MissingArtifactError`; anything else is a :class:`CorruptArtifactError` naming ``uri``.
+    """
+    message = str(error)  # pyarrow's S3 errors read "...AWS Error <CODE> during <operation> operation: ..."
+    if isinstance(error, FileNotFoundError) or any(f"AWS Error {code} " in message for code in _S3_NOT_FOUND):
+        return MissingArtifactError(f"artifact {uri} does not exist")
+    if "AWS Error " in message:
+        return error
+    return CorruptArtifactError(uri, kind, error)
+
+
+def _filter_columns(filters: Filters | None) -> builtins.list[str]:
+    """The columns a row filter in disjunctive normal form refers to."""
+    names: builtins.list[str] = []
+    for term in filters or []:
+        names += [term[0]] if isinstance(term, tuple) else [inner[0] for inner in term]
+    return names
 
 
 def _not_found(error: Any) -> bool:
