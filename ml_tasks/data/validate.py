@@ -28,7 +28,7 @@ from ml_tasks.core.manifests import (
 )
 from ml_tasks.core.spec import ModelSpec
 from ml_tasks.data.extract import commit_snapshot, data_location
-from ml_tasks.io.store import ArtifactStore, CorruptArtifactError, MissingArtifactError, StoreError
+from ml_tasks.io.store import ArtifactStore, CorruptArtifactError, MissingArtifactError, StoreError, read_failure
 
 
 class DataValidationError(ValueError):
@@ -300,7 +300,8 @@ def previous_snapshot_rows(store: ArtifactStore, snapshot: SnapshotManifest) -> 
 
 def _batches(parquet: pq.ParquetFile, uri: str) -> Iterator[pd.DataFrame]:
     """The snapshot's rows as pandas batches; an empty file still yields its (empty) schema.
-    A page that cannot be decoded raises :class:`CorruptArtifactError` naming ``uri``."""
+    A page that cannot be decoded raises :class:`CorruptArtifactError` naming ``uri``; on S3 the pages
+    are ranged reads, so a failed transfer is raised as it is, to be retried, not as corruption."""
     if parquet.metadata.num_rows == 0:
         yield parquet.schema_arrow.empty_table().to_pandas()
         return
@@ -311,7 +312,7 @@ def _batches(parquet: pq.ParquetFile, uri: str) -> Iterator[pd.DataFrame]:
         except StopIteration:
             return
         except (pa.ArrowInvalid, OSError) as exc:
-            raise CorruptArtifactError(uri, "a Parquet file", exc) from None
+            raise read_failure(uri, exc) from None
         yield batch.to_pandas()
 
 
