@@ -72,7 +72,11 @@ MEMORY_PROBE = textwrap.dedent("""
         if mode == "keep":  # the control: what holding the whole result costs
             kept.append(batch)
     growth = peak_kib() - base
-    print(json.dumps({"growth": growth * 1024, "total": total}))
+    print(json.dumps({"growth": growth * 1024, "total": total}), flush=True)
+    # The figure is out: skip interpreter teardown, where a native driver thread still winding
+    # down can abort the process under load ("terminate called without an active exception").
+    import os
+    os._exit(0)
 """)
 
 
