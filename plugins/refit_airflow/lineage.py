@@ -43,9 +43,12 @@ _DEFAULT_SCHEMAS = {"postgres": "public"}
 
 
 def enabled() -> bool:
-    """Whether the OpenLineage provider is configured to emit (it is off without a transport)."""
-    from airflow.providers.openlineage import conf
-
+    """Whether the OpenLineage provider is installed and configured to emit (it is off without a
+    transport). An image without the provider (the compose stack's) runs its DAGs without lineage."""
+    try:
+        from airflow.providers.openlineage import conf
+    except ImportError:
+        return False
     return not conf.is_disabled()
 
 
