@@ -11,6 +11,7 @@ every transform (scaling, encoding) on the training rows only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -34,6 +35,14 @@ class Candidate(ABC):
     family: str = ""
     #: Whether ``fit`` can continue from a fitted model of the same family (stateful retraining).
     supports_warm_start: bool = False
+    #: Whether ``fit`` reports its validation loss step by step to :attr:`on_step` (LightGBM after
+    #: each boosting round, the network after each epoch); only such a family can be pruned.
+    reports_steps: bool = False
+    #: Called by ``fit`` of a family that :attr:`reports_steps` with ``(step, validation log loss)``
+    #: after each step when validation rows are given; it may raise to stop the fit (the tuner
+    #: prunes an unpromising trial so). Set before ``fit``, which takes and clears it
+    #: (:meth:`_take_on_step`), so it is never pickled with the model.
+    on_step: Callable[[int, float], None] | None = None
 
     def __init__(self, features: FeaturesSpec, params: dict[str, Any] | None = None, seed: int = 0) -> None:
         self.numeric = list(features.numeric)
@@ -61,6 +70,10 @@ class Candidate(ABC):
         champion: Any = self.warm_start_from
         self.warm_start_from = None
         return getattr(champion, "candidate", champion)
+
+    def _take_on_step(self) -> Callable[[int, float], None] | None:
+        """The :attr:`on_step` listener of this fit, cleared from ``self``."""
+        return self.__dict__.pop("on_step", None)
 
     @abstractmethod
     def fit(self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None,

@@ -11,8 +11,7 @@ Four methods, from the simplest to the most flexible:
     ranking (ROC AUC) is unchanged.
 ``sigmoid``
     Platt scaling, two parameters, ``p' = sigmoid(a * logit(p) + b)``: a temperature plus a shift
-    of the base rate. Fitted exactly as scikit-learn's ``CalibratedClassifierCV(method="sigmoid")``
-    fits on decision values (Platt's smoothed targets, same optimiser and start), so the two agree.
+    of the base rate (Platt's smoothed targets, fitted on the logits).
 ``isotonic``
     a non-decreasing step function (pool-adjacent-violators): fixes any monotone distortion, but
     needs many rows or it learns the noise (``CalibrationSpec.min_isotonic_rows``).
@@ -20,10 +19,15 @@ Four methods, from the simplest to the most flexible:
 Which method a run uses is chosen on held-out rows by :mod:`ml_tasks.training.calibration`.
 Every logged model carries its calibrator's parameters (:meth:`Calibrator.served_params`), which
 the served form applies (:func:`ml_tasks.models.served.calibrate`), which is why they sit with
-the models and not with the training code that chooses among them. Temperature and Platt
-scaling are written here rather than taken from scikit-learn: scikit-learn offers no
-temperature scaling, and its Platt fit is private (``_SigmoidCalibration``) and unweighted by
-design of its prior; isotonic regression is scikit-learn's own.
+the models and not with the training code that chooses among them. ``transform`` applies the
+same function, so what the gate measures is what a consumer is served.
+
+Temperature, Platt and isotonic calibration are fitted by scikit-learn's
+``CalibratedClassifierCV(FrozenEstimator(model), method=...)``
+(:mod:`ml_tasks.models.sklearn_calibration`); Refit keeps the fitted parameters as plain numbers
+(``beta_``, ``a_``/``b_``, ``X_thresholds_``/``y_thresholds_``), so neither a served model nor a
+pickled one holds a scikit-learn object. ``tests/models/test_calibrators.py`` compares each method
+with ``CalibratedClassifierCV`` on the model itself.
 
 >>> served = CalibratedCandidate(candidate, make_calibrator("sigmoid").fit(p, y, w))   # doctest: +SKIP
 >>> served.predict_proba(X_test)[:, 1]                                                  # doctest: +SKIP
@@ -36,30 +40,25 @@ from typing import Any, Self
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize, minimize_scalar
-from scipy.special import expit
-from sklearn.isotonic import IsotonicRegression
 
 from ml_tasks.evaluation.metrics import EPS
 from ml_tasks.models.base import Candidate
 
-# served.logit clips probabilities LOGIT_CLIP from 0 and 1 first, so an exact 0 or 1 from a model
-# maps to a finite logit (about +-27.6) instead of an infinity that would poison a fit; the served
-# form applies the calibrators with the same function.
-from ml_tasks.models.served import logit
+# The served arithmetic: served.logit clips probabilities LOGIT_CLIP from 0 and 1 first, so an
+# exact 0 or 1 from a model maps to a finite logit (about +-27.6) instead of an infinity that would
+# poison a fit; the calibrators are fitted on (sklearn_calibration.LogitScores), and applied to,
+# the same logits.
+from ml_tasks.models.served import calibrate
 
 #: Methods from the simplest to the most flexible: a tie in log loss goes to the earlier one.
 METHOD_ORDER = ("none", "temperature", "sigmoid", "isotonic")
-#: Bounds of log T in the temperature search (T in [4.5e-5, 2.2e4]), as scikit-learn uses for
-#: its inverse temperature.
-_LOG_T_BOUNDS = (-10.0, 10.0)
 
 
 class Calibrator(ABC):
     """A fitted monotone map from a model's P(label = 1) to a calibrated one.
 
-    Subclasses are plain module-level classes holding floats or a scikit-learn estimator, so a
-    calibrator pickles (and cloudpickles, for MLflow) with the model it serves.
+    Subclasses are plain module-level classes holding floats, so a calibrator pickles (and
+    cloudpickles, for MLflow) with the model it serves and loads without scikit-learn.
     """
 
     method: str = ""
@@ -68,9 +67,9 @@ class Calibrator(ABC):
     def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
         """Learn the map from probabilities ``p``, 0/1 labels ``y`` and weights ``w`` (checked)."""
 
-    @abstractmethod
     def transform(self, p: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of the positive class, same shape as ``p``."""
+        """Calibrated probabilities of the positive class, same shape as ``p`` (the served map)."""
+        return calibrate(p, self.served_params())
 
     def params(self) -> dict[str, float]:
         """The fitted parameters, small and JSON-able, for the run's manifest and report."""
@@ -93,15 +92,14 @@ class IdentityCalibrator(Calibrator):
     def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
         return self
 
-    def transform(self, p: np.ndarray) -> np.ndarray:
-        return np.asarray(p, dtype=float)
-
 
 class TemperatureCalibrator(Calibrator):
     """``p' = sigmoid(logit(p) / T)`` with one ``T > 0`` minimising weighted log loss.
 
-    Searched on ``log T`` (bounded Brent), so the search is symmetric between softening and
-    sharpening and ``T`` stays positive.
+    scikit-learn's ``method="temperature"`` on the logits: it reads a binary decision value ``z``
+    as the two-class logits ``(-z, z)``, so its inverse temperature ``beta_`` gives
+    ``sigmoid(2 beta z)``, and ``T = 1 / (2 beta)``. It searches ``log beta`` in [-10, 10] (bounded
+    Brent), symmetric between softening and sharpening.
     """
 
     method = "temperature"
@@ -110,17 +108,11 @@ class TemperatureCalibrator(Calibrator):
         self.temperature = float(temperature)
 
     def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
-        z = logit(p)
-        search = minimize_scalar(lambda log_t: _log_loss_of_logits(z / np.exp(log_t), y, w),
-                                 bounds=_LOG_T_BOUNDS, method="bounded",
-                                 options={"xatol": 64 * np.finfo(float).eps})
-        if not search.success:  # pragma: no cover - the bounded search of a convex function converges
-            raise RuntimeError(f"temperature scaling did not converge: {search.message}")
-        self.temperature = float(np.exp(search.x))
-        return self
+        from ml_tasks.models.sklearn_calibration import fit_scikit_learn
 
-    def transform(self, p: np.ndarray) -> np.ndarray:
-        return expit(logit(p) / self.temperature)
+        fitted = fit_scikit_learn(self.method, p, y, w, on_logits=True)
+        self.temperature = 1.0 / (2.0 * float(fitted.beta_))
+        return self
 
     def params(self) -> dict[str, float]:
         return {"temperature": self.temperature}
@@ -129,19 +121,16 @@ class TemperatureCalibrator(Calibrator):
 class SigmoidCalibrator(Calibrator):
     """Platt scaling: ``p' = sigmoid(slope * logit(p) + intercept)``.
 
-    Matches scikit-learn's ``_SigmoidCalibration`` fitted on decision values:
+    scikit-learn's ``method="sigmoid"`` on the logits (``_SigmoidCalibration``, whose
+    ``p' = sigmoid(-(a z + b))`` gives ``slope = -a``, ``intercept = -b``): Platt's smoothed
+    targets, ``(N+ + 1) / (N+ + 2)`` for positives and ``1 / (N- + 2)`` for negatives, a Bayesian
+    prior that keeps a perfectly separated calibration set from driving the slope to infinity.
 
-    * targets are Platt's smoothed labels, ``(N+ + 1) / (N+ + 2)`` for positives and
-      ``1 / (N- + 2)`` for negatives, a Bayesian prior that keeps a perfectly separated
-      calibration set from driving the slope to infinity;
-    * the weighted cross-entropy against those targets is minimised by L-BFGS-B from slope 0 and
-      the smoothed log prior odds, with scikit-learn's tolerances and sign convention
-      (``p' = sigmoid(-(A z + B))``), so both follow the same path.
-
-    One deliberate difference: weights are rescaled to sum to the number of rows first. ``N+`` and
-    ``N-`` count pseudo-observations against real ones; the sampler's weights sum to the
-    *population* size, which would shrink Platt's prior by the sampling ratio (100-fold for a 1%
-    sample). Without weights, or with weights of mean 1, the fit is scikit-learn's.
+    One deliberate difference in what it is handed: weights rescaled to sum to the number of
+    rows. scikit-learn counts ``N+`` and ``N-`` with the weights as given, and the sampler's
+    weights sum to the *population* size, which would shrink Platt's prior by the sampling ratio
+    (100-fold for a 1% sample). Without weights, or with weights of mean 1, the fit is exactly
+    scikit-learn's.
     """
 
     method = "sigmoid"
@@ -151,27 +140,11 @@ class SigmoidCalibrator(Calibrator):
         self.intercept = float(intercept)
 
     def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
-        z = logit(p)
-        w = w * (len(w) / w.sum())
-        positive = y > 0
-        n_pos, n_neg = float(w[positive].sum()), float(w[~positive].sum())
-        targets = np.where(positive, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+        from ml_tasks.models.sklearn_calibration import fit_scikit_learn
 
-        def loss_and_gradient(ab: np.ndarray) -> tuple[float, np.ndarray]:
-            raw = -(ab[0] * z + ab[1])
-            # Binomial deviance against soft targets: log(1 + e^raw) - t * raw, weighted, summed.
-            loss = float(np.sum(w * (np.logaddexp(0.0, raw) - targets * raw)))
-            g = w * (expit(raw) - targets)
-            return loss, np.array([-g @ z, -g.sum()])
-
-        start = np.array([0.0, np.log((n_neg + 1.0) / (n_pos + 1.0))])
-        fit = minimize(loss_and_gradient, start, method="L-BFGS-B", jac=True,
-                       options={"gtol": 1e-6, "ftol": 64 * np.finfo(float).eps})
-        self.slope, self.intercept = -float(fit.x[0]), -float(fit.x[1])
+        fitted = fit_scikit_learn(self.method, p, y, w * (len(w) / w.sum()), on_logits=True)
+        self.slope, self.intercept = -float(fitted.a_), -float(fitted.b_)
         return self
-
-    def transform(self, p: np.ndarray) -> np.ndarray:
-        return expit(self.slope * logit(p) + self.intercept)
 
     def params(self) -> dict[str, float]:
         return {"slope": self.slope, "intercept": self.intercept}
@@ -180,36 +153,40 @@ class SigmoidCalibrator(Calibrator):
 class IsotonicCalibrator(Calibrator):
     """A non-decreasing step function of ``p`` (scikit-learn ``IsotonicRegression``).
 
-    Fitted on the probabilities themselves, as ``CalibratedClassifierCV(method="isotonic")`` does
-    for a model without ``decision_function``; between fitted points it interpolates linearly,
-    outside them it clips. Outputs are kept within ``[EPS, 1 - EPS]``: a block of fitting rows
-    without a single positive would otherwise say "never", one row away from infinite log loss.
+    scikit-learn's ``method="isotonic"`` on the probabilities themselves, as it fits a model
+    without ``decision_function``; kept as its fitted points (``X_thresholds_``,
+    ``y_thresholds_``), linear between them and clipped outside them (its ``out_of_bounds="clip"``).
+    Outputs are kept within ``[EPS, 1 - EPS]``: a block of fitting rows without a single positive
+    would otherwise say "never", one row away from infinite log loss.
     """
 
     method = "isotonic"
 
     def __init__(self) -> None:
-        self.regression: IsotonicRegression | None = None
+        self.x: list[float] | None = None
+        self.y: list[float] | None = None
 
     def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Self:
-        self.regression = IsotonicRegression(out_of_bounds="clip", increasing=True)
-        self.regression.fit(np.asarray(p, dtype=float), y.astype(float), sample_weight=w)
+        from ml_tasks.models.sklearn_calibration import fit_scikit_learn
+
+        fitted = fit_scikit_learn(self.method, p, y, w, on_logits=False)
+        self.x, self.y = fitted.X_thresholds_.tolist(), fitted.y_thresholds_.tolist()
         return self
 
-    def transform(self, p: np.ndarray) -> np.ndarray:
-        if self.regression is None:
-            raise RuntimeError("IsotonicCalibrator.transform called before fit")
-        flat = np.asarray(p, dtype=float).reshape(-1)
-        return np.clip(self.regression.predict(flat), EPS, 1.0 - EPS).reshape(np.shape(p))
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Pickles of earlier releases held the fitted ``IsotonicRegression`` itself."""
+        regression = state.pop("regression", None)
+        if regression is not None:
+            state.update(x=regression.X_thresholds_.tolist(), y=regression.y_thresholds_.tolist())
+        self.__dict__.update({"x": None, "y": None, **state})
 
     def params(self) -> dict[str, float]:
-        return {"steps": float(len(self.regression.X_thresholds_)) if self.regression is not None else 0.0}
+        return {"steps": float(len(self.x)) if self.x is not None else 0.0}
 
     def served_params(self) -> dict[str, Any]:
-        if self.regression is None:
-            raise RuntimeError("IsotonicCalibrator.served_params called before fit")
-        return {"method": self.method, "x": self.regression.X_thresholds_.tolist(),
-                "y": self.regression.y_thresholds_.tolist(), "clip": EPS}
+        if self.x is None:
+            raise RuntimeError("IsotonicCalibrator used before fit")
+        return {"method": self.method, "x": self.x, "y": self.y, "clip": EPS}
 
 
 _CALIBRATORS: dict[str, type[Calibrator]] = {
@@ -222,12 +199,6 @@ def make_calibrator(method: str) -> Calibrator:
     if method not in _CALIBRATORS:
         raise ValueError(f"calibration.methods: unknown method {method!r}, expected one of {list(METHOD_ORDER)}")
     return _CALIBRATORS[method]()
-
-
-def _log_loss_of_logits(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
-    """Weighted mean log loss of probabilities ``sigmoid(z)``, computed from ``z`` without overflow."""
-    per_row = np.where(y > 0, np.logaddexp(0.0, -z), np.logaddexp(0.0, z))
-    return float(np.dot(w, per_row) / w.sum())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class LightGBMCandidate(Candidate):
 
     family = LightGBMParamsSpec.family
     supports_warm_start = True
+    reports_steps = True
     #: Spec names LightGBM's ``train`` knows by another name (the others are its aliases already).
     _RENAMED: dict[str, str] = {"min_child_samples": "min_data_in_leaf"}
     #: Spec params that steer Refit's call rather than being passed to LightGBM.
@@ -61,6 +62,7 @@ class LightGBMCandidate(Candidate):
         import lightgbm as lgb
 
         champion = self._take_warm_start()
+        on_step = self._take_on_step()
         # Warm start keeps the champion's category codes, or its trees would split on other values.
         self.categories_ = (dict(champion.categories_) if champion is not None else
                             {n: category_vocabulary(X[n]) for n in self.categorical})
@@ -73,6 +75,8 @@ class LightGBMCandidate(Candidate):
             valid_sets = [lgb.Dataset(self._dataset_frame(X_valid), label=np.asarray(y_valid), weight=w_valid,
                                       reference=train, categorical_feature=self.categorical)]
             callbacks = [lgb.early_stopping(stopping, verbose=False)]
+            if on_step is not None:
+                callbacks.append(_reporting(on_step))
         init_model = None
         if champion is not None:
             # Continue from the champion's chosen trees; ``rounds`` more at most, early stopping still applies.
@@ -103,3 +107,16 @@ class LightGBMCandidate(Candidate):
         self.best_iteration_, self.categories_ = int(state["best_iteration"]), dict(state["categories"])
         self.warm_started_ = bool(state.get("warm_started", False))
         return self
+
+
+def _reporting(on_step: Callable[[int, float], None]) -> Callable[..., None]:
+    """A LightGBM callback handing ``on_step`` each round's validation log loss (the binary
+    objective's metric, weighted by the validation weights); rounds count from 1 after a warm
+    start's champion trees."""
+
+    def report(env: Any) -> None:
+        for data, metric, value, _ in env.evaluation_result_list:
+            if data == "valid_0" and metric == "binary_logloss":
+                on_step(env.iteration - env.begin_iteration + 1, float(value))
+
+    return report

@@ -2,8 +2,10 @@
 
 A model that ranks well can still be wrong about *how likely* an outcome is: boosted trees and
 networks are often over-confident, a model trained on a re-weighted sample may be shifted. The
-calibrators themselves (identity, temperature, Platt, isotonic) are in
-:mod:`ml_tasks.models.calibrators`; this module decides which one a run serves.
+calibrators themselves (identity, and scikit-learn's temperature, Platt and isotonic) are in
+:mod:`ml_tasks.models.calibrators`; this module decides which one a run serves: the window
+split by time, the choice on held-out rows and the weighted metrics (ECE included) are Refit's,
+since ``CalibratedClassifierCV`` fits one given method on the rows it is handed.
 
 The calibration window (later than training, earlier than test: under time shift the most recent
 held-out data is the best guide) is cut in two by time: the earlier part *fits* each method, the
@@ -78,14 +80,15 @@ def fit_calibrator(p_fit, y_fit, w_fit, p_select, y_select, w_select, spec: Cali
     The score is weighted log loss on the select part, a proper scoring rule that rewards both
     calibration and sharpness (ECE alone is minimised by predicting the base rate for everyone).
     Ties go to the simpler method (:data:`METHOD_ORDER`). Isotonic regression is skipped when the
-    fit part has fewer than ``spec.min_isotonic_rows`` rows; the reason is kept in ``skipped``.
+    fit part has fewer than ``spec.min_isotonic_rows`` rows, and every method but ``none`` when
+    the fit part holds one label only; the reason is kept in ``skipped``.
 
     Raises ``ValueError`` naming the argument when an input is malformed, and when every method
     of ``spec.methods`` was skipped.
     """
     p_fit, y_fit, w_fit = _checked("p_fit", p_fit, y_fit, w_fit)
     p_select, y_select, w_select = _checked("p_select", p_select, y_select, w_select)
-    tried, skipped = _methods_to_try(spec, n_fit=len(p_fit))
+    tried, skipped = _methods_to_try(spec, n_fit=len(p_fit), fit_labels=np.unique(y_fit).tolist())
     if not tried:
         raise ValueError(f"calibration.methods: every method was skipped ({skipped}); "
                          "add 'none' or 'temperature' to the spec's methods")
@@ -99,12 +102,14 @@ def fit_calibrator(p_fit, y_fit, w_fit, p_select, y_select, w_select, spec: Cali
                              skipped=skipped, fitted=fitted, fit_rows=len(p_fit), select_rows=len(p_select))
 
 
-def _methods_to_try(spec: CalibrationSpec, n_fit: int) -> tuple[list[str], dict[str, str]]:
+def _methods_to_try(spec: CalibrationSpec, n_fit: int, fit_labels: list[int]) -> tuple[list[str], dict[str, str]]:
     """The spec's methods in :data:`METHOD_ORDER` (duplicates dropped), and those skipped with why."""
     tried: list[str] = []
     skipped: dict[str, str] = {}
     for method in (m for m in METHOD_ORDER if m in spec.methods):
-        if method == "isotonic" and n_fit < spec.min_isotonic_rows:
+        if method != "none" and len(fit_labels) < 2:
+            skipped[method] = f"the fit part holds only label {fit_labels[0]}: nothing to calibrate against"
+        elif method == "isotonic" and n_fit < spec.min_isotonic_rows:
             skipped[method] = (f"the fit part has {n_fit} rows, fewer than calibration.min_isotonic_rows "
                                f"= {spec.min_isotonic_rows}: a step function would fit the noise")
         else:

@@ -44,7 +44,7 @@ from ml_tasks.evaluation.metrics import compute_metrics
 from ml_tasks.io.store import ArtifactStore
 from ml_tasks.models import Candidate, build_candidate, feature_frame
 from ml_tasks.registry.tracking import model_requirements, setup_experiment, use_store
-from ml_tasks.training.tuning import TuningResult, learning_curve, tune
+from ml_tasks.training.tuning import StepReporter, TuningResult, learning_curve, tune
 
 if TYPE_CHECKING:
     from ml_tasks.models.calibrators import CalibratedCandidate
@@ -86,11 +86,14 @@ def train_candidate(
     metric = spec.selection_metric
     started = time.perf_counter()
     with checkpoint_folder(store, plan, candidate_name) as checkpoints:
-        def fit_and_score(params: dict, rows: np.ndarray | None = None, trial: int = 0) -> tuple[Candidate, float]:
+        def fit_and_score(params: dict, rows: np.ndarray | None = None, trial: int = 0,
+                          on_step: StepReporter | None = None) -> tuple[Candidate, float]:
             model = build_candidate(candidate_spec.model_copy(update={"params": params}), spec.features,
                                     seed=spec.sampling.seed)
             if champion is not None:
                 model.warm_start_from = champion
+            if on_step is not None and model.reports_steps:
+                model.on_step = on_step  # the tuner's pruning listens to the validation loss
             if isinstance(model, Checkpointing) and rows is None:
                 model.checkpoint_dir = str(checkpoints.path / f"trial-{trial}")
                 model.on_checkpoint = checkpoints.sync
@@ -100,7 +103,8 @@ def train_candidate(
             score = compute_metrics(data.y_valid, model.predict_proba(data.X_valid)[:, 1], data.w_valid)[metric]
             return model, score
 
-        tuned = tune(candidate_spec, lambda params, trial: fit_and_score(params, trial=trial),
+        tuned = tune(candidate_spec,
+                     lambda params, trial, on_step: fit_and_score(params, trial=trial, on_step=on_step),
                      trials=spec.training.trials, time_budget_seconds=spec.training.time_budget_seconds,
                      higher_is_better=HIGHER_IS_BETTER[metric], seed=spec.sampling.seed)
     fit_seconds = time.perf_counter() - started
@@ -178,10 +182,12 @@ def _log_to_mlflow(spec, settings, candidate_spec: CandidateSpec, plan, tags, da
         reached("train.run_started")
         mlflow.log_params({"family": candidate_spec.family, **_plain(tuned.params), "train_rows": len(data.y_train),
                            "validation_rows": len(data.y_valid), "tuning_trials": len(tuned.trials),
+                           "tuning_pruned": sum(t.state == "pruned" for t in tuned.trials),
                            "tuning_stopped_by": tuned.stopped_by})
         mlflow.log_metrics({f"validation_{k}": v for k, v in metrics.items()} | {"fit_seconds": fit_seconds})
         for trial in tuned.trials:
-            mlflow.log_metric(f"trial_validation_{metric}", trial.score, step=trial.number)
+            if trial.state == "complete":  # a pruned trial has no score
+                mlflow.log_metric(f"trial_validation_{metric}", trial.score, step=trial.number)
         for rows, score in curve:
             mlflow.log_metric(f"learning_curve_validation_{metric}", score, step=rows)
         _log_network_history(getattr(model, "candidate", model))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import cloudpickle
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from ml_tasks.evaluation.metrics import EPS
 from ml_tasks.models.calibrators import (
+    METHOD_ORDER,
     CalibratedCandidate,
     IsotonicCalibrator,
     TemperatureCalibrator,
@@ -23,12 +25,16 @@ from tests.overconfident import OverconfidentLogitModel, OverconfidentModel, pos
 @pytest.mark.filterwarnings("ignore:Since FrozenEstimator does not appear to accept sample_weight")
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("method, model_class, tolerance", [
-    # Same objective, optimiser and start; rounding (e.g. of rescaled weights) can move where
-    # L-BFGS-B stops within its tolerance: observed 2e-14 unweighted, 4e-9 weighted.
+    # Both are scikit-learn's fit; Refit's is on logit(p) rather than the model's own decision
+    # values, with weights rescaled as w * n / sum(w): rounding moves where L-BFGS-B stops within
+    # its tolerance. Observed 7e-15 unweighted, 4e-9 weighted.
     ("sigmoid", OverconfidentLogitModel, 1e-7),
     # The same IsotonicRegression on the same inputs; Refit also clips to [EPS, 1 - EPS] (below).
+    # Observed 0 and 2e-16.
     ("isotonic", OverconfidentModel, 1e-12),
-    # scikit-learn takes log(p + 1e-12) and searches 1/T to its own xatol: agreement to ~1e-7.
+    # On a model without decision_function scikit-learn takes log(p + 1e-12); Refit hands it the
+    # clipped logit, so the bounded search of 1/T takes another path to the same optimum.
+    # Observed 5e-9 and 3e-9.
     ("temperature", OverconfidentModel, 1e-6),
 ])
 def test_methods_agree_with_scikit_learn(windows, method, model_class, tolerance, weighted):
@@ -48,6 +54,60 @@ def test_methods_agree_with_scikit_learn(windows, method, model_class, tolerance
     expected = np.clip(reference.predict_proba(X_test)[:, 1], EPS, 1 - EPS)
     got = np.clip(ours.transform(positive(model, X_test)), EPS, 1 - EPS)
     assert np.abs(got - expected).max() < tolerance
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_the_served_parameters_are_scikit_learns_fitted_ones(windows, weighted):
+    """What a model serves is read off scikit-learn's fitted calibrators: isotonic's points to the
+    last digit, Platt's ``-a_``/``-b_`` and temperature's ``1 / (2 beta_)`` on the same logits."""
+    from sklearn.frozen import FrozenEstimator
+
+    from ml_tasks.models.served import logit
+    from ml_tasks.models.sklearn_calibration import LogitScores
+
+    X_train, y_train, _ = windows["train"]
+    X, y, w = windows["calibration"]
+    w = w if weighted else np.ones(len(y))
+    model = OverconfidentModel().fit(X_train, y_train)
+    p = positive(model, X)
+
+    def sklearn_fit(estimator, method, inputs, weights):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # FrozenEstimator takes no sample_weight
+            fitted = CalibratedClassifierCV(FrozenEstimator(estimator), method=method).fit(inputs, y, weights)
+        return fitted.calibrated_classifiers_[0].calibrators[0]
+
+    isotonic = sklearn_fit(model, "isotonic", X, w)
+    served = make_calibrator("isotonic").fit(p, y, w).served_params()
+    assert served["x"] == isotonic.X_thresholds_.tolist() and served["y"] == isotonic.y_thresholds_.tolist()
+
+    scores = LogitScores().fit()
+    platt = sklearn_fit(scores, "sigmoid", p.reshape(-1, 1), w / w.mean())
+    assert make_calibrator("sigmoid").fit(p, y, w).params() == {"slope": -platt.a_, "intercept": -platt.b_}
+    temperature = sklearn_fit(scores, "temperature", p.reshape(-1, 1), w)
+    assert make_calibrator("temperature").fit(p, y, w).params() == {"temperature": 1 / (2 * temperature.beta_)}
+    assert np.array_equal(scores.decision_function(p.reshape(-1, 1)), logit(p))
+
+
+def test_a_fitted_calibrator_pickles_without_scikit_learn(windows, overconfident):
+    X, y, w = windows["calibration"]
+    for method in METHOD_ORDER:
+        calibrator = make_calibrator(method).fit(positive(overconfident, X), y, w)
+        assert b"sklearn" not in pickle.dumps(calibrator), method
+
+
+def test_an_isotonic_calibrator_pickled_with_its_regression_still_loads(windows, overconfident):
+    """Releases before the switch to ``CalibratedClassifierCV`` pickled the ``IsotonicRegression``."""
+    from sklearn.isotonic import IsotonicRegression
+
+    X, y, w = windows["calibration"]
+    p = positive(overconfident, X)
+    current = IsotonicCalibrator().fit(p, y, w)
+    earlier = IsotonicCalibrator.__new__(IsotonicCalibrator)
+    earlier.__dict__["regression"] = IsotonicRegression(out_of_bounds="clip").fit(p, y, sample_weight=w)
+    restored = pickle.loads(pickle.dumps(earlier))
+    assert restored.served_params() == current.served_params()
+    assert np.array_equal(restored.transform(p), current.transform(p))
 
 
 def test_isotonic_clips_to_eps_so_log_loss_stays_finite():

@@ -73,6 +73,14 @@ def test_ties_go_to_the_simpler_method():
     assert result.method == "temperature"
 
 
+def test_a_fit_part_of_one_label_leaves_only_none():
+    p, y, y_select = np.linspace(0.05, 0.3, 400), np.zeros(400, dtype=int), np.tile([0, 1], 200)
+    result = fit_calibrator(p, y, None, p, y_select, None, CalibrationSpec(min_isotonic_rows=10))
+    assert result.method == "none" and list(result.select_metrics) == ["none"]
+    assert set(result.skipped) == {"temperature", "sigmoid", "isotonic"}
+    assert all("only label 0" in reason for reason in result.skipped.values())
+
+
 def test_every_method_skipped_is_an_error():
     p, y = np.full(50, 0.3), np.tile([0, 1], 25)
     with pytest.raises(ValueError, match="calibration.methods: every method was skipped"):

@@ -57,22 +57,85 @@ def test_every_candidate_gets_the_same_seeded_budget():
                                      "learning_rate": {"low": 0.01, "high": 0.3, "log": True}})
     seen: list[tuple[int, dict]] = []
 
-    def fit_and_score(params, number):
+    def fit_and_score(params, number, report):
         seen.append((number, params))
         return params, -abs(params.get("learning_rate", 0.1) - 0.05)
 
-    first = tune(searched, fit_and_score, trials=6, time_budget_seconds=None, higher_is_better=True, seed=1)
-    again = tune(searched, lambda p, _: (p, -abs(p.get("learning_rate", 0.1) - 0.05)), trials=6,
+    # 16 trials: past TPE's random start-up trials, so its model of the scores decides too.
+    first = tune(searched, fit_and_score, trials=16, time_budget_seconds=None, higher_is_better=True, seed=1)
+    again = tune(searched, lambda p, _, __: (p, -abs(p.get("learning_rate", 0.1) - 0.05)), trials=16,
                  time_budget_seconds=None, higher_is_better=True, seed=1)
-    assert len(first.trials) == 6 and [t.params for t in first.trials] == [t.params for t in again.trials]
+    other = tune(searched, lambda p, _, __: (p, -abs(p.get("learning_rate", 0.1) - 0.05)), trials=16,
+                 time_budget_seconds=None, higher_is_better=True, seed=2)
+    assert len(first.trials) == 16 and [t.params for t in first.trials] == [t.params for t in again.trials]
+    assert first.params == again.params and first.score == again.score  # the same seed chooses the same
+    assert [t.params for t in other.trials] != [t.params for t in first.trials]
     assert first.trials[0].params == {"num_leaves": 15}  # the spec's own parameters come first
-    assert [number for number, _ in seen] == list(range(6))  # trial numbers name the checkpoints
-    assert all(0.01 <= p["learning_rate"] <= 0.3 and p["num_leaves"] in (7, 15, 31, 63) for _, p in seen[1:6])
+    assert [number for number, _ in seen] == list(range(16))  # trial numbers name the checkpoints
+    assert all(0.01 <= p["learning_rate"] <= 0.3 and p["num_leaves"] in (7, 15, 31, 63) for _, p in seen[1:])
     assert first.score == max(t.score for t in first.trials) and first.params == first.model
-    # Nothing to search: one fit is the whole budget.
-    plain = tune(CandidateSpec(name="lr", family="logistic_regression"), lambda p, _: (p, 0.7), trials=6,
-                 time_budget_seconds=None, higher_is_better=True, seed=1)
-    assert len(plain.trials) == 1
+    # Nothing to search: one fit is the whole budget, and nobody listens to its steps.
+    plain = tune(CandidateSpec(name="lr", family="logistic_regression"), lambda p, _, report: (report, 0.7),
+                 trials=6, time_budget_seconds=None, higher_is_better=True, seed=1)
+    assert len(plain.trials) == 1 and plain.model is None
+
+
+def test_tpe_finds_a_better_point_than_its_random_start():
+    """Once TPE models the scores, its trials gather near the optimum of a smooth objective."""
+    searched = CandidateSpec(name="gbm", family="lightgbm", search={
+        "learning_rate": {"low": 0.001, "high": 1.0, "log": True},
+        "num_leaves": {"low": 2, "high": 256, "integer": True}})
+
+    def score(params, number, report):
+        learning_rate, leaves = params.get("learning_rate", 0.1), params.get("num_leaves", 31)
+        return params, -np.log10(learning_rate / 0.05) ** 2 - (leaves - 40) ** 2 / 1e4
+
+    result = tune(searched, score, trials=40, time_budget_seconds=None, higher_is_better=True, seed=3)
+    start = [t.score for t in result.trials[1:11]]  # TPE's random start-up trials
+    modelled = sorted(t.score for t in result.trials[11:])
+    assert modelled[len(modelled) // 2] > np.median(start)  # the median modelled trial beats the median random one
+    assert result.score > -0.02 and all(isinstance(t.params["num_leaves"], int) for t in result.trials[1:])
+
+
+def test_pruning_stops_trials_whose_validation_loss_lags_and_never_chooses_them():
+    """A trial reports its validation loss per step; one among the worst of the earlier trials at
+    the same step (after the warm-up steps) is stopped and cannot be chosen."""
+    searched = CandidateSpec(name="gbm", family="lightgbm", params={"learning_rate": 0.05},
+                             search={"learning_rate": {"low": 0.001, "high": 1.0, "log": True}})
+    steps_run: dict[int, int] = {}
+
+    def fit_and_score(params, number, report):
+        badness = abs(np.log10(params["learning_rate"] / 0.05))  # 0 at the best learning rate
+        for step in range(1, 101):
+            steps_run[number] = step
+            report(step, 0.3 + badness + 1.0 / step)
+        return params, -badness
+
+    result = tune(searched, fit_and_score, trials=30, time_budget_seconds=None, higher_is_better=True, seed=0)
+    pruned = [t for t in result.trials if t.state == "pruned"]
+    assert pruned and all(np.isnan(t.score) for t in pruned)
+    assert all(steps_run[t.number] < 100 for t in pruned)
+    assert all(steps_run[t.number] == 100 for t in result.trials if t.state == "complete")
+    assert result.params == {"learning_rate": 0.05} and result.trials[0].state == "complete"
+    # The same budget without pruning runs every trial to its end.
+    unpruned = tune(searched, fit_and_score, trials=30, time_budget_seconds=None, higher_is_better=True, seed=0,
+                    prune=False)
+    assert all(t.state == "complete" for t in unpruned.trials)
+
+
+def test_a_loss_to_minimise_prunes_in_the_same_direction():
+    searched = CandidateSpec(name="gbm", family="lightgbm", search={"num_leaves": [2, 4, 8, 16, 32, 64]})
+
+    def fit_and_score(params, number, report):
+        badness = abs(params.get("num_leaves", 16) - 16) / 16
+        for step in range(1, 51):
+            report(step, 0.3 + badness)
+        return params, 0.3 + badness  # the selection metric is a loss here too
+
+    result = tune(searched, fit_and_score, trials=25, time_budget_seconds=None, higher_is_better=False, seed=0)
+    assert result.params == {} and result.score == 0.3  # trial 0: the family's default, 16 leaves
+    pruned = {t.params["num_leaves"] for t in result.trials if t.state == "pruned"}
+    assert pruned and pruned <= {2, 4, 32, 64}
 
 
 def test_logged_models_pin_only_pypi_packages_their_family_needs_to_serve():
@@ -93,7 +156,7 @@ def test_logged_models_pin_only_pypi_packages_their_family_needs_to_serve():
 def test_time_budget_stops_tuning_before_the_trials_run_out():
     searched = CandidateSpec(name="gbm", family="lightgbm", search={"num_leaves": [7, 15]})
 
-    def slow(params, number):
+    def slow(params, number, report):
         time.sleep(0.05)
         return params, 0.5
 

@@ -38,7 +38,7 @@ from ml_tasks.core.spec.base import Loc, nested, problem
 
 
 class SearchRange(BaseModel):
-    """A continuous (or integer) range of one hyper-parameter for the random search."""
+    """A continuous (or integer) range of one hyper-parameter for the tuning search (Optuna TPE)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 

@@ -25,7 +25,7 @@ is loaded, before any data is read: every problem is listed at once, each at its
 
 _PARAMS_INTRO = """\
 Each candidate names a `family` and gives it `params`; a name the family does not know, a value
-of the wrong type or out of range is a spec error. `search` is a random-search space over the
+of the wrong type or out of range is a spec error. `search` is a search space (Optuna TPE, seeded) over the
 same names, tried for `training.trials` fits after the first (which uses `params` as written):
 per parameter a list of values to choose from, or a range `{low, high, log, integer}` whose ends
 lie in the parameter's range (a whole-number parameter needs `integer: true`)."""

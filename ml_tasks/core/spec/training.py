@@ -32,7 +32,7 @@ class TrainingSpec(Strict):
 
 
 class CandidateSpec(Strict):
-    """One model to train: its family, that family's ``params`` and a random-search space over them.
+    """One model to train: its family, that family's ``params`` and a search space over them (Optuna TPE).
 
     ``params`` and ``search`` are checked against the family's schema
     (:mod:`ml_tasks.core.spec.families`) when the spec loads; they are kept as written, so the
@@ -42,7 +42,7 @@ class CandidateSpec(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     family: Literal["prior", "logistic_regression", "lightgbm", "torch_mlp"]
     params: dict[str, float | int | str | bool] = {}
-    #: Random-search space: a list of values to choose from, or a range, per parameter.
+    #: Search space (:mod:`ml_tasks.training.tuning`): a list of values to choose from, or a range, per parameter.
     search: dict[str, list[float | int | str | bool] | SearchRange] = {}
 
     @field_validator("params", mode="before")

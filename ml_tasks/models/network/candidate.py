@@ -101,6 +101,7 @@ class TorchMLPCandidate(Candidate):
 
     family = FAMILY
     supports_warm_start = True
+    reports_steps = True
 
     # Set by fit (module docstring, "Fitted attributes").
     model_: TabularMLP
@@ -133,6 +134,7 @@ class TorchMLPCandidate(Candidate):
         """Train on ``(X, y)``, early-stopping on the validation rows when given; fine-tune from
         ``warm_start_from`` when it is set (:mod:`.warmstart`)."""
         champion = self._take_warm_start()
+        on_step = self._take_on_step()
         device = resolve_device(self.config.device)
         cuda_devices = [device.index] if device.type == "cuda" else []
         if device.type == "cuda":
@@ -142,12 +144,12 @@ class TorchMLPCandidate(Candidate):
             rows = LabelledRows.checked(X, y, sample_weight, ("y", "sample_weight"))
             valid_rows = (LabelledRows.checked(X_valid, y_valid, w_valid, ("y_valid", "w_valid"))
                           if X_valid is not None else None)
-            self._fit(rows, valid_rows, champion, device)
+            self._fit(rows, valid_rows, champion, device, on_step)
         self.peak_memory_bytes_ = peak_memory_bytes(device)
         return self
 
     def _fit(self, rows: LabelledRows, valid_rows: LabelledRows | None, champion: TorchMLPCandidate | None,
-             device: torch.device) -> None:
+             device: torch.device, on_step: Callable[[int, float], None] | None = None) -> None:
         self._check_champion(champion)  # before any checkpoint is resumed, so a bad champion always fails
         fingerprint = run_fingerprint(self.config, self.numeric, self.categorical, self.seed,
                                       warm_start_identity(champion), rows, valid_rows)
@@ -172,11 +174,12 @@ class TorchMLPCandidate(Candidate):
         if self.resident_:
             train = train.to(device)
         self.model_ = model.to(device)
-        self._train(train, validation, device, fingerprint, saved)
+        self._train(train, validation, device, fingerprint, saved, on_step)
 
     def _train(self, train: TensorData, valid: ValidationRows | None, device: torch.device, fingerprint: str,
-               saved: dict[str, Any] | None) -> None:
-        """The epoch loop: train, validate, early-stop, checkpoint; ends with the best weights."""
+               saved: dict[str, Any] | None, on_step: Callable[[int, float], None] | None = None) -> None:
+        """The epoch loop: train, validate, early-stop, checkpoint, report the validation loss to
+        ``on_step`` (which may raise to stop); ends with the best weights."""
         cfg, model = self.config, self.model_
         optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
         shuffle = torch.Generator().manual_seed(self.seed)
@@ -186,6 +189,9 @@ class TorchMLPCandidate(Candidate):
         self.history_, self.resumed_from_epoch_, finished = [], None, False
         if saved is not None:
             finished = self._resume(saved, optimizer, stopper, shuffle, device)
+            if on_step is not None and valid is not None:  # a resumed trial is pruned as it was
+                for record in self.history_:
+                    on_step(record["epoch"], record["valid_loss"])
         else:
             self.initial_valid_loss_ = self._validate(valid, auc=False)[0] if valid is not None else None
 
@@ -209,6 +215,8 @@ class TorchMLPCandidate(Candidate):
             if self.checkpoint_dir is not None:
                 self._save_checkpoint(self.checkpoint_dir, self._checkpoint(fingerprint, epoch, finished, optimizer,
                                                                             stopper, shuffle, device))
+            if on_step is not None and valid is not None:
+                on_step(epoch, valid_loss)
         # Set by the first epoch whose loss is finite, which a finite training loss ensures unless
         # every validation loss was infinite.
         assert stopper.best_state is not None, "torch_mlp: no epoch had a finite validation loss"
