@@ -26,7 +26,7 @@ from typing import Any, Literal
 from ml_tasks.core.manifests import ApprovalManifest, GateManifest, RegistrationManifest, RunPlan
 from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import ModelSpec
-from ml_tasks.registry.versions import RegistryActionError, approve_run, get_champion
+from ml_tasks.registry.versions import RegistryActionError, approve_run, get_champion, require_approver
 
 APPROVE, REJECT = "Approve", "Reject"
 #: The answers the form offers, and the one a timeout takes.
@@ -95,6 +95,8 @@ def approval_form(spec: ModelSpec, plan: RunPlan, gate: GateManifest, registrati
     if spec.approval_timeout_hours is not None:
         deadline = (now or datetime.now(UTC)) + timedelta(hours=spec.approval_timeout_hours)
         lines += ["", f"No answer by {deadline:%Y-%m-%d %H:%M} UTC counts as a rejection."]
+    if spec.approvers:
+        lines += ["", f"Only {', '.join(spec.approvers)} may answer (the spec's `approvers`)."]
     subject = (f"Promote {plan.model}'s challenger {gate.challenger}? Gate {gate.verdict}, as of "
                f"{plan.as_of:%Y-%m-%d}")
     return {"subject": subject, "body": "\n".join(lines)}
@@ -104,7 +106,8 @@ def pending_approval(spec: ModelSpec, registration: RegistrationManifest) -> dic
     """What the report says while the approve task waits (None when no approval is asked)."""
     if registration.action != "awaiting_approval":
         return None
-    return {"state": "pending", "promotion": spec.promotion, "timeout_hours": spec.approval_timeout_hours}
+    return {"state": "pending", "promotion": spec.promotion, "timeout_hours": spec.approval_timeout_hours,
+            "approvers": list(spec.approvers)}
 
 
 def decide(spec: ModelSpec, plan: RunPlan, gate: GateManifest, registration: RegistrationManifest, snapshot_id: str,
@@ -112,7 +115,8 @@ def decide(spec: ModelSpec, plan: RunPlan, gate: GateManifest, registration: Reg
     """Act on the answer to a held promotion: register and promote on ``Approve``, nothing otherwise.
 
     Retried with the same answer, it ends in the same state (one version per run key, one
-    approval entry on it). ``Approve`` without a reason of 10 characters raises
+    approval entry on it). ``Approve`` without a reason of 10 characters, or from a user who is
+    not among the spec's ``approvers`` (when it names any), raises
     :class:`~ml_tasks.registry.versions.RegistryActionError` and moves nothing.
     """
     if registration.action != "awaiting_approval":
@@ -126,6 +130,7 @@ def decide(spec: ModelSpec, plan: RunPlan, gate: GateManifest, registration: Reg
         if answer.by is None:
             raise RegistryActionError("approval answer: 'Approve' without the user who gave it; expected an answer "
                                       "from a person")
+        require_approver(spec, answer.by_id, answer.by)  # Airflow refused anyone else already (assigned users)
         outcome = approve_run(spec, plan, gate, snapshot_id, report_uri, answer.reason, answer.by, settings,
                               at=answer.at)
     else:

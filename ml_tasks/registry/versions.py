@@ -249,8 +249,10 @@ def promote_run(spec: ModelSpec, plan: RunPlan, gate: GateManifest, snapshot_id:
     The version keeps the run's idempotency key (promoting twice does not register twice), and
     each promotion adds an entry to the version's history of manual decisions (reason, person,
     time), never overwriting an earlier one. Aliases move in the same order as an automatic
-    promotion: ``previous`` first, ``champion`` last.
+    promotion: ``previous`` first, ``champion`` last. A spec that names ``approvers`` takes it
+    only from one of them (:func:`require_approver`).
     """
+    require_approver(spec, requested_by)
     return _promote(spec, plan, gate, snapshot_id, report_uri, _required_reason(reason), requested_by, settings,
                     kind="promotion", verdict_tag="promoted manually", action="promoted_manually")
 
@@ -329,6 +331,17 @@ def _record_decision(mlflow_client: MlflowClient, version: ModelVersion, kind: s
     reason_tag, by_tag = _LATEST_DECISION_TAGS[kind]
     mlflow_client.set_model_version_tag(name, number, reason_tag, reason)
     mlflow_client.set_model_version_tag(name, number, by_tag, by)
+
+
+def require_approver(spec: ModelSpec, *user: str | None) -> None:
+    """Raise :class:`RegistryActionError` unless the spec names no ``approvers`` or ``user`` (its
+    id and/or name: the registry DAG knows only the triggering user's name) is one of them.
+    Rollback is not held to it: moving back to the version that served before is the on-call
+    person's emergency exit."""
+    if spec.approvers and not any(who in spec.approvers for who in user if who):
+        who = " / ".join(repr(w) for w in user if w) or "an unknown user"
+        raise RegistryActionError(f"user {who} may not promote model {spec.name!r}: it takes promotions and "
+                                  f"approvals only from its approvers {spec.approvers}")
 
 
 def _required_reason(reason: str | None) -> str:

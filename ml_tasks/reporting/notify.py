@@ -1,5 +1,5 @@
 """Tell the person on call when a gate fails, when the champion fails its own bars (on any
-verdict), or when a task of a retrain run fails.
+verdict), when a promotion waits for their approval, or when a task of a retrain run fails.
 
 The messages are Refit's (the builders below, all pure); the channels are chosen by settings,
 so embedded mode needs nothing and a deployment picks its own:
@@ -70,7 +70,7 @@ WEBHOOK_TIMEOUT_S = 10
 DEFAULT_EMAIL_FROM = "refit@localhost"
 #: How urgent each kind is, in the words chat and push services use (Apprise's notify types).
 SEVERITY = {"gate_failed": "failure", "task_failed": "failure", "champion_degraded": "warning",
-            "retrain_triggered": "info"}
+            "approval_waiting": "warning", "retrain_triggered": "info"}
 #: Settings that are URLs whose password must never show, and settings that are secrets whole.
 SECRET_URL_VARIABLES = ("REFIT_WAREHOUSE_URL", "MLFLOW_TRACKING_URI", "REFIT_LOCK_URL",
                         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
@@ -91,7 +91,9 @@ class Notification:
     Attributes
     ----------
     kind : ``gate_failed`` (a challenger was rejected), ``champion_degraded`` (the champion fails
-        its own bars on the test rows, whatever the verdict), ``retrain_triggered`` (a monitor
+        its own bars on the test rows, whatever the verdict), ``approval_waiting`` (a verdict other
+        than FAIL that the spec's ``promotion`` holds for a person; a held FAIL is told as
+        ``gate_failed``, whose summary says it waits), ``retrain_triggered`` (a monitor
         run's trigger fired and queued a retrain) or ``task_failed`` (a stage errored).
     model : spec name.
     summary : one line for a chat message or an e-mail subject.
@@ -101,7 +103,7 @@ class Notification:
     report_uri : the gating report, when there is one.
     """
 
-    kind: Literal["gate_failed", "champion_degraded", "retrain_triggered", "task_failed"]
+    kind: Literal["gate_failed", "champion_degraded", "approval_waiting", "retrain_triggered", "task_failed"]
     model: str
     summary: str
     dag_run_id: str | None = None
@@ -333,6 +335,9 @@ def gate_failed(model: str, report: dict, dag_run_id: str | None, report_uri: st
 
 def _champion_state(report: dict) -> str:
     """What became of the champion after a FAIL, and what is wrong with it if anything is."""
+    waiting = _approval_waiting(report)
+    if waiting:
+        return f"champion unchanged unless approved: {waiting}"
     evaluation, health = report.get("evaluation") or {}, report.get("champion_health") or {}
     missing = evaluation.get("champion_missing_columns")
     if missing:
@@ -358,12 +363,37 @@ def champion_degraded(model: str, report: dict, dag_run_id: str | None, report_u
     )
 
 
+def _approval_waiting(report: dict) -> str | None:
+    """What a report whose promotion waits for a person says about it (None: nothing waits)."""
+    approval = report.get("approval") or {}
+    if approval.get("state") != "pending":
+        return None
+    who = f" from {', '.join(approval['approvers'])}" if approval.get("approvers") else ""
+    deadline = (f"; no answer within {approval['timeout_hours']:g} h rejects it" if approval.get("timeout_hours")
+                else "")
+    return f"the run's approve task waits for an approval{who} (Required actions){deadline}"
+
+
+def approval_waiting(model: str, report: dict, dag_run_id: str | None, report_uri: str) -> Notification | None:
+    """The notification for a PASS (or any verdict but FAIL) that the spec's ``promotion:
+    always_approve`` holds for a person (None when nothing waits). Pure."""
+    waiting = _approval_waiting(report)
+    if waiting is None:
+        return None
+    return Notification(kind="approval_waiting", model=model, dag_run_id=dag_run_id, report_uri=report_uri,
+                        reasons=[waiting],
+                        summary=f"{model}: gate {report.get('verdict')} for challenger {report['gate']['challenger']}; "
+                                f"{waiting}")
+
+
 def report_notifications(model: str, report: dict, dag_run_id: str | None, report_uri: str) -> list[Notification]:
     """What a finished report tells the person on call: a degraded champion (on any verdict),
-    then a failed gate. Pure."""
+    then a failed gate (saying when it waits for an approval) or a promotion that waits. Pure."""
     found = [champion_degraded(model, report, dag_run_id, report_uri)]
     if report.get("verdict") == "FAIL":
         found.append(gate_failed(model, report, dag_run_id, report_uri))
+    else:
+        found.append(approval_waiting(model, report, dag_run_id, report_uri))
     return [notification for notification in found if notification is not None]
 
 

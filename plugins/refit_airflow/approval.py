@@ -11,7 +11,8 @@ report (:func:`approval_tasks`):
     ``reason`` field. The task waits in Airflow 3.3's ``awaiting_input`` state (no worker slot,
     no triggerer) until someone answers, in the UI or through the REST API (``PATCH
     /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails`` with
-    ``{"chosen_options": ["Approve"], "params_input": {"reason": "…"}}``), or until
+    ``{"chosen_options": ["Approve"], "params_input": {"reason": "…"}}``) by one of the spec's
+    ``approvers`` when it names any (Airflow refuses anyone else with 403), or until
     ``approval_timeout_hours`` pass, when the scheduler answers ``Reject`` for nobody. An
     ``Approve`` without a reason of at least 10 characters is not taken: the form is cleared and
     asked again. Its XCom is the answer: ``{"chosen", "reason", "by", "by_id", "at"}`` — ``by``
@@ -20,7 +21,8 @@ report (:func:`approval_tasks`):
     acts on it (:func:`ml_tasks.pipeline.apply_approval`): ``Approve`` promotes the gate's
     put-forward model through the registry's locked promotion path, tagging the version with
     ``refit.approved_by`` and ``refit.approval_reason``; ``Reject`` or a timeout registers nothing.
-    Its return value is the registration the champion Asset's task announces.
+    Its return value is the registration the champion Asset's task announces. A version it
+    registers gets the same lineage as one the register task registers (snapshot -> version).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class ApprovalTask(HITLOperator):
             params={"reason": Param(None, type=["null", "string"], maxLength=1000, title="Reason",
                                     description=REASON_HELP)},
             response_timeout=timedelta(hours=hours) if hours else None,
+            # Airflow answers anyone else's response with 403 (the auth manager's is_authorized_hitl_task).
+            assigned_users=[{"id": user, "name": user} for user in spec.approvers] or None,
             doc_md=f"Approve or reject a promotion `promotion: {spec.promotion}` holds for a person.",
             **kwargs)
         self.plan = plan
@@ -113,7 +117,11 @@ def approval_tasks(spec: ModelSpec, run_plan: Any, validation: Any, gate: Any, r
     def apply_approval(plan: dict, validation_manifest: dict, gate_manifest: dict, held: dict,
                        answer: dict | None) -> dict:
         from ml_tasks import pipeline
+        from refit_airflow.lineage import registration_lineage
 
-        return pipeline.apply_approval(plan, validation_manifest, gate_manifest, held, answer)
+        registration = pipeline.apply_approval(plan, validation_manifest, gate_manifest, held, answer)
+        if registration.get("action") == "approved":  # the version this task registered: snapshot -> version
+            registration_lineage(validation_manifest, registration, task="apply_approval")
+        return registration
 
     return apply_approval(run_plan, validation, gate, registration, asked.output)

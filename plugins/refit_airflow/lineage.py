@@ -18,7 +18,8 @@ Assets among a task's outlets into Asset events, so these add none.
   rows and bytes as output statistics.
 * ``register``: input, the snapshot; output, the registered model (``mlflow+<registry URI>``, no
   login, + the registry name) with the version as dataset version. A run that registered nothing
-  (a failed gate, a dry run) has no output.
+  (a failed gate, a dry run, a verdict held for approval) has no output. ``apply_approval``,
+  which registers the version a person approved, reports the same pair.
 
 Lineage never fails a task: a problem building it is logged and the task goes on.
 """
@@ -64,11 +65,12 @@ def extraction_lineage(plan: dict, snapshot: dict, warehouse_url: str | None) ->
                   outputs=[_snapshot(snapshot, output=True)])
 
 
-def registration_lineage(validation_manifest: dict, registration: dict) -> None:
-    """In the register task: the snapshot the model was trained on, and the version it registered."""
+def registration_lineage(validation_manifest: dict, registration: dict, task: str = "register") -> None:
+    """In the register task (or ``apply_approval``, which registers an approved version): the
+    snapshot the model was trained on, and the version it registered."""
     if not enabled():
         return
-    with _never_failing("register"):
+    with _never_failing(task):
         from ml_tasks.core.settings import load_settings
 
         outputs = []

@@ -130,6 +130,7 @@ def test_how_runs_are_operated_is_no_part_of_the_recipe(demo_spec):
     base = spec_hash(demo_spec, "SELECT 1")
     operated = demo_spec.model_copy(update={
         "promotion": "always_approve", "approval_timeout_hours": 2.5, "timeouts": {"train": 30.0},
+        "approvers": ["alice"],
         "trainer": demo_spec.trainer.model_copy(update={"queue": "gpu"})})
     assert spec_hash(operated, "SELECT 1") == base
     assert (demo_spec.promotion, demo_spec.approval_timeout_hours, demo_spec.timeouts) == ("auto", 24.0, {})
@@ -142,6 +143,9 @@ def test_how_runs_are_operated_is_no_part_of_the_recipe(demo_spec):
     (lambda r: r.update(timeouts={"train": -1}), "timeouts.train", "greater than 0"),
     (lambda r: r.update(timeouts={"train": 20_000}), "timeouts.train", "less than or equal to 10080"),
     (lambda r: r["trainer"].update(queue="gpu queue"), "trainer.queue", "should match pattern"),
+    (lambda r: r.update(approvers=["alice"]), "approvers", "promotion 'auto' asks no one"),
+    (lambda r: r.update(promotion="always_approve", approvers=["al ice"]), "approvers.0", "should match pattern"),
+    (lambda r: r.update(promotion="always_approve", approvers=["bob", "bob"]), "approvers", "more than once"),
 ])
 def test_operating_settings_are_checked_at_their_field(tmp_path, change, field, says):
     with pytest.raises(SpecError, match=re.escape(f"field '{field}'")) as raised:
@@ -151,6 +155,7 @@ def test_operating_settings_are_checked_at_their_field(tmp_path, change, field, 
 
 def test_operating_settings_load(tmp_path):
     spec = load_spec(write_variant(tmp_path, lambda r: r.update(
-        promotion="approve_on_fail", approval_timeout_hours=None, timeouts={"train": 90, "default": 10})))
-    assert (spec.promotion, spec.approval_timeout_hours, spec.timeouts) == (
-        "approve_on_fail", None, {"train": 90.0, "default": 10.0})
+        promotion="approve_on_fail", approval_timeout_hours=None, timeouts={"train": 90, "default": 10},
+        approvers=["alice", "7"])))
+    assert (spec.promotion, spec.approval_timeout_hours, spec.timeouts, spec.approvers) == (
+        "approve_on_fail", None, {"train": 90.0, "default": 10.0}, ["alice", "7"])

@@ -39,17 +39,20 @@ class ApiServer:
 
 
 @contextmanager
-def api_server(settings: Settings) -> Iterator[ApiServer]:
-    """``airflow api-server`` on a free port over the home's metadata database, until exit."""
+def api_server(settings: Settings, other_users: dict[str, str] | None = None) -> Iterator[ApiServer]:
+    """``airflow api-server`` on a free port over the home's metadata database, until exit.
+
+    ``other_users`` (name: password) are admins too, for tests of who may do what."""
     airflow_home = settings.home / "airflow"
     passwords = airflow_home / "ui-test-passwords.json"
-    passwords.write_text(json.dumps({USERNAME: PASSWORD}))
+    users = {USERNAME: PASSWORD, **(other_users or {})}
+    passwords.write_text(json.dumps(users))
     port = FreePorts()()
     url = f"http://127.0.0.1:{port}"
     env = {**airflow_env(settings),
            "AIRFLOW__CORE__AUTH_MANAGER":
                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{user}:admin" for user in users),
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
            "AIRFLOW__API__BASE_URL": url,

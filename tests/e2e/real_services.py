@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import psutil
 import pytest
 
 from ml_tasks.core.settings import REPO_ROOT
@@ -120,8 +121,10 @@ class Processes:
             process.wait(timeout=10)
 
     def stop_all(self, grace: float = 15.0) -> None:
-        """SIGTERM every group, newest first, then SIGKILL whatever is left of each group."""
+        """SIGTERM every group, newest first, then SIGKILL whatever is left of each group, and of
+        the descendants that left it (Airflow's task supervisors start sessions of their own)."""
         started = list(reversed(self._started.values()))
+        descendants = [child for process, _ in started for child in _descendants(process.pid)]
         for process, _ in started:
             _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -132,6 +135,18 @@ class Processes:
             _signal_group(process, signal.SIGKILL)
             with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
+        for child in descendants:
+            with suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(descendants, timeout=10)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid`` now (empty when it is gone)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

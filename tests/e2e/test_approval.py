@@ -7,9 +7,11 @@ run alive while its approve task waits for input; the real api-server (the UI an
 API, with a logged-in user ``oncall``) shares its SQLite metadata database, so an answer given
 there resumes the run. Headless Chromium answers through the task's Required Actions form.
 The model is the demo spec, cut down to the baseline and two backtest folds on the tiny
-warehouse; a strict ROC AUC bar in a variant of it makes a FAIL. The tests run in order and
-build on the registry each leaves: approve a PASS over REST (v1), reject a FAIL in the form
-(v1 stays), let a FAIL time out (v1 stays), approve a FAIL in the form (v2).
+warehouse; a strict ROC AUC bar in a variant of it makes a FAIL. Only ``oncall`` may approve
+(the spec's ``approvers``); ``intern``, an admin too, is refused. The runs write their OpenLineage
+events to a file, where ``apply_approval``'s event names the version it registered. The tests
+run in order and build on the registry each leaves: approve a PASS over REST (v1), reject a FAIL
+in the form (v1 stays), let a FAIL time out (v1 stays), approve a FAIL in the form (v2).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ml_tasks.core.settings import REPO_ROOT, Settings, ensure_local_folders, lo
 from ml_tasks.io.store import store_from_settings
 from refit_airflow.demo import airflow_binary, airflow_env, prepare_airflow
 from tests.conftest import TINY_ROWS
+from tests.e2e.real_services import AirflowApi
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +41,8 @@ DAG_ID = f"retrain_{MODEL}"
 CONF = {"candidates": ["logistic_baseline"], "sample_size": 2_000}
 RUN_TIMEOUT_S = 420
 WAIT_S = 60
+#: An admin of the UI who is not among the spec's approvers.
+OTHER_USER, OTHER_PASSWORD = "intern", "refit-ui-test-intern"
 
 
 @dataclass(frozen=True)
@@ -67,11 +72,13 @@ def home(tmp_path_factory) -> Home:
         spec.pop(section)
     spec["backtest"].update(folds=2, staleness_periods=0)
     spec["acceptance"]["bootstrap_replicates"] = 200
-    spec_file.write_text(yaml.safe_dump({**spec, "promotion": "always_approve"}, sort_keys=False))
+    spec_file.write_text(yaml.safe_dump({**spec, "promotion": "always_approve", "approvers": ["oncall"]},
+                                        sort_keys=False))
     settings = load_settings({"REFIT_HOME": str(root / "refit"), "REFIT_INCLUDE_DIR": str(include)})
     ensure_local_folders(settings)
     build_demo_warehouse(settings.warehouse_url, rows=TINY_ROWS, seed=11)
     prepare_airflow(settings)
+    (settings.home / "openlineage").mkdir()  # the file transport writes into it, and creates no folder
     return Home(settings=settings, spec_file=spec_file)
 
 
@@ -79,7 +86,7 @@ def home(tmp_path_factory) -> Home:
 def server(home):
     from tests.e2e.airflow_ui import api_server
 
-    with api_server(home.settings) as running:
+    with api_server(home.settings, other_users={OTHER_USER: OTHER_PASSWORD}) as running:
         yield running
 
 
@@ -100,10 +107,14 @@ class BackgroundRun:
         self.logical_date = logical_date
         self.log = home.settings.home / "logs" / f"approval-{logical_date}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        # OpenLineage's file transport: one JSON event a line, every run of the module appending.
+        lineage = {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(lineage_file(home)), "append": True})}
         with self.log.open("wb") as handle:
             self.process = subprocess.Popen(
                 [airflow_binary(), "dags", "test", DAG_ID, logical_date, "--conf", json.dumps(CONF)],
-                env=airflow_env(home.settings), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+                env={**airflow_env(home.settings), **lineage}, stdout=handle, stderr=subprocess.STDOUT,
+                start_new_session=True)
         self.run_id: str | None = None
 
     def tail(self, lines: int = 60) -> str:
@@ -158,6 +169,18 @@ class BackgroundRun:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
+
+
+def lineage_file(home: Home) -> Path:
+    return home.settings.home / "openlineage" / "events.jsonl"
+
+
+def approval_lineage(home: Home) -> list[list[tuple[str, str]]]:
+    """The outputs (name, dataset version) of every ``apply_approval`` COMPLETE OpenLineage event,
+    oldest first: one per run of the module, in the order the tests run them."""
+    events = [json.loads(line) for line in lineage_file(home).read_text().splitlines()]
+    return [[(d["name"], d["facets"]["version"]["datasetVersion"]) for d in e["outputs"]] for e in events
+            if e["eventType"] == "COMPLETE" and e["job"]["name"] == f"{DAG_ID}.apply_approval"]
 
 
 @pytest.fixture
@@ -251,6 +274,12 @@ def test_a_pass_that_always_waits_is_approved_through_the_rest_api(home, server,
     # The pools the trainer tasks need were created with the metadata database.
     assert server.api.http.get("/pools/refit_gpu").json()["slots"] >= 1
 
+    assert [user["id"] for user in question["assigned_users"]] == ["oncall"]
+    # An admin who is not among the spec's approvers is refused by Airflow itself.
+    other = AirflowApi(server.url, OTHER_USER, OTHER_PASSWORD)
+    not_theirs = other.http.patch(run.hitl_path(), json={"chosen_options": ["Approve"],
+                                                         "params_input": {"reason": "looks fine to me, ship it"}})
+    assert not_theirs.status_code == 403 and "not a respondent" in not_theirs.text, not_theirs.text
     refused = server.api.http.patch(run.hitl_path(), json={"chosen_options": ["Maybe"], "params_input": {}})
     assert refused.status_code == 400, refused.text
     reason = "first model of this spec: reviewed the report, launch it"
@@ -273,6 +302,7 @@ def test_a_pass_that_always_waits_is_approved_through_the_rest_api(home, server,
     assert f"Approved by oncall (v1): {reason}" in dag_run["note"]
     assert [(e["task"], e["action"], e["version"]) for e in champion_events(server)] == [
         ("announce_champion", "approved", "1")]
+    assert approval_lineage(home) == [[(MODEL, "1")]]  # the snapshot -> the version the approval registered
 
 
 def registry_has_versions(home: Home) -> bool:
@@ -313,6 +343,7 @@ def test_a_fail_rejected_in_the_tasks_form_leaves_the_champion(home, server, bro
                                         "champion_version": "1", "previous_version": None}
     assert f"Rejected by oncall: {reason}" in dag_run["note"]
     assert len(champion_events(server)) == 1
+    assert approval_lineage(home)[-1] == []  # nothing registered, no output
 
 
 def test_a_fail_nobody_answers_in_time_is_recorded_and_leaves_the_champion(home, server, start):
@@ -362,6 +393,7 @@ def test_a_fail_approved_in_the_tasks_form_is_promoted_with_the_approver_and_rea
     assert (approved.tags["refit.approved_by"], approved.tags["refit.approval_reason"]) == ("oncall", reason)
     assert approved.tags["refit.verdict"] == "FAIL" and approved.tags["refit.registration"] == "complete"
     assert [(e["action"], e["version"]) for e in champion_events(server)] == [("approved", "1"), ("approved", "2")]
+    assert approval_lineage(home)[-1] == [(MODEL, "2")]
     # The report the person opened from the form now says who approved it, and why.
     open_plugin_frame(browser, server, f"/dags/{DAG_ID}/runs/{run.run_id}/plugin/refit-gate-report")
     assert report_banner(browser).startswith("FAIL · credit_default · as of 2024-09-01")

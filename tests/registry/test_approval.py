@@ -11,7 +11,7 @@ import pytest
 from ml_tasks.core.manifests import GateCheck, ModelRef, RegistrationManifest
 from ml_tasks.core.spec import approval_needed
 from ml_tasks.registry.approval import ApprovalAnswer, approval_form, decide, pending_approval
-from ml_tasks.registry.versions import RegistryActionError, register_challenger
+from ml_tasks.registry.versions import RegistryActionError, promote_run, register_challenger
 from tests.faults.test_registry import (
     SNAPSHOT,
     first_champion,  # noqa: F401 (a fixture)
@@ -102,6 +102,30 @@ def test_a_rejection_a_timeout_or_an_approval_without_a_reason_leaves_the_champi
     assert aliases == {"champion": "1"} and len(found) == 1
 
 
+def test_only_the_specs_approvers_may_approve_and_anyone_else_moves_nothing(refit_home, held):
+    spec, plan, gate, registration = held
+    spec = spec.model_copy(update={"approvers": ["alice"]})
+
+    refused = r"user 'mallory' / 'mallory' may not promote model 'credit_default': it takes promotions and " \
+              r"approvals only from its approvers \['alice'\]"
+    with pytest.raises(RegistryActionError, match=refused):
+        decide(spec, plan, gate, registration, SNAPSHOT, "report.html", answer("Approve", "mallory", REASON),
+               refit_home)
+    assert registry_state(refit_home)[0] == {"champion": "1"} and len(registry_state(refit_home)[1]) == 1
+    # A rejection or a timeout promotes nothing, so it needs no approver.
+    assert decide(spec, plan, gate, registration, SNAPSHOT, "report.html", answer("Reject", None),
+                  refit_home).decision == "timed_out"
+
+    # Nor can anyone else promote the run by hand (the registry DAG's promote knows the user's name).
+    with pytest.raises(RegistryActionError, match=r"user 'mallory' may not promote model 'credit_default'"):
+        promote_run(spec, plan, gate, SNAPSHOT, "report.html", REASON, "mallory", refit_home)
+    assert registry_state(refit_home)[0] == {"champion": "1"} and len(registry_state(refit_home)[1]) == 1
+
+    approval = decide(spec, plan, gate, registration, SNAPSHOT, "report.html", answer("Approve", "alice", REASON),
+                      refit_home)
+    assert (approval.decision, approval.registration.version) == ("approved", "2")
+
+
 def test_an_interval_whose_approval_completed_is_not_held_again(refit_home, held):
     spec, plan, gate, registration = held
     decide(spec, plan, gate, registration, SNAPSHOT, "report.html", answer("Approve", "alice", REASON), refit_home)
@@ -154,7 +178,11 @@ def test_the_form_shows_the_verdict_the_failing_reasons_and_the_report_link(refi
     assert "[Open the gating report](/refit/runs/retrain_x/run_1)" in body and "/store/run/report.html" in body
     assert "champion v1 stays" in body and "No answer by 2024-06-03 08:00 UTC counts as a rejection." in body
     assert pending_approval(spec, registration) == {"state": "pending", "promotion": "approve_on_fail",
-                                                    "timeout_hours": 24.0}
+                                                    "timeout_hours": 24.0, "approvers": []}
+    assert "may answer" not in body
+    named = spec.model_copy(update={"approvers": ["alice", "7"]})
+    assert "Only alice, 7 may answer (the spec's `approvers`)." in approval_form(
+        named, plan, gate, registration, "report.html", now=now)["body"]
 
 
 def test_nothing_is_asked_when_the_registration_waits_for_no_one(refit_home, demo_spec):

@@ -26,6 +26,7 @@ from ml_tasks.reporting.notify import (
     gate_failed,
     load_notify_settings,
     notify,
+    report_notifications,
     task_failed,
 )
 
@@ -125,6 +126,30 @@ def test_a_failed_gate_is_written_to_the_log_file_by_default(tmp_path):
     assert record["kind"] == "gate_failed" and record["reasons"] == REPORT["failing"]
     assert "gate FAIL for challenger lightgbm (2 failing checks); champion unchanged" in record["summary"]
     assert record["report_uri"].endswith("report.html")
+
+
+PENDING = {"state": "pending", "promotion": "approve_on_fail", "timeout_hours": 24.0, "approvers": ["alice", "bob"]}
+
+
+def test_a_failed_gate_that_waits_for_an_approval_says_so_and_who_may_give_it():
+    [failed] = report_notifications("credit", {**REPORT, "verdict": "FAIL", "approval": PENDING}, "run_1", "r.html")
+
+    assert failed.kind == "gate_failed" and failed.reasons == REPORT["failing"]
+    assert failed.summary == ("credit: gate FAIL for challenger lightgbm (2 failing checks); champion unchanged "
+                              "unless approved: the run's approve task waits for an approval from alice, bob "
+                              "(Required actions); no answer within 24 h rejects it")
+
+
+def test_a_pass_held_for_a_person_is_told_and_a_pass_that_promoted_itself_is_not():
+    held = {**REPORT, "verdict": "PASS", "failing": [],
+            "approval": {**PENDING, "promotion": "always_approve", "approvers": [], "timeout_hours": None}}
+
+    [waiting] = report_notifications("credit", held, "run_1", "r.html")
+
+    assert (waiting.kind, waiting.report_uri) == ("approval_waiting", "r.html")
+    assert waiting.summary == ("credit: gate PASS for challenger lightgbm; the run's approve task waits for an "
+                               "approval (Required actions)")
+    assert report_notifications("credit", {**held, "approval": None}, "run_1", "r.html") == []
 
 
 def test_the_webhook_receives_a_chat_ready_text_and_every_field(tmp_path, webhook):

@@ -79,7 +79,8 @@ ADDED_FIELDS: tuple[tuple[tuple[str, ...], object], ...] = (
 
 #: Sections that say how the champion is used, not what is trained: never part of the hash, so
 #: adding or changing one gives no interval a new run key.
-NOT_RECIPE: tuple[str, ...] = ("scoring", "monitoring", "promotion", "approval_timeout_hours", "timeouts")
+NOT_RECIPE: tuple[str, ...] = ("scoring", "monitoring", "promotion", "approval_timeout_hours", "approvers",
+                               "timeouts")
 #: Fields that say how a run's work is cut into tasks, or where its tasks run, not what it
 #: computes: never hashed either.
 NOT_RECIPE_FIELDS: tuple[tuple[str, ...], ...] = (("backtest", "folds_per_task"), ("trainer", "queue"))

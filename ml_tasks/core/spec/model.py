@@ -44,7 +44,7 @@ from ml_tasks.core.spec.data import (
     ValidationSpec,
 )
 from ml_tasks.core.spec.monitoring import MonitoringSpec
-from ml_tasks.core.spec.operations import DEFAULT_TIMEOUT_MINUTES, Promotion, Timeouts
+from ml_tasks.core.spec.operations import DEFAULT_TIMEOUT_MINUTES, Approver, Promotion, Timeouts
 from ml_tasks.core.spec.scoring import ScoringSpec
 from ml_tasks.core.spec.training import BacktestSpec, CalibrationSpec, CandidateSpec, TrainerSpec, TrainingSpec
 
@@ -93,6 +93,10 @@ class ModelSpec(Strict):
                                                  "task waits for a person; then the run records a timeout and "
                                                  "the champion stays (null: it waits until someone answers); not "
                                                  "part of the recipe hash")
+    approvers: list[Approver] = Field([], description="user ids (as Airflow's auth manager knows them) who may "
+                                      "answer the approve task; Airflow refuses anyone else's answer, and so does "
+                                      "the registry (empty: anyone allowed to act on the DAG's required actions); "
+                                      "not part of the recipe hash")
     timeouts: Timeouts = Field({}, description="minutes a task of each stage may run (its execution_timeout), "
                                                "by stage: default, plan, extract, validate, sample, split, train, "
                                                "backtest, evaluate, gate, register, report, score, monitor; a "
@@ -291,6 +295,20 @@ def _sampling_columns(spec: ModelSpec) -> list[InitErrorDetails]:
     return found
 
 
+def _approvers_are_asked(spec: ModelSpec) -> list[InitErrorDetails]:
+    """Approvers without an approve task would silently mean nothing."""
+    found = []
+    if spec.approvers and spec.promotion == "auto":
+        found.append(problem(("approvers",), f"{spec.approvers} are named, but promotion 'auto' asks no one; "
+                             "expected promotion approve_on_fail or always_approve, or no approvers",
+                             spec.approvers))
+    duplicated = sorted({user for user in spec.approvers if spec.approvers.count(user) > 1})
+    if duplicated:
+        found.append(problem(("approvers",), f"{duplicated} named more than once; expected each user once",
+                             spec.approvers))
+    return found
+
+
 def _scores_are_not_sources(spec: ModelSpec) -> list[InitErrorDetails]:
     """Scores must never be written over a table the model is trained from."""
     if spec.scoring is None:
@@ -303,5 +321,5 @@ def _scores_are_not_sources(spec: ModelSpec) -> list[InitErrorDetails]:
 
 _CHECKS: tuple[Callable[[ModelSpec], list[InitErrorDetails]], ...] = (
     _unique_candidates, _features_are_not_roles, _known_metrics, _slice_columns, _fold_test_can_pass,
-    _validation_columns, _sampling_columns, _scores_are_not_sources,
+    _validation_columns, _sampling_columns, _scores_are_not_sources, _approvers_are_asked,
 )

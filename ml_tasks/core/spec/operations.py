@@ -15,6 +15,13 @@ from pydantic import Field
 Promotion = Literal["auto", "approve_on_fail", "always_approve"]
 PROMOTION_MODES: tuple[str, ...] = ("auto", "approve_on_fail", "always_approve")
 
+#: ``approvers``: the user ids (as the Airflow auth manager knows them: the user name for the
+#: simple auth manager and for Keycloak, the numeric id as text for FAB) who may answer the
+#: approve task. Airflow itself refuses anyone else's answer (403, its HITL ``assigned_users``),
+#: and the registry refuses an approval or a manual promotion by anyone else
+#: (:func:`ml_tasks.registry.versions.require_approver`, which also takes the user's name).
+Approver = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@+-]{1,256}$")]
+
 #: Stages whose task timeout a spec may set (``timeouts:``), by the task ids of Refit's DAGs;
 #: ``default`` covers every other task (the small bookkeeping tasks).
 Stage = Literal["default", "plan", "extract", "validate", "sample", "split", "train", "backtest", "evaluate", "gate",
