@@ -355,16 +355,19 @@ class ArtifactStore:
         import pyarrow as pa
 
         with self._open(uri) as handle:
+            try:
+                return pd.read_parquet(handle, columns=columns, filters=filters)
+            except (pa.ArrowInvalid, OSError) as exc:
+                failure: Exception = exc
+            # Only now the footer again, to say why: a column the file lacks, a damaged file (one
+            # without a footer raises here) or a failed transfer. A read that works reads it once.
             with self._parquet(uri, handle) as parquet:
                 names = parquet.schema_arrow.names
             asked = [*(columns or []), *_filter_columns(filters)]
             missing = [c for c in dict.fromkeys(asked) if c not in names]
             if missing:
-                raise StoreError(f"artifact {uri} has no column(s) {missing}; it has {names}")
-            try:
-                return pd.read_parquet(handle, columns=columns, filters=filters)
-            except (pa.ArrowInvalid, OSError) as exc:  # a damaged page behind an intact footer
-                raise read_failure(uri, exc) from None
+                raise StoreError(f"artifact {uri} has no column(s) {missing}; it has {names}") from None
+            raise read_failure(uri, failure) from None  # a damaged page behind an intact footer
 
     @contextmanager
     def parquet_file(self, uri: str, **options: Any) -> Iterator[Any]:

@@ -111,6 +111,26 @@ def test_a_parquet_files_row_count_on_s3_reads_its_footer_alone(stores, s3_endpo
     assert sent <= 256 * 1024, f"{sent:,} bytes sent for a row count"
 
 
+def test_a_read_from_s3_makes_no_request_beyond_what_reading_the_object_takes(stores, s3_endpoint):
+    """The footer is read once: the checks that name a missing column run only when a read fails."""
+    _, s3 = stores
+    uri = write_snapshot(s3, snapshot_frame())
+    columns, keep = ["id", "x3"], [("id", ">=", ROWS // 2)]
+
+    def plain_read() -> pd.DataFrame:  # pandas on the store's own file handle: the least a read takes
+        with s3._open(uri) as handle:
+            return pd.read_parquet(handle, columns=columns, filters=keep)
+
+    before = read_traffic(s3_endpoint)
+    expected = plain_read()
+    between = read_traffic(s3_endpoint)
+    read = s3.read_frame(uri, columns=columns, filters=keep)
+    after = read_traffic(s3_endpoint)
+
+    pd.testing.assert_frame_equal(read, expected)
+    assert (after - between).requests == (between - before).requests
+
+
 @pytest.mark.parametrize(("columns", "filters"), [
     (None, None),
     (["region", "as_of"], None),
