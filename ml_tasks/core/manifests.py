@@ -23,6 +23,10 @@ class Manifest(BaseModel):
         return self.model_dump(mode="json")
 
 
+#: The ``dag_run_id`` of a run started from the command line without ``--dag-run-id``.
+CLI_RUN_ID = "cli"
+
+
 class RunPlan(Manifest):
     """What one retraining run does, resolved from the spec, the trigger and its params."""
 
@@ -34,12 +38,19 @@ class RunPlan(Manifest):
     sample_size: int
     candidates: list[str]
     dry_run: bool
+    #: The Airflow DAG run, or :data:`CLI_RUN_ID` for a run started from the command line.
     dag_run_id: str
     run_key: str
     run_prefix: str
     #: What started the run when a monitor's retrain trigger did (its fired triggers' reasons);
     #: None for a cron or manual run. Not part of the run key: a triggered run of an interval is that interval's run.
     trigger: str | None = None
+
+    @property
+    def in_dag_run(self) -> bool:
+        """Whether :attr:`dag_run_id` names one Airflow DAG run (the CLI's default names none: every
+        command-line run shares it)."""
+        return self.dag_run_id != CLI_RUN_ID
 
     @property
     def artifacts(self) -> RunArtifacts:
@@ -384,6 +395,10 @@ class RegistrationManifest(Manifest):
     version: str | None
     champion_version: str | None
     previous_version: str | None
+    #: ``already_registered`` only: an earlier try of this same DAG run's register task registered
+    #: the version and made it champion, which it still is (the try was lost after the alias
+    #: moved, before it handed its result over), so the champion's Asset event is still due.
+    champion_moved_by_this_run: bool = False
 
 
 class ApprovalManifest(Manifest):

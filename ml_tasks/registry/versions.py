@@ -108,6 +108,10 @@ def register_challenger(
     ``hold`` (the spec's ``promotion`` wants a person for this verdict): register nothing and say
     ``awaiting_approval``; :func:`approve_run` registers after the approval. A run key whose
     registration already completed (an approved interval run again) stays ``already_registered``.
+
+    ``already_registered`` in the DAG run whose earlier try registered the version (a retry after
+    the alias moved) says so in ``champion_moved_by_this_run`` while the version is champion, so
+    the champion Asset is announced at least once.
     """
     name = spec.registry_name
     if plan.dry_run or (gate.verdict != "PASS" and not hold):
@@ -132,8 +136,12 @@ def register_challenger(
                                              replaces=current.version if current else None)
         if version.tags.get(STATE_TAG) != PENDING:
             current = get_champion(settings, name)
+            moved_here = (plan.in_dag_run and version.tags.get("refit.dag_run_id") == plan.dag_run_id
+                          and current is not None and str(current.version) == str(version.version))
+            replaced = (version.tags.get(REPLACES_TAG) or None) if moved_here else None
             return RegistrationManifest(registry_name=name, action="already_registered", version=str(version.version),
-                                        champion_version=current.version if current else None, previous_version=None)
+                                        champion_version=current.version if current else None,
+                                        previous_version=replaced, champion_moved_by_this_run=moved_here)
         _check_same_model(version, gate, key)
         previous = _complete(mlflow_client, name, version)
     return RegistrationManifest(registry_name=name, action="registered", version=str(version.version),

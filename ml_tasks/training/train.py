@@ -348,7 +348,7 @@ def _abandoned(tags: dict[str, str], plan: RunPlan) -> bool:
     host, pid = tags.get("refit.trainer_host"), tags.get("refit.trainer_pid")
     if host == socket.gethostname() and pid and pid.isdigit():
         return not _alive(int(pid))
-    return tags.get("refit.dag_run_id") == plan.dag_run_id and plan.dag_run_id != "cli"
+    return plan.in_dag_run and tags.get("refit.dag_run_id") == plan.dag_run_id
 
 
 def _alive(pid: int) -> bool:

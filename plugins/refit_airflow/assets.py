@@ -33,6 +33,8 @@ def announce_champion(registry_name: str) -> Any:
     """A task that emits the champion Asset's event when the registration it is given moved the
     alias, with the version in the event's extra; otherwise it is skipped, and a skipped task
     emits nothing (a FAIL, a dry run or a re-run of a registered interval announces no champion).
+    A register task retried after its first try moved the alias (``champion_moved_by_this_run``)
+    still announces it: a consumer hears of every champion at least once.
 
     Its own task, after the registry step, so that the registry step stays one retriable action
     and a downstream DAG never hears of a champion whose alias did not move.
@@ -41,11 +43,13 @@ def announce_champion(registry_name: str) -> Any:
 
     @task(task_id="announce_champion", outlets=[asset])
     def announce(registration: dict) -> dict:
-        if registration.get("action") not in CHAMPION_MOVES:
+        retried = bool(registration.get("champion_moved_by_this_run"))  # an earlier try moved it
+        if registration.get("action") not in CHAMPION_MOVES and not retried:
             raise AirflowSkipException(f"the champion alias did not move ({registration.get('action')}): "
                                        f"no {asset.uri} event")
         extra = {"version": registration["version"], "previous_version": registration.get("previous_version"),
-                 "action": registration["action"], "model_uri": f"models:/{registry_name}/{registration['version']}"}
+                 "action": "registered" if retried else registration["action"],
+                 "model_uri": f"models:/{registry_name}/{registration['version']}"}
         get_current_context()["outlet_events"][asset].extra = extra
         return extra
 

@@ -340,7 +340,8 @@ def test_a_fail_rejected_in_the_tasks_form_leaves_the_champion(home, server, bro
     assert (report["verdict"], approval["decision"], approval["by"], approval["reason"]) == (
         "FAIL", "rejected", "oncall", reason)
     assert approval["registration"] == {"registry_name": MODEL, "action": "rejected", "version": None,
-                                        "champion_version": "1", "previous_version": None}
+                                        "champion_version": "1", "previous_version": None,
+                                        "champion_moved_by_this_run": False}
     assert f"Rejected by oncall: {reason}" in dag_run["note"]
     assert len(champion_events(server)) == 1
     assert approval_lineage(home)[-1] == []  # nothing registered, no output

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.core.manifests import GateManifest, ModelRef, RunPlan
+from ml_tasks.core.manifests import CLI_RUN_ID, GateManifest, ModelRef, RunPlan
 from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import ModelSpec
 from ml_tasks.registry import versions
@@ -117,6 +117,33 @@ def test_a_registration_killed_midway_is_completed_by_the_retry(refit_home, demo
     assert [v["version"] for v in found] == ["1", "2"] and found[1][STATE_TAG] == COMPLETE
     again = register_challenger(demo_spec, plan, gate, SNAPSHOT, "report.html", refit_home)
     assert again.action == "already_registered" and registry_state(refit_home)[0] == aliases
+
+
+def test_a_register_retried_after_its_alias_moved_still_owns_the_champion_move(refit_home, demo_spec,
+                                                                                first_champion):
+    """The try that moved the alias was lost before it handed its result over: the retry (same
+    DAG run) must still let the champion be announced; a re-run in another DAG run, or once a
+    later version is champion, must not."""
+    challenger = logged_model(refit_home, seed=2)
+    plan, gate = plan_of("20240401T000000-bbbbbbbb", refit_home), passed_gate(challenger, refit_home)
+    assert register_challenger(demo_spec, plan, gate, SNAPSHOT, "report.html", refit_home).action == "registered"
+
+    retried = register_challenger(demo_spec, plan, gate, SNAPSHOT, "report.html", refit_home)
+
+    assert (retried.action, retried.version, retried.champion_version, retried.previous_version) == (
+        "already_registered", "2", "2", "1")
+    assert retried.champion_moved_by_this_run
+    other_run = plan.model_copy(update={"dag_run_id": "manual__2024-05-02"})
+    assert not register_challenger(demo_spec, other_run, gate, SNAPSHOT, "report.html",
+                                   refit_home).champion_moved_by_this_run
+    from_the_cli = plan.model_copy(update={"dag_run_id": CLI_RUN_ID})
+    assert not register_challenger(demo_spec, from_the_cli, gate, SNAPSHOT, "report.html",
+                                   refit_home).champion_moved_by_this_run
+    later = logged_model(refit_home, seed=3)
+    register_challenger(demo_spec, plan_of("20240501T000000-cccccccc", refit_home), passed_gate(later, refit_home),
+                        SNAPSHOT, "report.html", refit_home)
+    assert not register_challenger(demo_spec, plan, gate, SNAPSHOT, "report.html",
+                                   refit_home).champion_moved_by_this_run
 
 
 def test_the_first_registration_killed_before_its_alias_still_makes_a_champion(refit_home, demo_spec):
