@@ -142,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--as-of", required=True, help="end of the interval (ISO date or datetime, UTC); it starts "
                                                       "scoring.window_days earlier")
     score.add_argument("--dag-run-id", default="cli")
+    parity = commands.add_parser("check-scoring", help="compare the features the scoring query computes with the "
+                                                       "training query's, row by row (training/serving skew)")
+    parity.add_argument("--model", required=True, type=_model_name)
+    parity.add_argument("--as-of", required=True, help="end of the window compared (ISO date or datetime, UTC): "
+                                                       "pick one whose rows have labels")
+    parity.add_argument("--days", type=int, help="length of the window (default: source.window_days)")
     monitor = commands.add_parser("monitor", help="champion health on the labels matured since its as-of; which "
                                                   "retrain triggers fire (spec's monitoring section)")
     monitor.add_argument("--model", required=True, type=_model_name)
@@ -251,6 +257,12 @@ def _run(args: argparse.Namespace) -> None:
         _emit(pipeline.rollback(str(_spec_path(args.model)), args.reason, args.by))
     elif command == "score":
         _emit(pipeline.score_all(str(_spec_path(args.model)), args.as_of, dag_run_id=args.dag_run_id))
+    elif command == "check-scoring":
+        report = pipeline.scoring_parity(str(_spec_path(args.model)), args.as_of, days=args.days)
+        _emit(report)
+        if not report["ok"]:
+            raise CliError(f"--model {args.model}: the scoring query does not compute the features as the training "
+                           f"query does: {' | '.join(report['problems'])}")
     elif command == "monitor":
         _emit(pipeline.monitor(str(_spec_path(args.model)), args.as_of, dag_run_id=args.dag_run_id))
     elif command == "status":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -405,6 +405,18 @@ def rollback(spec_path: str, reason: str, requested_by: str) -> dict:
 
     ctx = context_for(spec_path)
     return registry_rollback(ctx.spec, reason, requested_by, ctx.settings).to_xcom()
+
+
+def scoring_parity(spec_path: str, as_of: datetime | str, days: int | None = None) -> dict:
+    """Whether the scoring query computes every feature as the training query does, over the
+    ``days`` (default: the source's ``window_days``) before ``as_of`` (CLI ``check-scoring``)."""
+    from ml_tasks.core.plan import parse_as_of
+    from ml_tasks.scoring.parity import check_feature_parity
+
+    ctx = context_for(spec_path)
+    end = parse_as_of(as_of)
+    return check_feature_parity(ctx.spec, ctx.settings.include_dir, ctx.settings.warehouse_url,
+                                end - timedelta(days=days or ctx.spec.source.window_days), end).to_dict()
 
 
 def plan_scoring(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli") -> dict:
