@@ -31,13 +31,12 @@ Paths, interleaved within each round (cli, dags-test, scheduler, cli, ...):
                the services is not counted (they are long-lived in a deployment). The services
                are stopped after each round so they do not load the machine during the others.
 
-Per stage: the CLI prints no stage timing, so its stages are timed from the modification times
-of the manifests each stage writes under the run's folder (``plan.json`` ... ``report.json``):
-a stage's time is its last manifest's time less the previous stage's (``plan`` therefore
-includes the interpreter's start and imports). Airflow's stages are the sum of their task
+Per stage: the CLI's own ``stage_seconds`` (``run`` times each stage in its process and prints
+them with its result); what its wall holds beyond them is ``outside tasks`` (the interpreter's
+start and imports, and its exit). Airflow's stages are the sum of their task
 instances' ``end_date - start_date`` (Airflow's metadata database), with mapped instances
 counted; ``outside tasks`` is the wall time when no task ran (Airflow's own start, DAG parsing,
-scheduling gaps; for the CLI, the interpreter's exit after the report). With parallel slots the
+scheduling gaps). With parallel slots the
 scheduler's stage sums can exceed its wall time. ``cpu`` is the CPU time of every process the
 path ran during the measured wall (Airflow's services and task processes included, other jobs on
 the machine not); each run also prints the load average, since these machines are shared.
@@ -98,21 +97,9 @@ FIRST_AS_OF = "2024-03-01"
 AS_OF = "2024-10-01"
 PATHS = ("cli", "dags-test", "scheduler")
 SCHEDULER_SLOTS = 2
-#: Stages in the order the CLI runs them, each with the manifests (globs under the run's folder) it writes.
-STAGE_MANIFESTS = (
-    ("plan", ("plan.json",)),
-    ("extract", ("snapshot.json",)),
-    ("validate", ("validation.json",)),
-    ("sample", ("sample.json",)),
-    ("split", ("split.json",)),
-    ("train", ("train/*.json",)),
-    ("backtest", ("backtest/*/fold-*.json", "backtest.json")),
-    ("evaluate", ("evaluation.json",)),
-    ("gate", ("gate.json",)),
-    ("register", ("registration.json",)),
-    ("report", ("report.json",)),
-)
-STAGES = tuple(stage for stage, _ in STAGE_MANIFESTS)
+#: Stages in the order the CLI runs them (the keys of its ``stage_seconds``).
+STAGES = ("plan", "extract", "validate", "sample", "split", "train", "backtest", "evaluate", "gate", "register",
+          "report")
 #: Airflow tasks that are plumbing around a stage, counted with it; any other task is its own stage.
 TASK_STAGE = {"candidates": "train", "backtest_jobs": "backtest", "backtest_summary": "backtest",
               "announce_champion": "register"}
@@ -211,23 +198,20 @@ def write_spec_variant(include: Path, sample: int) -> None:
 # -- the paths ---------------------------------------------------------------------------------
 def run_cli(space: Workspace, as_of: str, log_path: Path) -> Measured:
     command = [sys.executable, "-m", "ml_tasks", "run", "--model", MODEL, "--as-of", as_of]
-    began, cpu = time.time(), own_cpu_seconds()
+    cpu = own_cpu_seconds()
     wall = _run_logged(command, space.env, log_path)
     cpu = own_cpu_seconds() - cpu
     outcome = json.loads(log_path.read_text().strip().splitlines()[-1])
-    run_folder = Path(space.settings.artifact_root) / "runs" / MODEL / outcome["run_key"]
-    return Measured("cli", wall, cpu, cli_stages(run_folder, began, began + wall), verdict=space.verdict())
+    return Measured("cli", wall, cpu, cli_stages(outcome["stage_seconds"], wall), verdict=space.verdict())
 
 
-def cli_stages(run_folder: Path, began: float, ended: float) -> dict[str, float]:
-    """Seconds per stage from its manifests' modification times (each stage ends when its last is written)."""
-    stages, previous = {}, began
-    for stage, patterns in STAGE_MANIFESTS:
-        written = [path.stat().st_mtime for pattern in patterns for path in run_folder.glob(pattern)]
-        if not written:
-            raise RuntimeError(f"stage {stage}: none of {patterns} under {run_folder}")
-        stages[stage], previous = max(written) - previous, max(written)
-    stages[OUTSIDE] = ended - previous
+def cli_stages(stage_seconds: dict[str, float], wall: float) -> dict[str, float]:
+    """The CLI's own stage times, in :data:`STAGES` order, and the rest of its wall outside them."""
+    missing = [stage for stage in STAGES if stage not in stage_seconds]
+    if missing:
+        raise RuntimeError(f"the CLI's stage_seconds lack {missing}: {stage_seconds}")
+    stages = {stage: float(stage_seconds[stage]) for stage in STAGES}
+    stages[OUTSIDE] = wall - sum(stages.values())
     return stages
 
 

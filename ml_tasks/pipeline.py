@@ -13,9 +13,11 @@ its own, and splitting them by phase would spread the store access the rule keep
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -625,17 +627,31 @@ def _challenger_calibration(plan: RunPlan, store: ArtifactStore, challenger: str
 
 
 def run_all(spec_path: str, as_of: datetime | str, **plan_options) -> dict:
-    """Every stage in order in this process: the DAG's path without Airflow (CLI ``run``)."""
-    plan = plan_run(spec_path, as_of, **plan_options)
-    snapshot = extract(plan)
-    validation_manifest = validate(plan, snapshot)
-    sample_manifest = sample(plan, validation_manifest)
-    split_manifest = split(plan, sample_manifest)
-    results = [train(plan, split_manifest, name) for name in plan["candidates"]]
-    folds = [backtest_folds(plan, job["candidate"], job["folds"]) for job in backtest_jobs(plan)]
-    backtest = backtest_summary(plan, folds, results)
-    evaluation = evaluate(plan, split_manifest, results)
-    gate_manifest = gate(plan, evaluation, backtest)
-    registration = register(plan, validation_manifest, gate_manifest)
-    return report(plan, validation_manifest, sample_manifest, split_manifest, evaluation, gate_manifest, registration,
-                  backtest)
+    """Every stage in order in this process: the DAG's path without Airflow (CLI ``run``).
+
+    Returns the report's manifest plus ``stage_seconds``: each stage's wall time in this process
+    (``bench/bench_dag.py`` sets them beside the Airflow task instances' durations)."""
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, work: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    plan = timed("plan", lambda: plan_run(spec_path, as_of, **plan_options))
+    snapshot = timed("extract", lambda: extract(plan))
+    validation_manifest = timed("validate", lambda: validate(plan, snapshot))
+    sample_manifest = timed("sample", lambda: sample(plan, validation_manifest))
+    split_manifest = timed("split", lambda: split(plan, sample_manifest))
+    results = [timed("train", partial(train, plan, split_manifest, name)) for name in plan["candidates"]]
+    folds = [timed("backtest", partial(backtest_folds, plan, job["candidate"], job["folds"]))
+             for job in timed("backtest", lambda: backtest_jobs(plan))]
+    backtest = timed("backtest", lambda: backtest_summary(plan, folds, results))
+    evaluation = timed("evaluate", lambda: evaluate(plan, split_manifest, results))
+    gate_manifest = timed("gate", lambda: gate(plan, evaluation, backtest))
+    registration = timed("register", lambda: register(plan, validation_manifest, gate_manifest))
+    reported = timed("report", lambda: report(plan, validation_manifest, sample_manifest, split_manifest, evaluation,
+                                              gate_manifest, registration, backtest))
+    return {**reported, "stage_seconds": {stage: round(s, 3) for stage, s in seconds.items()}}

@@ -75,6 +75,10 @@ def test_dry_run_gates_and_reports_but_never_registers_until_a_reviewer_promotes
         warehouse_env):
     report = cli("run", "--model", MODEL, "--as-of", "2024-03-01", "--dry-run")
     content = json.loads(Path(report["json_uri"]).read_text())
+    # `run` times its stages in its process (what bench/bench_dag.py compares with Airflow's tasks).
+    assert list(report["stage_seconds"]) == ["plan", "extract", "validate", "sample", "split", "train", "backtest",
+                                             "evaluate", "gate", "register", "report"]
+    assert all(seconds > 0 for seconds in report["stage_seconds"].values())
     assert content["plan"]["dry_run"] is True
     assert content["registration"]["action"] in {"skipped_dry_run", "skipped_failed_gate"}
     assert content["registration"]["version"] is None
