@@ -200,6 +200,11 @@ class StoreLayout:
         """The manifest of ``model``'s latest batch-scoring run."""
         return join(self.root, "scoring", model, "latest.json")
 
+    def feature_check(self, model: str, key: str) -> str:
+        """A passed check of ``model``'s scoring query against its training query, by
+        :func:`ml_tasks.scoring.parity.check_key` (champion version and both queries)."""
+        return join(self.root, "scoring", model, "feature-checks", f"{key}.json")
+
     def monitoring(self, model: str) -> str:
         """Folder of ``model``'s monitor runs: health history, latest record, reference profiles."""
         return join(self.root, "monitoring", model)

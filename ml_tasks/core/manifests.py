@@ -437,6 +437,9 @@ class ScoringModel(Manifest):
     model_uri: str
     #: The retrain run that registered it (its ``refit.run_key`` tag), for lineage.
     trained_run_key: str | None = None
+    #: That run's as-of (its ``refit.as_of`` tag): the rows before it have labels, on which the
+    #: scoring query's features are checked against the training query's.
+    trained_as_of: datetime | None = None
 
 
 class ScoringPlan(Manifest):
@@ -495,3 +498,6 @@ class ScoringManifest(Manifest):
     #: Engine that read the warehouse (``adbc``, ``copy_csv`` or ``sqlalchemy``).
     engine: str
     uri: str
+    #: The features check before scoring (:mod:`ml_tasks.scoring.parity`): its window, rows
+    #: compared, or why it was skipped; None when ``scoring.check_features`` is false.
+    feature_check: dict[str, Any] | None = None

@@ -14,29 +14,44 @@ matches rows by ``columns.id`` and compares every feature of the spec on every r
   (``missing_in_scoring``): rows of the kind the model learned from would never be scored.
   Ids only the scoring query returns are expected (rows without a label yet).
 
-Run it from the command line (``python -m ml_tasks check-scoring --model <name> --as-of <date>``)
-after editing either query; ``tests/scoring/test_parity.py`` runs it on the demo spec. Written
-here because no library compares two SQL queries' outputs feature by feature.
+Scoring checks first (:func:`check_before_scoring`, unless ``scoring.check_features`` is
+false), on the champion's own training window (up to :data:`MAX_ROWS` of the rows it learned
+from), and refuses to score when a feature differs: scores computed on other inputs than the
+model learned from are worse than none, and the failed task tells the person on call. A passed
+check is kept in the store under :func:`check_key` (champion version, both queries), so it runs
+once per champion and query edit, not on every scoring run. Run it from the command
+line too (``python -m ml_tasks check-scoring --model <name> --as-of <date>``) after editing
+either query; ``tests/scoring/test_parity.py`` runs it on the demo spec. Written here because
+no library compares two SQL queries' outputs feature by feature.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ml_tasks.core.spec import ModelSpec, query_path, scoring_query, scoring_section
 from ml_tasks.io.warehouse import TargetType, stream_query
 
 #: Relative tolerance of a numeric feature's two values (float noise, not a different formula).
 RTOL = 1e-9
+#: Training rows compared at most: the check's memory stays bounded whatever the window holds.
+MAX_ROWS = 200_000
 #: Ids shown per mismatching feature.
 MAX_EXAMPLES = 3
+
+
+class FeatureSkewError(RuntimeError):
+    """The scoring query computes a feature differently from the training query (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -88,26 +103,63 @@ class ParityReport:
 
 
 def check_feature_parity(spec: ModelSpec, include_dir: Path, warehouse_url: str, window_start: datetime,
-                         as_of: datetime, *, engine: str = "auto") -> ParityReport:
+                         as_of: datetime, *, max_rows: int | None = MAX_ROWS, engine: str = "auto") -> ParityReport:
     """Run the spec's training queries (every stream) and its scoring query over ``[window_start,
-    as_of)`` and compare their features row by row (see the module). Raises ``ValueError`` naming
-    the spec when it has no ``scoring`` section; a query error is raised as the driver raised it."""
+    as_of)`` and compare their features row by row (see the module).
+
+    Memory is bounded by ``max_rows`` (None: every row): the training queries are read until
+    that many rows (shared among the streams) and then stopped, and of the scoring query's
+    rows only those with one of these ids are kept. Raises ``ValueError`` naming the spec when it
+    has no ``scoring`` section; a query error is raised as the driver raised it."""
     scoring_section(spec)  # a spec without one raises, naming it
     types = _column_types(spec)
     params = {"window_start": window_start, "as_of": as_of}
-    training = pd.concat([_read(warehouse_url, query_path(spec, include_dir, name).read_text(), params, types, engine)
-                          for name in spec.source.query_files], ignore_index=True)
-    scoring = _read(warehouse_url, scoring_query(spec, include_dir), params, types, engine)
     key = spec.columns.id
+    names = spec.source.query_files
+    per_stream = None if max_rows is None else max(1, max_rows // len(names))
+    training = pd.concat([_read(warehouse_url, query_path(spec, include_dir, name).read_text(), params, types, engine,
+                                limit=per_stream) for name in names], ignore_index=True)
     training = training.drop_duplicates(key).set_index(key)
+    scoring, scoring_rows = _read_ids(warehouse_url, scoring_query(spec, include_dir), params, types, engine,
+                                      key=key, ids=training.index)
     scoring = scoring.drop_duplicates(key).set_index(key)
     common = training.index.intersection(scoring.index)
     mismatches = [found for name in spec.features.numeric + spec.features.categorical
                   if (found := _compare(name, training.loc[common, name], scoring.loc[common, name],
                                         numeric=name in spec.features.numeric)) is not None]
     return ParityReport(window_start=window_start, as_of=as_of, training_rows=len(training),
-                        scoring_rows=len(scoring), compared_rows=len(common),
+                        scoring_rows=scoring_rows, compared_rows=len(common),
                         missing_in_scoring=int((~training.index.isin(scoring.index)).sum()), mismatches=mismatches)
+
+
+def check_before_scoring(spec: ModelSpec, include_dir: Path, warehouse_url: str, champion_as_of: datetime | None,
+                         *, engine: str = "auto") -> dict[str, Any]:
+    """The check a scoring run makes first, on the champion's own training window
+    (``source.window_days`` before its as-of: the rows it learned from, labelled by then; at most
+    :data:`MAX_ROWS` of them). Returns what it compared (for the run's manifest); raises
+    :class:`FeatureSkewError` naming each feature that differs. Nothing to compare (a champion
+    without an as-of, a window without labelled rows) is recorded, not an error; nor are
+    labelled rows the scoring query leaves out, which are counted (its rows are scored right)."""
+    if champion_as_of is None:
+        return {"ok": None, "skipped": "the champion version has no refit.as_of tag: its training window is unknown"}
+    report = check_feature_parity(spec, include_dir, warehouse_url,
+                                  champion_as_of - timedelta(days=spec.source.window_days), champion_as_of,
+                                  engine=engine)
+    if report.mismatches:
+        raise FeatureSkewError(
+            f"scoring query of spec {spec.name!r} computes features differently from its training query on the "
+            f"labelled rows of [{report.window_start:%Y-%m-%d}, {report.as_of:%Y-%m-%d}): "
+            f"{'; '.join(m.describe() for m in report.mismatches)}; expected the same values (fix either query, or "
+            f"set scoring.check_features: false to score anyway)")
+    return report.to_dict()
+
+
+def check_key(spec: ModelSpec, include_dir: Path, champion_version: str) -> str:
+    """What a passed check holds for: the champion version, both queries' text and the features.
+    A later scoring run with the same key need not check again (``pipeline.score`` keeps it)."""
+    texts = [query_path(spec, include_dir, name).read_text() for name in spec.source.query_files]
+    texts += [scoring_query(spec, include_dir), spec.columns.id, *spec.features.numeric, *spec.features.categorical]
+    return f"v{champion_version}-{hashlib.sha256(chr(0).join(texts).encode()).hexdigest()[:16]}"
 
 
 def _column_types(spec: ModelSpec) -> dict[str, TargetType]:
@@ -117,9 +169,34 @@ def _column_types(spec: ModelSpec) -> dict[str, TargetType]:
     return types
 
 
-def _read(url: str, sql: str, params: dict[str, datetime], types: dict[str, TargetType], engine: str) -> pd.DataFrame:
-    batches = list(stream_query(url, sql, params, types, engine=engine))
-    return pa.Table.from_batches(batches).select(list(types)).to_pandas()
+def _read(url: str, sql: str, params: dict[str, datetime], types: dict[str, TargetType], engine: str,
+          limit: int | None) -> pd.DataFrame:
+    """The query's ``types`` columns, its first ``limit`` rows (None: all); the query is stopped
+    once they are read (closing the stream aborts it)."""
+    kept, rows = [], 0
+    batches = stream_query(url, sql, params, types, engine=engine)
+    try:
+        for batch in batches:
+            kept.append(batch.select(list(types)))
+            rows += batch.num_rows
+            if limit is not None and rows >= limit:
+                break
+    finally:
+        if isinstance(batches, Generator):  # stops the read-ahead thread and aborts the query
+            batches.close()
+    return pa.Table.from_batches(kept).slice(0, limit).to_pandas()
+
+
+def _read_ids(url: str, sql: str, params: dict[str, datetime], types: dict[str, TargetType], engine: str, *,
+              key: str, ids: pd.Index) -> tuple[pd.DataFrame, int]:
+    """The query's rows whose ``key`` is among ``ids`` (all of it is read, little is kept), and
+    how many rows it returned in all."""
+    wanted = pa.array(np.asarray(ids, dtype=np.int64))
+    kept, rows = [], 0
+    for batch in stream_query(url, sql, params, types, engine=engine):
+        rows += batch.num_rows
+        kept.append(batch.select(list(types)).filter(pc.is_in(batch.column(key), value_set=wanted)))
+    return pa.Table.from_batches(kept).to_pandas(), rows
 
 
 def _compare(name: str, training: pd.Series, scoring: pd.Series, *, numeric: bool) -> FeatureMismatch | None:

@@ -85,5 +85,7 @@ def gated_challenger(latest_verdict: dict | None, report: dict | None) -> Scorin
 
 
 def _pinned(info: ChampionInfo) -> ScoringModel:
+    as_of = info.tags.get("refit.as_of")
     return ScoringModel(version=info.version, model_uri=info.model_uri,
-                        trained_run_key=info.tags.get("refit.run_key"))
+                        trained_run_key=info.tags.get("refit.run_key"),
+                        trained_as_of=parse_as_of(as_of) if as_of else None)

@@ -6,7 +6,9 @@ is scored); each batch becomes the frame a model's own MLflow signature asks for
 ``predict`` of the plain pyfunc model, and its ids and scores are staged in the destination
 (:mod:`ml_tasks.scoring.destination`). Nothing holds more than a few batches, whatever the
 interval's size. The models are loaded from ``models:/<name>/<version>`` with ``mlflow.pyfunc``,
-as any consumer of the registry loads them.
+as any consumer of the registry loads them. Before any of it, the scoring query's features are
+checked against the training query's (:mod:`ml_tasks.scoring.parity`): a feature computed
+differently fails the run, naming it, and nothing is written.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +34,7 @@ from ml_tasks.io.warehouse import ExtractTypeError, TargetType, available_engine
 from ml_tasks.registry.pyfunc import load_pyfunc, positive_probability
 from ml_tasks.registry.tracking import use_store
 from ml_tasks.scoring.destination import Stamp, score_writer
+from ml_tasks.scoring.parity import check_before_scoring
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,10 +67,16 @@ class _Scorer:
 
 
 def score_interval(spec: ModelSpec, plan: ScoringPlan, warehouse_url: str, include_dir: Path,
-                   settings: Settings, engine: str = "auto") -> ScoringManifest:
-    """Score the rows of ``plan``'s interval and replace that interval's rows in the destination(s)."""
+                   settings: Settings, engine: str = "auto",
+                   passed_check: dict[str, Any] | None = None) -> ScoringManifest:
+    """Score the rows of ``plan``'s interval and replace that interval's rows in the destination(s).
+
+    ``passed_check``: the features check an earlier run passed for the same champion and queries
+    (:func:`~ml_tasks.scoring.parity.check_key`); without it the check runs first."""
     started = time.perf_counter()
     scored_at = datetime.now(UTC).replace(tzinfo=None)
+    # Before any model loads or any row is written: a skewed feature fails the run, naming it.
+    checked = passed_check or _checked_features(spec, plan, warehouse_url, include_dir, engine)
     scorers = _scorers(spec, plan, settings)
     rows = 0
     with score_writer(warehouse_url, [s.table for s in scorers]) as writer:
@@ -85,7 +95,8 @@ def score_interval(spec: ModelSpec, plan: ScoringPlan, warehouse_url: str, inclu
         model=spec.name, run_key=plan.run_key, as_of=plan.as_of, window_start=plan.window_start, rows=rows,
         served=tables[0], shadow=tables[1] if len(tables) > 1 else None, shadow_note=plan.shadow_note,
         scored_at=scored_at, seconds=round(time.perf_counter() - started, 3),
-        engine=available_engines(warehouse_url)[0] if engine == "auto" else engine, uri=plan.artifacts.manifest)
+        engine=available_engines(warehouse_url)[0] if engine == "auto" else engine, uri=plan.artifacts.manifest,
+        feature_check=checked)
 
 
 def _scorers(spec: ModelSpec, plan: ScoringPlan, settings: Settings) -> list[_Scorer]:
@@ -125,13 +136,30 @@ def _column_types(spec: ModelSpec, scorers: list[_Scorer]) -> dict[str, TargetTy
 def _batches(spec: ModelSpec, plan: ScoringPlan, url: str, include_dir: Path, scorers: list[_Scorer],
              engine: str) -> Iterator[pa.RecordBatch]:
     """The interval's rows in batches of ``chunk_rows``; a missing column or parameter names the query."""
-    scoring = scoring_section(spec)
-    where = f"scoring.query_file {scoring.query_file!r}" if scoring.query_file else "scoring.query"
     params = {"window_start": plan.window_start, "as_of": plan.as_of}
-    try:
+    with _query_errors_named(spec):
         # Closing this generator closes the stream too (yield from): its thread stops, its connection closes.
         yield from stream_query(url, scoring_query(spec, include_dir), params, _column_types(spec, scorers),
-                                batch_rows=scoring.chunk_rows, engine=engine)
+                                batch_rows=scoring_section(spec).chunk_rows, engine=engine)
+
+
+def _checked_features(spec: ModelSpec, plan: ScoringPlan, url: str, include_dir: Path,
+                      engine: str) -> dict[str, Any] | None:
+    """The features check before scoring (:func:`~ml_tasks.scoring.parity.check_before_scoring`),
+    unless the spec turns it off; a skewed feature raises ``FeatureSkewError``."""
+    if not scoring_section(spec).check_features:
+        return None
+    with _query_errors_named(spec):
+        return check_before_scoring(spec, include_dir, url, plan.champion.trained_as_of, engine=engine)
+
+
+@contextmanager
+def _query_errors_named(spec: ModelSpec) -> Iterator[None]:
+    """A missing column or parameter in the scoring query, raised as a :class:`ScoringError` naming it."""
+    scoring = scoring_section(spec)
+    where = f"scoring.query_file {scoring.query_file!r}" if scoring.query_file else "scoring.query"
+    try:
+        yield
     except ExtractTypeError as exc:  # a column the models need is missing or of the wrong kind
         raise ScoringError(f"{where} of spec {spec.name!r}: {exc}") from exc
     except ValueError as exc:  # at call time: a placeholder other than :window_start and :as_of

@@ -28,9 +28,11 @@ def expected_scores(credit_score, shift: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def register_version(settings: Settings, spec: ModelSpec, shift: float, champion: bool) -> str:
+def register_version(settings: Settings, spec: ModelSpec, shift: float, champion: bool,
+                     as_of: str | None = "2024-06-01T00:00:00") -> str:
     """Log a :class:`ShiftedLogit` with the spec's features as its signature, register it under
-    ``spec.registry_name`` and, if ``champion``, point the alias at it; the new version's number."""
+    ``spec.registry_name`` (tagged ``refit.as_of`` as a retrain run tags it, unless None) and, if
+    ``champion``, point the alias at it; the new version's number."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -41,6 +43,8 @@ def register_version(settings: Settings, spec: ModelSpec, shift: float, champion
         logged = mlflow.pyfunc.log_model(name="model", python_model=ShiftedLogit(shift),
                                          signature=infer_signature(example, pd.DataFrame({"probability": [0.5, 0.5]})))
     version = str(mlflow.register_model(logged.model_uri, spec.registry_name).version)
+    if as_of is not None:
+        client.set_model_version_tag(spec.registry_name, version, "refit.as_of", as_of)
     if champion:
         client.set_registered_model_alias(spec.registry_name, "champion", version)
     return version

@@ -42,6 +42,13 @@ def test_the_demo_specs_scoring_query_computes_every_feature_as_its_training_que
     assert report.scoring_rows > report.training_rows  # it also returns the rows whose labels are not in yet
 
 
+def test_at_most_max_rows_training_rows_are_compared_and_the_query_is_stopped_there(demo_spec, tiny_warehouse_url):
+    report = check_feature_parity(demo_spec, REPO_ROOT / "include", tiny_warehouse_url, *WINDOW, max_rows=500)
+
+    assert report.ok and report.training_rows == report.compared_rows == 500
+    assert report.scoring_rows > 1_000  # the scoring query is read whole; only the 500 ids are kept
+
+
 def test_a_feature_computed_differently_is_named_with_example_ids(demo_spec, tiny_warehouse_url, include):
     edit_scoring_query(include, "    c.income,", "    c.income * 1.01 AS income,")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -21,6 +21,7 @@ from ml_tasks.core.settings import REPO_ROOT, Settings, ensure_local_folders, lo
 from ml_tasks.core.spec import ModelSpec, ScoringSpec
 from ml_tasks.data.demo_warehouse import build_demo_warehouse
 from ml_tasks.scoring.destination import DestinationError
+from ml_tasks.scoring.parity import FeatureSkewError
 from ml_tasks.scoring.plan import NoChampionError, make_scoring_plan, scoring_run_key
 from ml_tasks.scoring.score import ScoringError, score_interval
 from tests.conftest import DEMO_SPEC, TINY_ROWS, postgres_databases
@@ -216,6 +217,49 @@ def test_a_failed_run_leaves_the_previous_scores_of_the_interval_in_place(demo_s
     assert len(scored) == first.rows and set(scored["run_key"]) == {first.run_key}
 
 
+def test_every_run_first_checks_the_scoring_querys_features_on_the_champions_labelled_rows(
+        demo_spec, settings, warehouse):
+    _, manifest = score(scoring_spec(demo_spec), settings, warehouse)
+
+    checked = manifest.feature_check
+    assert checked is not None and checked["ok"] is True
+    # The champion's training window: source.window_days before its as-of (its refit.as_of tag).
+    champion_as_of = datetime(2024, 6, 1)
+    assert (checked["window_start"], checked["as_of"]) == (
+        (champion_as_of - timedelta(days=demo_spec.source.window_days)).isoformat(), champion_as_of.isoformat())
+    assert checked["compared_rows"] == checked["training_rows"] > 1_000
+
+
+def test_a_scoring_query_that_computes_a_feature_differently_scores_nothing_and_names_it(
+        demo_spec, settings, warehouse):
+    sql = (INCLUDE / "sql" / "credit_default_score.sql").read_text()
+    assert "    a.credit_score," in sql
+    skewed = scoring_spec(demo_spec, query_file=None,
+                          query=sql.replace("    a.credit_score,", "    a.credit_score + 5 AS credit_score,"))
+
+    with pytest.raises(FeatureSkewError, match=r"scoring query of spec 'credit_default' computes features "
+                                               r"differently from its training query on the labelled rows of "
+                                               r"\[\d{4}-\d\d-\d\d, 2024-06-01\): feature 'credit_score' differs "
+                                               r"on \d+ row\(s\), e\.g\. id \d+: "):
+        score(skewed, settings, warehouse)
+    assert not destination_exists(warehouse, skewed.scoring.destination)
+
+    # A spec that means it (a feature served fresher than it is trained, say) turns the check off.
+    allowed = skewed.model_copy(update={"scoring": skewed.scoring.model_copy(update={"check_features": False})})
+    _, manifest = score(allowed, settings, warehouse)
+    assert manifest.rows > 0 and manifest.feature_check is None
+
+
+def destination_exists(url: str, name: str) -> bool:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        return inspect(engine).has_table(name)
+    finally:
+        engine.dispose()
+
+
 def test_the_run_key_names_the_interval_alone():
     start, end = datetime(2024, 8, 1), datetime(2024, 9, 1)
     assert scoring_run_key(end, start) == scoring_run_key(end, start)
@@ -250,3 +294,11 @@ def test_the_cli_scores_the_demo_specs_interval_and_records_the_manifest_in_the_
                                   "replaced": 0}
     assert manifest["shadow"]["table"] == "credit_default_scores_shadow" and manifest["shadow"]["version"] == "2"
     assert len(table(f"sqlite:///{warehouse}", "credit_default_scores")) == manifest["rows"] > 0
+    # The features check passed and is kept for this champion and these queries: the next run reuses it.
+    [kept] = store.list(f"{settings.artifact_root}/scoring/credit_default/feature-checks", suffix=".json")
+    assert store.read_json(kept) == manifest["feature_check"] and manifest["feature_check"]["ok"] is True
+    store.write_json(kept, {**manifest["feature_check"], "marked": "by the test"})
+    again = subprocess.run([sys.executable, "-m", "ml_tasks", "score", "--model", "credit_default", "--as-of", AS_OF],
+                           capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["feature_check"]["marked"] == "by the test"

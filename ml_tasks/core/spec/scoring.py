@@ -51,6 +51,11 @@ class ScoringSpec(Strict):
                                                                              "challenger the latest gate refused, "
                                                                              "into <destination>_shadow")
 
+    check_features: bool = Field(True, description="before scoring, compare the features this query computes "
+                                                   "with the training query's on the labelled rows of the "
+                                                   "window_days before the champion's as-of, and fail naming any "
+                                                   "feature that differs (training/serving skew); false: skip")
+
     @field_validator("schedule")
     @classmethod
     def _cron_or_preset(cls, value: str | None) -> str | None:
