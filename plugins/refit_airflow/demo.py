@@ -177,6 +177,10 @@ def _score_demo(settings: Settings, logical_date: str) -> None:
           f"with champion version {served['version']} into {served['table']} ({settings.warehouse_url})")
     print(f"  shadow: {scored['shadow']['table'] + ' (version ' + scored['shadow']['version'] + ')'}"
           if scored["shadow"] else f"  shadow: {scored['shadow_note'] or 'not asked for'}")
+    checked = scored.get("feature_check") or {}
+    if checked.get("ok"):
+        print(f"  features: the scoring query computes all of them as the training query does "
+              f"({checked['compared_rows']} rows of the champion's training window compared)")
 
 
 def main(argv: list[str] | None = None) -> int:
