@@ -446,13 +446,14 @@ def score(plan: dict, warehouse_url: str | None = None) -> dict:
 
     scoring_plan = ScoringPlan.model_validate(plan)
     ctx = context_for(scoring_plan.spec_path)
-    # The features check runs once per champion and pair of queries; later runs reuse its record.
+    # The features check runs once per champion and pair of queries; later runs reuse its record
+    # (one that found no differing feature: it raises otherwise). Its inputs are fixed by the key.
     check_uri = ctx.store.layout.feature_check(ctx.spec.name, check_key(ctx.spec, ctx.settings.include_dir,
                                                                         scoring_plan.champion.version))
     passed = ctx.store.read_json(check_uri) if ctx.store.exists(check_uri) else None
     manifest = score_interval(ctx.spec, scoring_plan, _warehouse(ctx, warehouse_url), ctx.settings.include_dir,
                               ctx.settings, passed_check=passed)
-    if passed is None and manifest.feature_check and manifest.feature_check.get("ok"):
+    if passed is None and manifest.feature_check and "skipped" not in manifest.feature_check:
         ctx.store.write_json(check_uri, manifest.feature_check)
     ctx.store.write_json(manifest.uri, manifest.to_xcom())
     ctx.store.write_json(ctx.store.layout.latest_scoring(ctx.spec.name), manifest.to_xcom())

@@ -17,9 +17,10 @@ matches rows by ``columns.id`` and compares every feature of the spec on every r
 Scoring checks first (:func:`check_before_scoring`, unless ``scoring.check_features`` is
 false), on the champion's own training window (up to :data:`MAX_ROWS` of the rows it learned
 from), and refuses to score when a feature differs: scores computed on other inputs than the
-model learned from are worse than none, and the failed task tells the person on call. A passed
-check is kept in the store under :func:`check_key` (champion version, both queries), so it runs
-once per champion and query edit, not on every scoring run. Run it from the command
+model learned from are worse than none, and the failed task tells the person on call. A check
+that found no differing feature is kept in the store under :func:`check_key` (champion
+version, both queries: what decides its outcome), so it runs once per champion and query edit,
+not on every scoring run, even where the scoring query deliberately leaves rows out. Run it from the command
 line too (``python -m ml_tasks check-scoring --model <name> --as-of <date>``) after editing
 either query; ``tests/scoring/test_parity.py`` runs it on the demo spec. Written here because
 no library compares two SQL queries' outputs feature by feature.
