@@ -124,4 +124,5 @@ def approval_tasks(spec: ModelSpec, run_plan: Any, validation: Any, gate: Any, r
             registration_lineage(validation_manifest, registration, task="apply_approval")
         return registration
 
-    return apply_approval(run_plan, validation, gate, registration, asked.output)
+    answer: Any = asked.output  # the approve task's XCom, resolved when apply_approval runs
+    return apply_approval(run_plan, validation, gate, registration, answer)

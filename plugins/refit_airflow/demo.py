@@ -103,7 +103,7 @@ def dag_run_state(settings: Settings, dag_id: str, logical_date: str) -> str | N
     output = subprocess.run([airflow_binary(), "dags", "list-runs", dag_id, "-o", "json"], env=airflow_env(settings),
                             capture_output=True, text=True, check=True).stdout
     # Airflow may log lines before the JSON document; the document is the last line.
-    listed = next((json.loads(line) for line in reversed(output.splitlines()) if line.startswith("[")), [])
+    listed: list[dict] = next((json.loads(line) for line in reversed(output.splitlines()) if line.startswith("[")), [])
     runs = [r for r in listed if (r.get("logical_date") or "").startswith(logical_date)]
     return max(runs, key=lambda r: r["run_after"])["state"] if runs else None
 

@@ -130,7 +130,7 @@ def _output(namespace: str, name: str, version: str | None = None, rows: int | N
     from openlineage.client.event_v2 import OutputDataset
     from openlineage.client.facet_v2 import output_statistics_output_dataset
 
-    statistics = {} if rows is None else {
+    statistics: dict[str, Any] = {} if rows is None else {
         "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=rows,
                                                                                                 size=size)}
     return OutputDataset(namespace=namespace, name=name, facets=_version(version), outputFacets=statistics)

@@ -168,10 +168,11 @@ class DockerTrainerOperator(DockerOperator):
         return trainer_command(self.plan, (self.split or {}).get("uri"), self.candidate, python="python",
                                folds=self.folds)
 
-    def execute(self, context) -> dict:
+    def execute(self, context) -> dict:  # type: ignore[override]  # the trainer's manifest, not its log lines
         self.command = self.trainer_command()
         self.log.info("Running trainer in %s: %s", self.image, " ".join(self.command))
-        return parse_manifest(super().execute(context), self.candidate)
+        # xcom_all=False: the container's last output line (or None), never the list of all.
+        return parse_manifest(super().execute(context), self.candidate)  # type: ignore[arg-type]
 
     def _run_image_with_mounts(self, target_mounts, add_tmp_variable: bool) -> str | None:
         secrets = {**secret_environment(os.environ), **self._private_environment}
@@ -209,7 +210,9 @@ class DockerTrainerOperator(DockerOperator):
     def container_labels(self) -> dict[str, str]:
         """The spec's labels plus what this container trains: ``docker ps --filter
         label=refit.candidate=network`` finds it on the host."""
-        labels = {**(self.labels or {}), "refit.candidate": str(self.candidate), "refit.task": self.task_id,
+        # The operator also takes labels as a list of names (Docker's label without a value).
+        given = self.labels if isinstance(self.labels, dict) else dict.fromkeys(self.labels or [], "")
+        labels = {**given, "refit.candidate": str(self.candidate), "refit.task": self.task_id,
                   "refit.run_key": str((self.plan or {}).get("run_key", ""))}
         if self.folds:
             labels["refit.folds"] = ",".join(str(fold) for fold in self.folds)

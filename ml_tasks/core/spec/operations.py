@@ -4,7 +4,8 @@ loading.NOT_RECIPE`): changing it gives no interval a new run key."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -45,7 +46,7 @@ TimeoutMinutes = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_MINUTES)]
 Timeouts = dict[Stage, TimeoutMinutes]
 
 
-def timeout_minutes(timeouts: dict[str, float], task_id: str) -> float:
+def timeout_minutes(timeouts: Mapping[Any, float], task_id: str) -> float:
     """Minutes a task may run: the spec's value for its stage, else the stage's default, else the
     spec's (or the built-in) ``default``."""
     stage = TASK_STAGES.get(task_id, task_id)
