@@ -61,8 +61,9 @@ export PYTEST_ARGS
 test: setup system-deps lint typecheck
 	$(BIN)/python -m tests.parts $(TEST_PARTS)
 
-# Minutes, not tens of them: no end-to-end DAG runs, no real-services or compose stack.
-test-quick: setup lint typecheck
+# Minutes, not tens of them: no end-to-end DAG runs, no real-services or compose stack. It
+# needs system-deps too: the unit part checks docker-compose and Compose v2 read the stack's file.
+test-quick: setup system-deps lint typecheck
 	$(BIN)/python -m tests.parts unit
 
 # The compose stack alone: images built here (docker/local/build.sh), docker-compose up, the DAG
