@@ -417,7 +417,7 @@ def scoring_parity(spec_path: str, as_of: datetime | str, days: int | None = Non
 
     ctx = context_for(spec_path)
     end = parse_as_of(as_of)
-    return check_feature_parity(ctx.spec, ctx.settings.include_dir, ctx.settings.warehouse_url,
+    return check_feature_parity(ctx.spec, ctx.settings.include_dir, _warehouse(ctx, None),
                                 end - timedelta(days=days or ctx.spec.source.window_days), end).to_dict()
 
 

@@ -89,3 +89,23 @@ def test_the_cli_fails_naming_the_feature(tiny_warehouse_url, include, tmp_path)
     assert json.loads(done.stdout.splitlines()[-1])["ok"] is False
     assert "error: --model credit_default: the scoring query does not compute the features as the training query " \
            "does: feature 'amount' differs on" in done.stderr
+
+
+def test_the_cli_reads_the_warehouse_the_spec_names_as_extraction_does(tiny_warehouse_url, include, tmp_path):
+    import yaml
+
+    spec_file = include / "models" / "credit_default.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["source"]["warehouse_url"] = tiny_warehouse_url
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    empty = f"sqlite:///{tmp_path / 'no-tables.db'}"  # the settings' warehouse: not the one to read
+    env = {"REFIT_HOME": str(tmp_path / "home"), "REFIT_INCLUDE_DIR": str(include), "REFIT_WAREHOUSE_URL": empty,
+           "PATH": "/usr/bin:/bin"}
+
+    done = subprocess.run([sys.executable, "-m", "ml_tasks", "check-scoring", "--model", "credit_default",
+                           "--as-of", "2024-06-01", "--days", "365"], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1])["compared_rows"] > 1_000
+
