@@ -79,12 +79,17 @@ def column_types(spec: ModelSpec) -> dict[str, TargetType]:
     """
     cols = spec.columns
     types: dict[str, TargetType] = {cols.timestamp: "timestamp", cols.label_observed_at: "timestamp"}
-    types |= dict.fromkeys(spec.features.numeric, "float64")
-    types |= dict.fromkeys(spec.features.categorical, "string")
+    types |= feature_types(spec)
     types |= {name: "int64" for name in (cols.id, cols.label, cols.entity) if name}
     if spec.sampling.importance_weight:
         types[spec.sampling.importance_weight] = "float64"
     return types
+
+
+def feature_types(spec: ModelSpec) -> dict[str, TargetType]:
+    """The Arrow type of every feature: float64 for the numeric ones, string for the categorical."""
+    types: dict[str, TargetType] = dict.fromkeys(spec.features.numeric, "float64")
+    return types | dict.fromkeys(spec.features.categorical, "string")
 
 
 def strata_columns(spec: ModelSpec) -> list[str]:

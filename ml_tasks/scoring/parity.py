@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ml_tasks.core.spec import ModelSpec, query_path, scoring_query, scoring_section
+from ml_tasks.data.extract import feature_types
 from ml_tasks.io.warehouse import TargetType, stream_query
 
 #: Relative tolerance of a numeric feature's two values (float noise, not a different formula).
@@ -164,10 +165,8 @@ def check_key(spec: ModelSpec, include_dir: Path, champion_version: str) -> str:
 
 
 def _column_types(spec: ModelSpec) -> dict[str, TargetType]:
-    types: dict[str, TargetType] = {spec.columns.id: "int64"}
-    types |= dict.fromkeys(spec.features.numeric, "float64")
-    types |= dict.fromkeys(spec.features.categorical, "string")
-    return types
+    """The id and the features, typed as a snapshot types them."""
+    return {spec.columns.id: "int64", **feature_types(spec)}
 
 
 def _read(url: str, sql: str, params: dict[str, datetime], types: dict[str, TargetType], engine: str,
