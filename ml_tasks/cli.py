@@ -29,6 +29,7 @@ from typing import Any, NoReturn, TextIO
 
 from ml_tasks import pipeline
 from ml_tasks.core.artifacts import RunArtifacts
+from ml_tasks.core.manifests import CLI_RUN_ID
 from ml_tasks.core.private_env import PrivateEnvironmentError, from_stdin_if_flagged
 from ml_tasks.core.settings import load_settings
 from ml_tasks.core.spec import NAME_PATTERN, SpecError, spec_reference
@@ -107,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--sample-size", type=int)
         sub.add_argument("--candidates", help="comma-separated candidate names")
         sub.add_argument("--dry-run", action="store_true")
-        sub.add_argument("--dag-run-id", default="cli")
+        sub.add_argument("--dag-run-id", default=CLI_RUN_ID)
 
     for stage in _INPUTS:
         sub = commands.add_parser(stage, help=f"run the {stage} stage of a planned run")
@@ -141,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, type=_model_name)
     score.add_argument("--as-of", required=True, help="end of the interval (ISO date or datetime, UTC); it starts "
                                                       "scoring.window_days earlier")
-    score.add_argument("--dag-run-id", default="cli")
+    score.add_argument("--dag-run-id", default=CLI_RUN_ID)
     parity = commands.add_parser("check-scoring", help="compare the features the scoring query computes with the "
                                                        "training query's, row by row (training/serving skew)")
     parity.add_argument("--model", required=True, type=_model_name)
@@ -153,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     monitor.add_argument("--model", required=True, type=_model_name)
     monitor.add_argument("--as-of", required=True, help="the moment monitored (ISO date or datetime, UTC): rows of "
                                                         "[champion's as-of, as-of) with labels observed by then")
-    monitor.add_argument("--dag-run-id", default="cli")
+    monitor.add_argument("--dag-run-id", default=CLI_RUN_ID)
     status = commands.add_parser("status", help="champion, last run and latest health of a model")
     status.add_argument("--model", required=True, type=_model_name)
     status.add_argument("--json", action="store_true")

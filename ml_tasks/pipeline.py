@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ml_tasks.core.manifests import (
+    CLI_RUN_ID,
     BacktestManifest,
     EvaluationManifest,
     GateManifest,
@@ -84,7 +85,7 @@ def _planned_context(run_plan: RunPlan) -> StageContext:
 
 
 def plan_run(spec_path: str, as_of: datetime | str, sample_size: int | None = None,
-             candidates: list[str] | None = None, dry_run: bool = False, dag_run_id: str = "cli",
+             candidates: list[str] | None = None, dry_run: bool = False, dag_run_id: str = CLI_RUN_ID,
              trigger: str | None = None) -> dict:
     """Plan a retrain run; ``trigger`` says what started it when a monitor's retrain trigger did."""
     from ml_tasks.core.plan import make_plan
@@ -421,7 +422,7 @@ def scoring_parity(spec_path: str, as_of: datetime | str, days: int | None = Non
                                 end - timedelta(days=days or ctx.spec.source.window_days), end).to_dict()
 
 
-def plan_scoring(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli") -> dict:
+def plan_scoring(spec_path: str, as_of: datetime | str, dag_run_id: str = CLI_RUN_ID) -> dict:
     """Plan a batch-scoring run of the interval ending at ``as_of``: its run key and the champion
     (and shadow) version it scores with, pinned so that a retry tags its rows the same way."""
     from ml_tasks.scoring.plan import gated_challenger, make_scoring_plan
@@ -460,12 +461,13 @@ def score(plan: dict, warehouse_url: str | None = None) -> dict:
     return manifest.to_xcom()
 
 
-def score_all(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli") -> dict:
+def score_all(spec_path: str, as_of: datetime | str, dag_run_id: str = CLI_RUN_ID) -> dict:
     """Plan and score in this process: the scoring DAG's path without Airflow (CLI ``score``)."""
     return score(plan_scoring(spec_path, as_of, dag_run_id))
 
 
-def monitor(spec_path: str, as_of: datetime | str, dag_run_id: str = "cli", warehouse_url: str | None = None) -> dict:
+def monitor(spec_path: str, as_of: datetime | str, dag_run_id: str = CLI_RUN_ID,
+            warehouse_url: str | None = None) -> dict:
     """Measure the champion on the rows whose labels matured since its as-of, decide which retrain
     triggers fire, and append the health record to the store (the monitor DAG's task; CLI ``monitor``)."""
     from ml_tasks.core.plan import PlanError, parse_as_of

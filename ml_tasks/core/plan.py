@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ml_tasks.core.artifacts import StoreLayout
-from ml_tasks.core.manifests import RunPlan
+from ml_tasks.core.manifests import CLI_RUN_ID, RunPlan
 from ml_tasks.core.spec import ModelSpec, query_texts, spec_hash
 
 
@@ -43,7 +43,7 @@ def make_plan(
     sample_size: int | None = None,
     candidates: list[str] | None = None,
     dry_run: bool = False,
-    dag_run_id: str = "cli",
+    dag_run_id: str = CLI_RUN_ID,
     trigger: str | None = None,
 ) -> RunPlan:
     """Build the plan of one run.

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ml_tasks.core.artifacts import StoreLayout
-from ml_tasks.core.manifests import ScoringModel, ScoringPlan
+from ml_tasks.core.manifests import CLI_RUN_ID, ScoringModel, ScoringPlan
 from ml_tasks.core.plan import PlanError, parse_as_of
 from ml_tasks.core.settings import Settings
 from ml_tasks.core.spec import ModelSpec, ScoringSpec, scoring_section
@@ -26,7 +26,7 @@ def scoring_run_key(as_of: datetime, window_start: datetime) -> str:
 
 
 def make_scoring_plan(spec: ModelSpec, spec_path: Path, layout: StoreLayout, as_of: datetime | str,
-                      settings: Settings, dag_run_id: str = "cli",
+                      settings: Settings, dag_run_id: str = CLI_RUN_ID,
                       gated: ScoringModel | None = None) -> ScoringPlan:
     """The plan of one scoring run; raises :class:`NoChampionError` when no version is champion.
 
