@@ -181,19 +181,16 @@ def _add_spec_trial(study: Study, space: dict[str, BaseDistribution], params: di
     modelling them together)."""
     import optuna
 
-    if not math.isfinite(score) or not all(name in params and _contains(d, params[name]) for name, d in space.items()):
+    if not math.isfinite(score) or not all(name in params for name in space):
         return
     sign = 1.0 if higher_is_better else -1.0
-    study.add_trial(optuna.trial.create_trial(
-        params={name: params[name] for name in space}, distributions=space, value=score,
-        intermediate_values={step: -sign * loss for step, loss in steps.items()}))
-
-
-def _contains(distribution: BaseDistribution, value: Any) -> bool:
-    try:
-        return bool(distribution._contains(distribution.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False
+    try:  # Optuna's own check that each value lies in its distribution
+        trial = optuna.trial.create_trial(
+            params={name: params[name] for name in space}, distributions=space, value=score,
+            intermediate_values={step: -sign * loss for step, loss in steps.items()})
+    except ValueError:
+        return
+    study.add_trial(trial)
 
 
 def _search_trial(study: Study, space: dict[str, BaseDistribution], fixed: dict[str, Any], fit_and_score: FitAndScore,

@@ -97,6 +97,27 @@ def test_tpe_finds_a_better_point_than_its_random_start():
     assert result.score > -0.02 and all(isinstance(t.params["num_leaves"], int) for t in result.trials[1:])
 
 
+@pytest.mark.parametrize(("spec_params", "told"), [
+    ({"num_leaves": 31, "learning_rate": 0.05}, True),
+    ({"num_leaves": 31, "learning_rate": 0.5}, False),   # outside the searched range
+    ({"num_leaves": 40, "learning_rate": 0.05}, False),  # not one of the listed values
+    ({"learning_rate": 0.05}, False),                    # a searched parameter the spec leaves unset
+])
+def test_the_sampler_learns_from_trial_0_only_when_the_specs_params_lie_in_the_search_space(spec_params, told):
+    import optuna
+
+    from ml_tasks.core.spec import SearchRange
+    from ml_tasks.training.tuning import _add_spec_trial, search_distributions
+
+    space = search_distributions({"num_leaves": [15, 31, 63],
+                                  "learning_rate": SearchRange(low=0.01, high=0.2, log=True)})
+    study = optuna.create_study(direction="maximize")
+
+    _add_spec_trial(study, space, spec_params, 0.8, {1: 0.3}, higher_is_better=True)
+
+    assert [(t.params, t.value) for t in study.trials] == ([(spec_params, 0.8)] if told else [])
+
+
 def test_pruning_stops_trials_whose_validation_loss_lags_and_never_chooses_them():
     """A trial reports its validation loss per step; one among the worst of the earlier trials at
     the same step (after the warm-up steps) is stopped and cannot be chosen."""
