@@ -41,6 +41,8 @@ DAG_ID = f"retrain_{MODEL}"
 CONF = {"candidates": ["logistic_baseline"], "sample_size": 2_000}
 RUN_TIMEOUT_S = 420
 WAIT_S = 60
+#: The Slack webhook connection (in the metadata database) the runs notify through, and its secret.
+SLACK_CONN_ID, SLACK_TOKEN = "oncall_slack", "T0REFIT/B0APPROVE/HookSecret4"
 #: An admin of the UI who is not among the spec's approvers.
 OTHER_USER, OTHER_PASSWORD = "intern", "refit-ui-test-intern"
 
@@ -60,7 +62,16 @@ class Home:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Home:
+def slack():
+    """A local HTTP endpoint standing in for Slack's incoming webhook: its URL and what it received."""
+    from tests.reporting.test_notify import http_receiver
+
+    with http_receiver() as (base_url, posted, paths):
+        yield base_url, posted, paths
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, slack) -> Home:
     from ml_tasks.data.demo_warehouse import build_demo_warehouse
 
     root = tmp_path_factory.mktemp("approval")
@@ -79,6 +90,12 @@ def home(tmp_path_factory) -> Home:
     build_demo_warehouse(settings.warehouse_url, rows=TINY_ROWS, seed=11)
     prepare_airflow(settings)
     (settings.home / "openlineage").mkdir()  # the file transport writes into it, and creates no folder
+    # The Slack connection lives in Airflow's metadata database, secret included: no environment
+    # variable of the runs holds it (BackgroundRun names only its id).
+    added = subprocess.run([airflow_binary(), "connections", "add", SLACK_CONN_ID, "--conn-type", "slackwebhook",
+                            "--conn-host", f"{slack[0]}/services", "--conn-password", SLACK_TOKEN],
+                           env=airflow_env(settings), capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stdout + added.stderr
     return Home(settings=settings, spec_file=spec_file)
 
 
@@ -108,12 +125,14 @@ class BackgroundRun:
         self.log = home.settings.home / "logs" / f"approval-{logical_date}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         # OpenLineage's file transport: one JSON event a line, every run of the module appending.
-        lineage = {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+        run_env = {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
             {"type": "file", "log_file_path": str(lineage_file(home)), "append": True})}
+        # Notifications through Airflow's Slack notifier: Refit's settings name the connection only.
+        run_env |= {"REFIT_NOTIFY_CHANNELS": "log,slack", "REFIT_NOTIFY_SLACK_CONN_ID": SLACK_CONN_ID}
         with self.log.open("wb") as handle:
             self.process = subprocess.Popen(
                 [airflow_binary(), "dags", "test", DAG_ID, logical_date, "--conf", json.dumps(CONF)],
-                env={**airflow_env(home.settings), **lineage}, stdout=handle, stderr=subprocess.STDOUT,
+                env={**airflow_env(home.settings), **run_env}, stdout=handle, stderr=subprocess.STDOUT,
                 start_new_session=True)
         self.run_id: str | None = None
 
@@ -314,7 +333,7 @@ def registry_has_versions(home: Home) -> bool:
         return False
 
 
-def test_a_fail_rejected_in_the_tasks_form_leaves_the_champion(home, server, browser, start):
+def test_a_fail_rejected_in_the_tasks_form_leaves_the_champion(home, server, browser, start, slack):
     from selenium.webdriver.common.by import By
 
     home.edit_spec(promotion="approve_on_fail", thresholds={"roc_auc": {"min": 0.99}})  # no model gets there
@@ -344,6 +363,12 @@ def test_a_fail_rejected_in_the_tasks_form_leaves_the_champion(home, server, bro
                                         "champion_moved_by_this_run": False}
     assert f"Rejected by oncall: {reason}" in dag_run["note"]
     assert len(champion_events(server)) == 1
+    # The person on call was told, through the connection in Airflow's database, that the FAIL waits.
+    _, posted, paths = slack
+    [told] = [p["text"] for p in posted if "gate FAIL" in p["text"]]
+    assert "the run's approve task waits for an approval from oncall (Required actions); no answer within 24 h" \
+           in told
+    assert set(paths) == {f"/services/{SLACK_TOKEN}"}
     assert approval_lineage(home)[-1] == []  # nothing registered, no output
 
 
